@@ -1,0 +1,120 @@
+/** Bytes → Artifact, refusing damaged, foreign or unsupported files with an ArtifactError. */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { ArtifactError } from '../common/errors.js';
+import { validateProfile } from '../common/profile.js';
+import { CHECKSUM_BYTES, FORMAT_NAME, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, type Artifact, type ArtifactHeader } from './format.js';
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+export function readArtifactFile(file: string): Artifact {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw new ArtifactError(`cannot read artifact: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+  }
+  return readArtifact(bytes, file);
+}
+
+export function isArtifact(bytes: Uint8Array): boolean {
+  return bytes.length >= MAGIC.length && MAGIC.every((b, i) => bytes[i] === b);
+}
+
+export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
+  const fail = (msg: string): never => {
+    throw new ArtifactError(msg, { file });
+  };
+  if (!isArtifact(bytes)) fail('not a dendra artifact (bad magic bytes); compile a model with `dendra compile` first');
+  if (bytes.length < PREAMBLE_BYTES + CHECKSUM_BYTES) fail(`artifact is truncated (${bytes.length} bytes)`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint32(8, true);
+  if (version !== FORMAT_VERSION) fail(`artifact format version ${version} is not supported (this dendra reads version ${FORMAT_VERSION})`);
+  const body = bytes.length - CHECKSUM_BYTES;
+  const digest = createHash('sha256').update(bytes.subarray(0, body)).digest();
+  if (!digest.equals(bytes.subarray(body))) fail('artifact is damaged: its SHA-256 checksum does not match (truncated or modified file)');
+  const headerLen = view.getUint32(12, true);
+  if (PREAMBLE_BYTES + headerLen > body) fail('artifact is damaged: header runs past the end of the file');
+  let header: ArtifactHeader;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLen))) as ArtifactHeader;
+  } catch (e) {
+    return fail(`artifact is damaged: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (header.format !== FORMAT_NAME) fail(`not a dendra artifact (format '${String(header.format)}')`);
+  if (!Array.isArray(header.blobs)) fail('artifact is damaged: header has no blob table');
+  const blobStart = align8(PREAMBLE_BYTES + headerLen);
+  const blobs = header.blobs.map((b, i) => {
+    const size = b.dtype === 'float32' || b.dtype === 'int32' ? 4 : fail(`artifact blob ${i} has unknown dtype '${String(b.dtype)}'`);
+    const start = blobStart + b.offset;
+    if (!Number.isSafeInteger(b.offset) || !Number.isSafeInteger(b.length) || b.offset < 0 || b.length < 0 || b.offset % 4 !== 0 || start + b.length * size > body) {
+      fail(`artifact blob ${i} lies outside the file`);
+    }
+    const copy = new Uint8Array(bytes.subarray(start, start + b.length * size)); // an aligned copy (Buffer.slice would be a view)
+    return b.dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer);
+  });
+  const revive = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(revive);
+    if (value && typeof value === 'object') {
+      const o = value as Record<string, unknown>;
+      if (typeof o['$blob'] === 'number') {
+        const blob = blobs[o['$blob']];
+        return blob ?? fail(`artifact refers to missing blob ${o['$blob']}`);
+      }
+      if (typeof o['$number'] === 'string') return Number(o['$number']);
+      return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, revive(v)]));
+    }
+    return value;
+  };
+  const model = revive(header.model) as Artifact;
+  checkShape(model, fail);
+  try {
+    model.profile = validateProfile(model.profile);
+  } catch (e) {
+    fail(`artifact holds an invalid device profile: ${(e as Error).message}`);
+  }
+  return model;
+}
+
+/** Structural checks: every field the runtime relies on is there with the right type and length. */
+function checkShape(m: Artifact, fail: (msg: string) => never): void {
+  const isObj = (v: unknown) => typeof v === 'object' && v !== null;
+  const int = (v: unknown, what: string) => {
+    if (!Number.isInteger(v) || (v as number) < 0) fail(`artifact is malformed: ${what} is not a non-negative integer`);
+    return v as number;
+  };
+  const f32 = (v: unknown, n: number, what: string) => {
+    if (!(v instanceof Float32Array) || v.length !== n) fail(`artifact is malformed: ${what} must be ${n} float32 values`);
+  };
+  const i32 = (v: unknown, n: number, what: string) => {
+    if (!(v instanceof Int32Array) || v.length !== n) fail(`artifact is malformed: ${what} must be ${n} int32 values`);
+  };
+  if (!isObj(m) || !isObj(m.input) || !isObj(m.output) || !isObj(m.source) || !Array.isArray(m.arrays) || !Array.isArray(m.layers) || m.layers.length === 0) {
+    fail('artifact is malformed: missing input, output, source, arrays or layers');
+  }
+  if (typeof m.input.name !== 'string' || !Array.isArray(m.input.shape)) fail('artifact is malformed: input has no name or shape');
+  int(m.input.features, 'input.features');
+  int(m.output.features, 'output.features');
+  m.arrays.forEach((a, i) => {
+    if (!isObj(a)) fail(`artifact is malformed: arrays[${i}]`);
+    f32(a.conductance, int(a.rows, `arrays[${i}].rows`) * int(a.cols, `arrays[${i}].cols`), `arrays[${i}].conductance`);
+  });
+  m.layers.forEach((l, li) => {
+    const at = `layers[${li}]`;
+    if (!isObj(l) || !Array.isArray(l.tiles) || !isObj(l.activation)) fail(`artifact is malformed: ${at}`);
+    int(l.inFeatures, `${at}.inFeatures`);
+    const out = int(l.outFeatures, `${at}.outFeatures`);
+    f32(l.bias, out, `${at}.bias`);
+    f32(l.gPerWeight, out, `${at}.gPerWeight`);
+    l.tiles.forEach((t, ti) => {
+      const tt = `${at}.tiles[${ti}]`;
+      if (!isObj(t) || !(t.inputIndex instanceof Int32Array) || !(t.outputIndex instanceof Int32Array)) fail(`artifact is malformed: ${tt}`);
+      i32(t.rowPos, t.inputIndex.length, `${tt}.rowPos`);
+      i32(t.rowNeg, t.inputIndex.length, `${tt}.rowNeg`);
+      i32(t.colPos, t.outputIndex.length, `${tt}.colPos`);
+      i32(t.colNeg, t.outputIndex.length, `${tt}.colNeg`);
+      int(t.array, `${tt}.array`);
+      if (typeof t.adcFullScale !== 'number') fail(`artifact is malformed: ${tt}.adcFullScale`);
+    });
+  });
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+/**
+ * The dendra command line. Every command prints one line and exits 1 on bad input; set DENDRA_DEBUG=1
+ * for a stack trace.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { describe, DendraError } from '../common/errors.js';
+import { dendraVersion } from '../artifact/write.js';
+import { compileCommand } from './compile.js';
+import { runCommand } from './run.js';
+import { evalCommand } from './eval.js';
+import { inspectCommand } from './inspect.js';
+import { parseIntOption } from './io.js';
+
+const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
+const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
+
+export function program(): Command {
+  const cli = new Command('dendra')
+    .description('Compile ONNX MLPs onto memristor crossbars and run them on a simulated accelerator')
+    .version(dendraVersion())
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });
+
+  cli.command('compile')
+    .description('compile an ONNX MLP into a .dendra artifact for a device profile')
+    .argument('<model>', 'the .onnx file')
+    .option('--device <name|profile.json>', 'device profile: ideal, hfo2-1t1r, rram-512 or a JSON file', 'ideal')
+    .requiredOption('-o, --output <file>', 'the .dendra artifact to write')
+    .action((model: string, opts) => compileCommand(model, opts));
+
+  cli.command('run')
+    .description('run an artifact on the simulator: X.npy in, Y.npy (float32) out')
+    .argument('<artifact>', 'the .dendra file')
+    .requiredOption('--input <X.npy>', 'inputs: float32, float16, float64 or uint8, trailing dims = the model input')
+    .requiredOption('--output <Y.npy>', 'where to write the outputs (float32)')
+    .addOption(seedOption())
+    .addOption(threadsOption())
+    .action((artifact: string, opts) => runCommand(artifact, opts));
+
+  cli.command('eval')
+    .description('accuracy of an artifact on labelled inputs')
+    .argument('<artifact>', 'the .dendra file')
+    .requiredOption('--input <X.npy>', 'inputs')
+    .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
+    .option('--json', 'print one JSON object (accuracy, n, ...)')
+    .addOption(seedOption())
+    .addOption(threadsOption())
+    .action((artifact: string, opts) => evalCommand(artifact, opts));
+
+  cli.command('inspect')
+    .description('a readable summary of an ONNX model or a .dendra artifact')
+    .argument('<file>', '.onnx or .dendra')
+    .option('--json', 'print one JSON object')
+    .action((file: string, opts) => inspectCommand(file, opts));
+  return cli;
+}
+
+async function main(): Promise<void> {
+  try {
+    await program().parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return;
+      process.stderr.write(`dendra: ${e.message.replace(/^error: /, '')}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    if (process.env['DENDRA_DEBUG']) console.error(e);
+    const prefix = e instanceof DendraError ? '' : 'internal error: ';
+    process.stderr.write(`dendra: ${prefix}${describe(e).split('\n')[0]}\n`);
+    process.exitCode = 1;
+  }
+}
+
+void main();

@@ -1,0 +1,42 @@
+/**
+ * Typed errors. Each carries where it happened so the CLI can print one line that names the problem.
+ * Nothing else in dendra throws plain `Error` at a user.
+ */
+export type ErrorWhere = {
+  file?: string;
+  node?: string;
+  op?: string;
+  tensor?: string;
+  array?: number;
+  layer?: number;
+};
+
+export class DendraError extends Error {
+  readonly where: ErrorWhere;
+  constructor(message: string, where: ErrorWhere = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.where = where;
+  }
+}
+
+/** The ONNX model is unreadable, invalid or uses something dendra does not support. */
+export class ModelError extends DendraError {}
+/** A .dendra artifact is damaged, foreign or from an unsupported format version. */
+export class ArtifactError extends DendraError {}
+/** A device profile (JSON) is missing, malformed or out of range. */
+export class ProfileError extends DendraError {}
+/** Inputs handed to a session or the CLI (tensors, .npy files, options) are wrong. */
+export class InputError extends DendraError {}
+/** The native simulator or a device refused something. */
+export class DeviceError extends DendraError {}
+
+/** `file: message` when the error knows its file and the message does not already name it. */
+export function describe(err: unknown): string {
+  if (err instanceof DendraError) {
+    const file = err.where.file;
+    return file && !err.message.includes(file) ? `${file}: ${err.message}` : err.message;
+  }
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

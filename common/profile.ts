@@ -1,0 +1,124 @@
+/**
+ * Device profiles: plain data describing one kind of memristor chip. The JSON files live in
+ * models/devices/; docs/device-profile.md documents every field. Loading validates every field and
+ * names the bad one.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { ProfileError } from './errors.js';
+import { packageRoot } from './paths.js';
+
+export interface DeviceProfile {
+  name: string;
+  description: string;
+  /** Geometry of one physical crossbar array. null = unlimited (one array holds any layer). */
+  array: {
+    rows: number | null;
+    cols: number | null;
+    /** Where a weight's two devices sit: two rows driven with +v/−v, or two columns subtracted. */
+    differential: 'rows' | 'columns';
+  };
+  /** Programmable conductance window in siemens and the number of evenly spaced levels (0 = continuous). */
+  conductance: { min: number; max: number; levels: number };
+  /** Conductance per unit weight chosen per output column or once per layer. */
+  mapping: { scale: 'column' | 'layer' };
+  /** Read voltage (V) applied for a normalised input of 1. */
+  read: { voltage: number };
+  /** Input DAC resolution (bits, signed, per-sample abs-max scaling); 0 = ideal. */
+  dac: { bits: number };
+  /** Output ADC resolution per array column; full scale = range × the tile's worst-case column current. */
+  adc: { bits: number; range: number };
+  /** Where each constant comes from: dotted field path → citation. */
+  cite: Record<string, string>;
+}
+
+export const PROFILE_FIELDS_CITED = [
+  'array.rows', 'array.cols', 'array.differential', 'conductance.min', 'conductance.max', 'conductance.levels',
+  'read.voltage', 'dac.bits', 'adc.bits', 'adc.range',
+] as const;
+
+export function devicesDir(): string {
+  return join(packageRoot(), 'models', 'devices');
+}
+
+/** Names of the shipped profiles (file names in models/devices without .json). */
+export function builtinProfiles(): string[] {
+  return readdirSync(devicesDir()).filter((f) => f.endsWith('.json')).map((f) => basename(f, '.json')).sort();
+}
+
+/** A shipped profile by name, or a JSON file by path. */
+export function loadProfile(nameOrPath: string): DeviceProfile {
+  const isPath = nameOrPath.endsWith('.json') || nameOrPath.includes('/');
+  const file = isPath ? nameOrPath : join(devicesDir(), `${nameOrPath}.json`);
+  if (!existsSync(file)) {
+    throw new ProfileError(
+      isPath ? `device profile file not found` : `unknown device '${nameOrPath}'; shipped profiles: ${builtinProfiles().join(', ')} (or give a PROFILE.json path)`,
+      { file: isPath ? file : undefined },
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ProfileError(`device profile is not valid JSON (${(e as Error).message})`, { file });
+  }
+  return validateProfile(json, file);
+}
+
+/** Checks a parsed profile field by field; the error names the field and the file. */
+export function validateProfile(json: unknown, file?: string): DeviceProfile {
+  const bad = (field: string, why: string): never => {
+    throw new ProfileError(`device profile field '${field}' ${why}`, { file });
+  };
+  const obj = (v: unknown, field: string): Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : bad(field, 'must be an object');
+  const root = obj(json, '(root)');
+  const number = (sec: Record<string, unknown>, key: string, field: string, check: (x: number) => boolean, rule: string): number => {
+    const v = sec[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) bad(field, `must be ${rule} (got ${JSON.stringify(v)})`);
+    return v as number;
+  };
+  const intIn = (lo: number, hi: number) => (x: number) => Number.isInteger(x) && x >= lo && x <= hi;
+  const dim = (sec: Record<string, unknown>, key: string, field: string): number | null =>
+    sec[key] === null ? null : number(sec, key, field, intIn(2, 1 << 20), 'an integer from 2 to 1048576, or null for unlimited');
+
+  const name = typeof root['name'] === 'string' && root['name'] ? (root['name'] as string) : bad('name', 'must be a non-empty string');
+  const description = typeof root['description'] === 'string' ? (root['description'] as string) : '';
+  const a = obj(root['array'], 'array');
+  const differential = a['differential'];
+  if (differential !== 'rows' && differential !== 'columns') bad('array.differential', `must be "rows" or "columns"`);
+  const array = { rows: dim(a, 'rows', 'array.rows'), cols: dim(a, 'cols', 'array.cols'), differential: differential as 'rows' | 'columns' };
+  if (array.differential === 'rows' && array.rows !== null && array.rows % 2 !== 0) bad('array.rows', 'must be even when pairs sit on rows');
+  if (array.differential === 'columns' && array.cols !== null && array.cols % 2 !== 0) bad('array.cols', 'must be even when pairs sit on columns');
+  const g = obj(root['conductance'], 'conductance');
+  const gmin = number(g, 'min', 'conductance.min', (x) => x >= 0 && x < 1, 'a conductance in siemens, >= 0');
+  const gmax = number(g, 'max', 'conductance.max', (x) => x > gmin && x < 1, `a conductance in siemens, > conductance.min (${gmin})`);
+  const levels = number(g, 'levels', 'conductance.levels', (x) => x === 0 || (Number.isInteger(x) && x >= 2 && x <= 1 << 24), '0 (continuous) or an integer >= 2');
+  const m = root['mapping'] === undefined ? {} : obj(root['mapping'], 'mapping');
+  const scale = m['scale'] ?? 'column';
+  if (scale !== 'column' && scale !== 'layer') bad('mapping.scale', 'must be "column" or "layer"');
+  const r = obj(root['read'], 'read');
+  const voltage = number(r, 'voltage', 'read.voltage', (x) => x > 0 && x <= 10, 'a voltage in volts, > 0 and <= 10');
+  const d = obj(root['dac'], 'dac');
+  const dacBits = number(d, 'bits', 'dac.bits', intIn(0, 16), 'an integer from 0 (ideal) to 16');
+  const c = obj(root['adc'], 'adc');
+  const adcBits = number(c, 'bits', 'adc.bits', intIn(0, 16), 'an integer from 0 (ideal) to 16');
+  const range = c['range'] === undefined ? 1 : number(c, 'range', 'adc.range', (x) => x > 0 && x <= 1, 'a fraction in (0, 1]');
+  const citeRaw = root['cite'] === undefined ? {} : obj(root['cite'], 'cite');
+  const cite: Record<string, string> = {};
+  for (const [k, v] of Object.entries(citeRaw)) {
+    if (typeof v !== 'string') bad(`cite.${k}`, 'must be a string');
+    cite[k] = v as string;
+  }
+  return {
+    name,
+    description,
+    array,
+    conductance: { min: gmin, max: gmax, levels },
+    mapping: { scale: scale as 'column' | 'layer' },
+    read: { voltage },
+    dac: { bits: dacBits },
+    adc: { bits: adcBits, range },
+    cite,
+  };
+}

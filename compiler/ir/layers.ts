@@ -1,0 +1,59 @@
+/**
+ * Layer IR: the network as a chain of dense layers, in the field's terms, free of ONNX.
+ *
+ * `LayerChain` is what `lower` produces (one entry per meaningful ONNX op, in order);
+ * `fold-batchnorm` and `fuse-layers` turn it into a `LayerModel`, one dense layer per crossbar layer.
+ */
+import type { Graph } from './graph.js';
+import type { DType } from '../../common/dtypes.js';
+
+export type Activation =
+  | { kind: 'none' }
+  | { kind: 'relu' }
+  | { kind: 'sigmoid' }
+  | { kind: 'tanh' }
+  | { kind: 'leakyrelu'; alpha: number }
+  | { kind: 'clip'; min: number; max: number };
+
+export type Head = 'none' | 'softmax' | 'logsoftmax';
+
+/** Where in the ONNX graph a layer came from, for messages and `inspect`. */
+export interface Origin {
+  node: string;
+  op: string;
+}
+
+export type ChainOp =
+  /** y = x · W + b, W stored [inFeatures][outFeatures] row-major (crossbar rows × columns). */
+  | { kind: 'dense'; origin: Origin; inFeatures: number; outFeatures: number; weight: Float32Array; bias: Float32Array }
+  | { kind: 'bias'; origin: Origin; bias: Float32Array }
+  | { kind: 'batchnorm'; origin: Origin; scale: Float32Array; shift: Float32Array; mean: Float32Array; variance: Float32Array; epsilon: number }
+  | { kind: 'activation'; origin: Origin; activation: Activation }
+  | { kind: 'head'; origin: Origin; head: Exclude<Head, 'none'> };
+
+export interface ModelInterface {
+  input: { name: string; dtype: DType; shape: (number | string | null)[]; features: number };
+  output: { name: string; features: number };
+}
+
+export interface LayerChain extends ModelInterface {
+  source: Graph['source'];
+  ops: ChainOp[];
+}
+
+export interface DenseLayer {
+  name: string;
+  origin: Origin[];
+  inFeatures: number;
+  outFeatures: number;
+  /** [inFeatures][outFeatures] row-major. */
+  weight: Float32Array;
+  bias: Float32Array;
+  activation: Activation;
+}
+
+export interface LayerModel extends ModelInterface {
+  source: Graph['source'];
+  layers: DenseLayer[];
+  head: Head;
+}

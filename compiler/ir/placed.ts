@@ -1,0 +1,59 @@
+/**
+ * The IRs after mapping: layers as conductance pairs (MappedModel), then placed on physical arrays
+ * (PlacedModel, which is what an artifact stores and a runtime runs).
+ */
+import type { DeviceProfile } from '../../common/profile.js';
+import type { Activation, DenseLayer, Head, LayerModel, ModelInterface, Origin } from './layers.js';
+
+export interface MappedLayer extends DenseLayer {
+  /** Target conductances of the positive and negative devices, [in][out] row-major, siemens, quantised. */
+  gPos: Float32Array;
+  gNeg: Float32Array;
+  /** Conductance per unit weight of each output column (siemens); weight = (G+ − G−) / gPerWeight. */
+  gPerWeight: Float32Array;
+}
+
+export interface MappedModel extends Omit<LayerModel, 'layers'> {
+  profile: DeviceProfile;
+  layers: MappedLayer[];
+}
+
+/** One physical array's programmed conductances. */
+export interface PlacedArray {
+  rows: number;
+  cols: number;
+  /** row-major, siemens */
+  conductance: Float32Array;
+}
+
+/** The part of one layer held by one array (see runtime/native.ts for the index semantics). */
+export interface PlacedTile {
+  array: number;
+  inputIndex: Int32Array;
+  rowPos: Int32Array;
+  rowNeg: Int32Array;
+  outputIndex: Int32Array;
+  colPos: Int32Array;
+  colNeg: Int32Array;
+  /** ADC full-scale current (A). */
+  adcFullScale: number;
+}
+
+export interface PlacedLayer {
+  name: string;
+  origin: Origin[];
+  inFeatures: number;
+  outFeatures: number;
+  activation: Activation;
+  bias: Float32Array;
+  gPerWeight: Float32Array;
+  tiles: PlacedTile[];
+}
+
+export interface PlacedModel extends ModelInterface {
+  source: LayerModel['source'];
+  profile: DeviceProfile;
+  head: Head;
+  arrays: PlacedArray[];
+  layers: PlacedLayer[];
+}

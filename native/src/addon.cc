@@ -1,0 +1,21 @@
+// Module init: exports { Chip, kernel() }.
+#include <napi.h>
+
+#include "chip.h"
+#include "gemm.h"
+
+namespace {
+
+Napi::Value kernel(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dendra::gemm::selectKernel().name);
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Chip", dendra::Chip::define(env));
+  exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(dendra_native, init)

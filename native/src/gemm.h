@@ -1,0 +1,84 @@
+// Packed single-precision GEMM for crossbar tiles: C = gather(X) * W, W packed once at construction.
+//
+// Layout (BLIS style): W (k x m, row-major) is packed into ceil(m/16) panels of 16 columns, each panel
+// k x 16 contiguous (zero-padded columns). A row block of X is gathered through the tile's inputIndex and
+// packed into micro-panels of 6 rows (k-major, 6 floats per k). The 6x16 micro-kernel keeps 12 __m256
+// accumulators in registers. K is blocked so a micro-panel of W (kc x 16) stays in L1 while every
+// micro-panel of A (from L2) streams past it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+namespace dendra::gemm {
+
+constexpr int64_t kMR = 6;     // micro-kernel rows
+constexpr int64_t kNR = 16;    // micro-kernel columns (two __m256)
+constexpr int64_t kKC = 256;   // K block
+
+/** 64-byte aligned allocator so packed panels start on cache lines. */
+template <typename T>
+struct AlignedAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  AlignedAllocator() noexcept = default;
+  template <typename U>
+  AlignedAllocator(const AlignedAllocator<U>&) noexcept {}
+  T* allocate(size_t n) {
+    if (n > static_cast<size_t>(-1) / sizeof(T)) throw std::bad_alloc();
+    return static_cast<T*>(::operator new(n * sizeof(T), kAlign));
+  }
+  void deallocate(T* p, size_t) noexcept { ::operator delete(p, kAlign); }
+  template <typename U>
+  bool operator==(const AlignedAllocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const AlignedAllocator<U>&) const noexcept { return false; }
+};
+
+using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
+
+/** C[0..6, 0..16) (row stride ldc) = (accumulate ? C : 0) + A(6 x kc, packed) * B(kc x 16, packed). */
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
+
+struct Kernel {
+  const char* name;
+  MicroKernel micro;
+};
+
+/** 'avx2-fma' when the CPU has AVX2 and FMA, else the portable 'scalar' kernel. */
+Kernel selectKernel();
+
+/** W (k x m) packed in panels of kNR columns: panel j occupies data[j*k*kNR, (j+1)*k*kNR). */
+struct PackedMatrix {
+  int64_t k = 0;
+  int64_t m = 0;
+  int64_t panels = 0;
+  FloatBuffer data;
+  int64_t paddedCols() const { return panels * kNR; }
+  /** Element (p, col) of W inside its panel. */
+  float& at(int64_t p, int64_t col) { return data[static_cast<size_t>((col / kNR) * k * kNR + p * kNR + col % kNR)]; }
+};
+
+/** A zero-filled packed k x m matrix, to be filled through at(). */
+PackedMatrix allocatePacked(int64_t k, int64_t m);
+
+/** Packs a row-major k x m matrix. */
+PackedMatrix pack(const float* w, int64_t k, int64_t m);
+
+/** Floats needed by the A packing buffer for row blocks of up to maxRows rows. */
+inline size_t packBufferSize(int64_t maxRows) {
+  return static_cast<size_t>((maxRows + kMR - 1) / kMR * kMR * kKC);
+}
+
+/**
+ * C (rows rounded up to kMR, w.paddedCols() columns, row stride ldc) = A * W, where
+ * A[i][p] = x[i*ldx + (gather ? gather[p] : p)] for i < rows, p < w.k.
+ * apack must hold packBufferSize(rows) floats. ldc >= w.paddedCols().
+ */
+void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
+              const PackedMatrix& w, float* c, int64_t ldc, float* apack);
+
+}  // namespace dendra::gemm

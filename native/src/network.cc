@@ -1,0 +1,195 @@
+#include "network.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+namespace dendra {
+
+namespace {
+
+// Rough single-core throughput target per spawned thread: below this much work a thread costs more than it saves.
+constexpr double kMinFlopsPerThread = 4.0e6;
+
+}  // namespace
+
+Network::Network(Program program)
+    : arrays_(std::move(program.arrays)),
+      threads_(program.threads),
+      kernel_(gemm::selectKernel()),
+      rng_(program.seed) {
+  double flopsPerRow = 0.0;
+  layers_.reserve(program.layers.size());
+  for (LayerSpec& spec : program.layers) {
+    Layer layer;
+    layer.spec = std::move(spec);
+    const LayerSpec& ls = layer.spec;
+    maxIn_ = std::max<int64_t>(maxIn_, ls.inFeatures);
+    maxOut_ = std::max<int64_t>(maxOut_, ls.outFeatures);
+    layer.tiles.reserve(ls.tiles.size());
+    for (const TileSpec& ts : ls.tiles) {
+      const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
+      const int64_t k = static_cast<int64_t>(ts.inputIndex.size());
+      const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
+      Tile tile;
+      tile.weff = gemm::allocatePacked(k, m);
+      const float* g = arr.conductance.data();
+      for (int64_t p = 0; p < k; ++p) {
+        const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+        const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+        for (int64_t c = 0; c < m; ++c)
+          tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+      }
+      tile.gatherInput = false;
+      for (int64_t p = 0; p < k; ++p)
+        if (ts.inputIndex[p] != p) {
+          tile.gatherInput = true;
+          break;
+        }
+      tile.contiguousOutput = true;
+      for (int64_t c = 0; c < m; ++c)
+        if (ts.outputIndex[c] != ts.outputIndex[0] + c) {
+          tile.contiguousOutput = false;
+          break;
+        }
+      tile.quantiseOutput = ls.adcBits > 0;
+      if (tile.quantiseOutput) tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
+      maxPaddedCols_ = std::max(maxPaddedCols_, tile.weff.paddedCols());
+      flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
+      layer.tiles.push_back(std::move(tile));
+    }
+    flopsPerRow += 8.0 * ls.outFeatures;
+    layers_.push_back(std::move(layer));
+  }
+  const double rows = std::ceil(kMinFlopsPerThread / std::max(1.0, flopsPerRow));
+  minRowsPerThread_ = std::max<int64_t>(gemm::kMR, static_cast<int64_t>(std::min(rows, 1.0e9)));
+}
+
+std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
+  std::vector<std::unique_ptr<Scratch>> out;
+  out.reserve(count);
+  {
+    std::lock_guard<std::mutex> lock(poolMutex_);
+    while (out.size() < count && !pool_.empty()) {
+      out.push_back(std::move(pool_.back()));
+      pool_.pop_back();
+    }
+  }
+  while (out.size() < count) {
+    auto s = std::make_unique<Scratch>();
+    const size_t block = static_cast<size_t>(kBlockRows);
+    const size_t paddedRows = static_cast<size_t>((kBlockRows + gemm::kMR - 1) / gemm::kMR * gemm::kMR);
+    s->act[0].resize(block * static_cast<size_t>(maxOut_));
+    s->act[1].resize(block * static_cast<size_t>(maxOut_));
+    s->u.resize(block * static_cast<size_t>(maxIn_));
+    s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+    s->apack.resize(gemm::packBufferSize(kBlockRows));
+    s->scale.resize(block);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void Network::giveBack(std::vector<std::unique_ptr<Scratch>>& scratches) {
+  std::lock_guard<std::mutex> lock(poolMutex_);
+  for (auto& s : scratches) pool_.push_back(std::move(s));
+  scratches.clear();
+}
+
+void Network::forward(const float* in, float* out, int64_t batch) {
+  if (batch <= 0) return;
+  const int64_t inF = inFeatures();
+  const int64_t outF = outFeatures();
+
+  int64_t workers = std::min<int64_t>(threads_, (batch + minRowsPerThread_ - 1) / minRowsPerThread_);
+  workers = std::max<int64_t>(1, workers);
+  int64_t chunk = (batch + workers - 1) / workers;
+  chunk = (chunk + gemm::kMR - 1) / gemm::kMR * gemm::kMR;
+  workers = (batch + chunk - 1) / chunk;
+
+  auto scratches = acquire(static_cast<size_t>(workers));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  auto job = [&](int64_t t) {
+    try {
+      const int64_t r0 = t * chunk;
+      const int64_t rows = std::min(chunk, batch - r0);
+      forwardRows(in + r0 * inF, out + r0 * outF, rows, *scratches[static_cast<size_t>(t)]);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  };
+
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers));
+  for (int64_t t = 1; t < workers; ++t) {
+    try {
+      pool.emplace_back(job, t);
+    } catch (const std::system_error&) {
+      job(t);  // could not start a thread: do the chunk here
+    }
+  }
+  job(0);
+  for (auto& th : pool) th.join();
+  giveBack(scratches);
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s) const {
+  const size_t nLayers = layers_.size();
+  const int64_t inF0 = layers_.front().spec.inFeatures;
+  const int64_t outLast = layers_.back().spec.outFeatures;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, rows - r0);
+    const float* x = in + r0 * inF0;
+    for (size_t li = 0; li < nLayers; ++li) {
+      const Layer& layer = layers_[li];
+      const LayerSpec& ls = layer.spec;
+      const int64_t inF = ls.inFeatures;
+      const int64_t outF = ls.outFeatures;
+      float* acc = li + 1 == nLayers ? out + r0 * outLast : s.act[li % 2].data();
+
+      // DAC: per-row abs-max scaling + quantisation (or the raw input when dacBits == 0).
+      const float* u = x;
+      if (ls.dacBits > 0) {
+        for (int64_t i = 0; i < nr; ++i) s.scale[i] = periphery::dacRow(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF);
+        u = s.u.data();
+      } else {
+        std::fill(s.scale.begin(), s.scale.begin() + nr, 1.0f);
+      }
+
+      std::fill(acc, acc + nr * outF, 0.0f);
+      for (size_t ti = 0; ti < layer.tiles.size(); ++ti) {
+        const Tile& tile = layer.tiles[ti];
+        const TileSpec& ts = ls.tiles[ti];
+        const int64_t ldc = tile.weff.paddedCols();
+        const int64_t m = tile.weff.m;
+        gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.weff, s.c.data(),
+                       ldc, s.apack.data());
+        const int32_t* oi = ts.outputIndex.data();
+        for (int64_t i = 0; i < nr; ++i) {
+          float* crow = s.c.data() + i * ldc;
+          float* arow = acc + i * outF;
+          if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
+          if (tile.contiguousOutput) {
+            float* dst = arow + oi[0];
+            for (int64_t c = 0; c < m; ++c) dst[c] += crow[c];
+          } else {
+            for (int64_t c = 0; c < m; ++c) arow[oi[c]] += crow[c];
+          }
+        }
+      }
+
+      for (int64_t i = 0; i < nr; ++i)
+        periphery::finishRow(acc + i * outF, outF, s.scale[i], ls.outScale.data(), ls.bias.data(), ls.activation,
+                             ls.alpha, ls.beta, ls.head);
+      x = acc;
+    }
+  }
+}
+
+}  // namespace dendra

@@ -1,0 +1,289 @@
+#include "program.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace dendra {
+
+void throwTypeError(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, "dendra native: " + message);
+}
+
+void throwRangeError(Napi::Env env, const std::string& message) {
+  throw Napi::RangeError::New(env, "dendra native: " + message);
+}
+
+std::string formatNumber(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, value);
+  return std::string(buf, res.ptr);
+}
+
+namespace {
+
+const char* typedArrayName(napi_typedarray_type type) {
+  switch (type) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "TypedArray";
+  }
+}
+
+/** Walks the program object, producing field paths for messages. */
+class Reader {
+ public:
+  explicit Reader(Napi::Env env) : env_(env) {}
+
+  Napi::Object object(Napi::Value v, const std::string& path) {
+    if (!v.IsObject() || v.IsArray() || v.IsTypedArray() || v.IsFunction())
+      throwTypeError(env_, path + " must be an object (got " + describe(v) + ")");
+    return v.As<Napi::Object>();
+  }
+
+  Napi::Array array(Napi::Object o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsArray()) throwTypeError(env_, path + " must be an array (got " + describe(v) + ")");
+    return v.As<Napi::Array>();
+  }
+
+  double number(Napi::Object o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) throwTypeError(env_, path + " must be a number (got " + describe(v) + ")");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) throwRangeError(env_, path + " = " + formatNumber(d) + " must be finite");
+    return d;
+  }
+
+  int64_t integer(Napi::Object o, const char* key, const std::string& path, int64_t lo, int64_t hi) {
+    double d = number(o, key, path);
+    if (d != std::floor(d))
+      throwRangeError(env_, path + " = " + formatNumber(d) + " must be an integer");
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+      throwRangeError(env_, path + " = " + formatNumber(d) + " must be in [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + "]");
+    return static_cast<int64_t>(d);
+  }
+
+  template <typename T>
+  Napi::TypedArrayOf<T> typed(Napi::Object o, const char* key, const std::string& path, napi_typedarray_type want) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want)
+      throwTypeError(env_, path + " must be a" + (want == napi_int32_array ? "n " : " ") + typedArrayName(want) +
+                               " (got " + describe(v) + ")");
+    return v.As<Napi::TypedArrayOf<T>>();
+  }
+
+  std::vector<float> floats(Napi::Object o, const char* key, const std::string& path) {
+    auto a = typed<float>(o, key, path, napi_float32_array);
+    const float* p = a.Data();
+    return std::vector<float>(p, p + a.ElementLength());
+  }
+
+  std::vector<int32_t> ints(Napi::Object o, const char* key, const std::string& path) {
+    auto a = typed<int32_t>(o, key, path, napi_int32_array);
+    const int32_t* p = a.Data();
+    return std::vector<int32_t>(p, p + a.ElementLength());
+  }
+
+  void length(const std::string& path, size_t got, size_t want, const std::string& why) {
+    if (got != want)
+      throwRangeError(env_, path + " has length " + std::to_string(got) + ", expected " + std::to_string(want) +
+                                " (" + why + ")");
+  }
+
+  void finite(const std::string& path, const std::vector<float>& v) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]))
+        throwRangeError(env_, path + "[" + std::to_string(i) + "] = " + formatNumber(v[i]) + " must be finite");
+  }
+
+  /** Every index in [0, limit); `what` completes "is outside ...". */
+  void indices(const std::string& path, const std::vector<int32_t>& v, int64_t limit, const std::string& what) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (v[i] < 0 || v[i] >= limit)
+        throwRangeError(env_, path + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) + " is outside " + what);
+  }
+
+  Napi::Env env() const { return env_; }
+
+ private:
+  Napi::Env env_;
+};
+
+float toFloatSaturating(double d) {
+  constexpr double maxf = static_cast<double>(std::numeric_limits<float>::max());
+  if (d > maxf) return std::numeric_limits<float>::infinity();
+  if (d < -maxf) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(d);
+}
+
+ArraySpec readArray(Reader& rd, Napi::Value v, const std::string& path) {
+  Napi::Object o = rd.object(v, path);
+  ArraySpec a;
+  a.rows = static_cast<int32_t>(rd.integer(o, "rows", path + ".rows", 1, kMaxDim));
+  a.cols = static_cast<int32_t>(rd.integer(o, "cols", path + ".cols", 1, kMaxDim));
+  a.conductance = rd.floats(o, "conductance", path + ".conductance");
+  const uint64_t cells = static_cast<uint64_t>(a.rows) * static_cast<uint64_t>(a.cols);
+  rd.length(path + ".conductance", a.conductance.size(), cells, "rows*cols = " + std::to_string(cells));
+  for (size_t i = 0; i < a.conductance.size(); ++i) {
+    const float g = a.conductance[i];
+    if (!std::isfinite(g) || g < 0.0f)
+      throwRangeError(rd.env(), path + ".conductance[" + std::to_string(i) + "] = " + formatNumber(g) +
+                                    " must be finite and >= 0 (siemens)");
+  }
+  return a;
+}
+
+TileSpec readTile(Reader& rd, Napi::Value v, const std::string& path, const LayerSpec& layer,
+                  const std::string& layerPath, const std::vector<ArraySpec>& arrays) {
+  Napi::Object o = rd.object(v, path);
+  TileSpec t;
+  if (arrays.empty()) throwRangeError(rd.env(), path + ".array: the program has no arrays");
+  t.array = static_cast<int32_t>(rd.integer(o, "array", path + ".array", 0, static_cast<int64_t>(arrays.size()) - 1));
+  const ArraySpec& arr = arrays[static_cast<size_t>(t.array)];
+
+  t.inputIndex = rd.ints(o, "inputIndex", path + ".inputIndex");
+  t.rowPos = rd.ints(o, "rowPos", path + ".rowPos");
+  t.rowNeg = rd.ints(o, "rowNeg", path + ".rowNeg");
+  t.outputIndex = rd.ints(o, "outputIndex", path + ".outputIndex");
+  t.colPos = rd.ints(o, "colPos", path + ".colPos");
+  t.colNeg = rd.ints(o, "colNeg", path + ".colNeg");
+
+  const size_t k = t.inputIndex.size();
+  const size_t m = t.outputIndex.size();
+  if (k == 0) throwRangeError(rd.env(), path + ".inputIndex is empty (a tile needs at least one input)");
+  if (m == 0) throwRangeError(rd.env(), path + ".outputIndex is empty (a tile needs at least one output)");
+  rd.length(path + ".rowPos", t.rowPos.size(), k, "inputIndex.length");
+  rd.length(path + ".rowNeg", t.rowNeg.size(), k, "inputIndex.length");
+  rd.length(path + ".colPos", t.colPos.size(), m, "outputIndex.length");
+  rd.length(path + ".colNeg", t.colNeg.size(), m, "outputIndex.length");
+  if (static_cast<uint64_t>(k) * static_cast<uint64_t>(m) > static_cast<uint64_t>(kMaxTileCells))
+    throwRangeError(rd.env(), path + " is too large: " + std::to_string(k) + " inputs x " + std::to_string(m) +
+                                  " outputs exceeds " + std::to_string(kMaxTileCells) + " cells");
+
+  const std::string arrName = "array " + std::to_string(t.array);
+  rd.indices(path + ".inputIndex", t.inputIndex, layer.inFeatures,
+             "[0, " + std::to_string(layer.inFeatures) + ") (" + layerPath + ".inFeatures)");
+  rd.indices(path + ".outputIndex", t.outputIndex, layer.outFeatures,
+             "[0, " + std::to_string(layer.outFeatures) + ") (" + layerPath + ".outFeatures)");
+  const std::string rowsWhat = arrName + " (" + std::to_string(arr.rows) + " rows)";
+  const std::string colsWhat = arrName + " (" + std::to_string(arr.cols) + " cols)";
+  rd.indices(path + ".rowPos", t.rowPos, arr.rows, rowsWhat);
+  rd.indices(path + ".rowNeg", t.rowNeg, arr.rows, rowsWhat);
+  rd.indices(path + ".colPos", t.colPos, arr.cols, colsWhat);
+  rd.indices(path + ".colNeg", t.colNeg, arr.cols, colsWhat);
+
+  t.adcFullScale = rd.number(o, "adcFullScale", path + ".adcFullScale");
+  if (layer.adcBits > 0 && !(t.adcFullScale > 0.0))
+    throwRangeError(rd.env(), path + ".adcFullScale = " + formatNumber(t.adcFullScale) + " must be > 0 (" +
+                                  layerPath + ".adcBits = " + std::to_string(layer.adcBits) + ")");
+  return t;
+}
+
+void readBits(Reader& rd, Napi::Object o, const char* key, const std::string& path, int32_t& out) {
+  out = static_cast<int32_t>(rd.integer(o, key, path, 0, kMaxBits));
+  if (out == 1)
+    throwRangeError(rd.env(), path + " = 1 is not supported: a signed 1-bit converter has no nonzero level "
+                                     "(use 0 for ideal, or 2..16)");
+}
+
+LayerSpec readLayer(Reader& rd, Napi::Value v, const std::string& path, const std::vector<ArraySpec>& arrays,
+                    const LayerSpec* prev, const std::string& prevPath) {
+  Napi::Object o = rd.object(v, path);
+  LayerSpec l;
+  l.inFeatures = static_cast<int32_t>(rd.integer(o, "inFeatures", path + ".inFeatures", 1, kMaxDim));
+  if (prev && prev->outFeatures != l.inFeatures)
+    throwRangeError(rd.env(), path + ".inFeatures = " + std::to_string(l.inFeatures) + " does not match " + prevPath +
+                                  ".outFeatures = " + std::to_string(prev->outFeatures));
+  l.outFeatures = static_cast<int32_t>(rd.integer(o, "outFeatures", path + ".outFeatures", 1, kMaxDim));
+  l.vRead = rd.number(o, "vRead", path + ".vRead");
+  if (!(l.vRead > 0.0)) throwRangeError(rd.env(), path + ".vRead = " + formatNumber(l.vRead) + " must be > 0 (volts)");
+  readBits(rd, o, "dacBits", path + ".dacBits", l.dacBits);
+  readBits(rd, o, "adcBits", path + ".adcBits", l.adcBits);
+
+  l.activation = static_cast<Activation>(rd.integer(o, "activation", path + ".activation", 0, 5));
+  l.alpha = toFloatSaturating(rd.number(o, "alpha", path + ".alpha"));
+  l.beta = toFloatSaturating(rd.number(o, "beta", path + ".beta"));
+  if (l.activation == Activation::Clip && l.alpha > l.beta)
+    throwRangeError(rd.env(), path + ": Clip min (alpha = " + formatNumber(l.alpha) + ") > max (beta = " +
+                                  formatNumber(l.beta) + ")");
+  l.head = static_cast<Head>(rd.integer(o, "head", path + ".head", 0, 2));
+
+  l.outScale = rd.floats(o, "outScale", path + ".outScale");
+  rd.length(path + ".outScale", l.outScale.size(), static_cast<size_t>(l.outFeatures), path + ".outFeatures");
+  rd.finite(path + ".outScale", l.outScale);
+  l.bias = rd.floats(o, "bias", path + ".bias");
+  rd.length(path + ".bias", l.bias.size(), static_cast<size_t>(l.outFeatures), path + ".outFeatures");
+  rd.finite(path + ".bias", l.bias);
+
+  Napi::Array tiles = rd.array(o, "tiles", path + ".tiles");
+  const uint32_t n = tiles.Length();
+  l.tiles.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::string tp = path + ".tiles[" + std::to_string(i) + "]";
+    l.tiles.push_back(readTile(rd, tiles.Get(i), tp, l, path, arrays));
+  }
+  return l;
+}
+
+}  // namespace
+
+std::string describe(Napi::Value v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsBoolean()) return "boolean";
+  if (v.IsNumber()) return "number " + formatNumber(v.As<Napi::Number>().DoubleValue());
+  if (v.IsString()) return "string";
+  if (v.IsSymbol()) return "symbol";
+  if (v.IsFunction()) return "function";
+  if (v.IsArray()) return "Array";
+  if (v.IsTypedArray()) return typedArrayName(v.As<Napi::TypedArray>().TypedArrayType());
+  if (v.IsArrayBuffer()) return "ArrayBuffer";
+  if (v.IsDataView()) return "DataView";
+  if (v.IsBuffer()) return "Buffer";
+  napi_valuetype t = v.Type();
+  if (t == napi_bigint) return "bigint";
+  return "object";
+}
+
+Program readProgram(Napi::Env env, Napi::Value value) {
+  Reader rd(env);
+  Napi::Object o = rd.object(value, "program");
+  Program p;
+
+  Napi::Array arrays = rd.array(o, "arrays", "program.arrays");
+  const uint32_t na = arrays.Length();
+  p.arrays.reserve(na);
+  for (uint32_t i = 0; i < na; ++i)
+    p.arrays.push_back(readArray(rd, arrays.Get(i), "arrays[" + std::to_string(i) + "]"));
+
+  Napi::Array layers = rd.array(o, "layers", "program.layers");
+  const uint32_t nl = layers.Length();
+  if (nl == 0) throwRangeError(env, "program.layers is empty (at least one layer is required)");
+  p.layers.reserve(nl);
+  for (uint32_t i = 0; i < nl; ++i) {
+    const std::string lp = "layers[" + std::to_string(i) + "]";
+    const LayerSpec* prev = i > 0 ? &p.layers[i - 1] : nullptr;
+    p.layers.push_back(readLayer(rd, layers.Get(i), lp, p.arrays, prev, "layers[" + std::to_string(i - 1) + "]"));
+  }
+
+  p.threads = static_cast<int32_t>(rd.integer(o, "threads", "program.threads", 1, kMaxThreads));
+  p.seed = static_cast<uint32_t>(rd.integer(o, "seed", "program.seed", 0, 0xFFFFFFFFll));
+  return p;
+}
+
+}  // namespace dendra

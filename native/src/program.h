@@ -1,0 +1,68 @@
+// The JS program (runtime/native.ts NativeProgram) read and validated into plain C++ structs.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace dendra {
+
+enum class Activation : int32_t { None = 0, Relu = 1, LeakyRelu = 2, Sigmoid = 3, Tanh = 4, Clip = 5 };
+enum class Head : int32_t { None = 0, Softmax = 1, LogSoftmax = 2 };
+
+/** Size limits (guards against absurd sizes before any 64-bit product is formed). */
+constexpr int64_t kMaxDim = int64_t{1} << 24;          // rows, cols, features
+constexpr int64_t kMaxTileCells = int64_t{1} << 30;    // k * m of one tile's effective matrix
+constexpr int32_t kMaxThreads = 256;
+constexpr int32_t kMaxBits = 16;
+
+struct ArraySpec {
+  int32_t rows = 0;
+  int32_t cols = 0;
+  std::vector<float> conductance;  // rows*cols, row-major, siemens
+};
+
+struct TileSpec {
+  int32_t array = 0;
+  std::vector<int32_t> inputIndex, rowPos, rowNeg;    // length k
+  std::vector<int32_t> outputIndex, colPos, colNeg;  // length m
+  double adcFullScale = 0.0;
+};
+
+struct LayerSpec {
+  int32_t inFeatures = 0;
+  int32_t outFeatures = 0;
+  double vRead = 0.0;
+  int32_t dacBits = 0;
+  int32_t adcBits = 0;
+  std::vector<TileSpec> tiles;
+  std::vector<float> outScale;
+  std::vector<float> bias;
+  Activation activation = Activation::None;
+  float alpha = 0.0f;
+  float beta = 0.0f;
+  Head head = Head::None;
+};
+
+struct Program {
+  std::vector<ArraySpec> arrays;
+  std::vector<LayerSpec> layers;
+  int32_t threads = 1;
+  uint32_t seed = 0;
+};
+
+/** Reads and validates everything; throws Napi::TypeError / Napi::RangeError naming the field. */
+Program readProgram(Napi::Env env, Napi::Value value);
+
+/** "dendra native: " + message, thrown as a TypeError / RangeError. */
+[[noreturn]] void throwTypeError(Napi::Env env, const std::string& message);
+[[noreturn]] void throwRangeError(Napi::Env env, const std::string& message);
+
+/** A short description of a JS value's type for error messages ("undefined", "Int32Array", ...). */
+std::string describe(Napi::Value value);
+
+/** Shortest round-trip formatting of a number (integers without a fraction). */
+std::string formatNumber(double value);
+
+}  // namespace dendra

@@ -1,0 +1,58 @@
+/**
+ * The simulator backend: turns an artifact into the native program (the one place where the profile
+ * and placed layers become native parameters) and runs it in the addon.
+ */
+import { availableParallelism } from 'node:os';
+import type { Artifact } from '../../artifact/format.js';
+import type { Activation, Head } from '../../compiler/ir/layers.js';
+import { ArtifactError } from '../../common/errors.js';
+import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativeProgram } from '../native.js';
+
+export interface SimOptions {
+  seed?: number;
+  threads?: number;
+}
+
+function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
+  switch (a.kind) {
+    case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
+    case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };
+    case 'sigmoid': return { activation: NativeActivation.Sigmoid, alpha: 0, beta: 0 };
+    case 'tanh': return { activation: NativeActivation.Tanh, alpha: 0, beta: 0 };
+    case 'leakyrelu': return { activation: NativeActivation.LeakyRelu, alpha: a.alpha, beta: 0 };
+    case 'clip': return { activation: NativeActivation.Clip, alpha: Math.max(a.min, -3.4e38), beta: Math.min(a.max, 3.4e38) };
+  }
+}
+
+const headCode: Record<Head, NativeHead> = { none: NativeHead.None, softmax: NativeHead.Softmax, logsoftmax: NativeHead.LogSoftmax };
+
+export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): NativeProgram {
+  const p = artifact.profile;
+  const last = artifact.layers.length - 1;
+  const layers: NativeLayer[] = artifact.layers.map((l, i) => ({
+    inFeatures: l.inFeatures,
+    outFeatures: l.outFeatures,
+    vRead: p.read.voltage,
+    dacBits: p.dac.bits,
+    adcBits: p.adc.bits,
+    tiles: l.tiles,
+    outScale: Float32Array.from(l.gPerWeight, (g) => 1 / g),
+    bias: l.bias,
+    ...activationCode(l.activation),
+    head: i === last ? headCode[artifact.head] : NativeHead.None,
+  }));
+  return {
+    arrays: artifact.arrays,
+    layers,
+    threads: options.threads ?? Math.max(1, availableParallelism()),
+    seed: (options.seed ?? 0) >>> 0,
+  };
+}
+
+export function createSimChip(artifact: Artifact, options: SimOptions = {}): NativeChip {
+  try {
+    return new (native().Chip)(toNativeProgram(artifact, options));
+  } catch (e) {
+    throw new ArtifactError(`the simulator refused the artifact: ${(e as Error).message}`);
+  }
+}

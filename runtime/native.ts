@@ -1,0 +1,120 @@
+/**
+ * The typed surface of the native addon (build/Release/dendra_native.node), in one place.
+ *
+ * The addon knows physical arrays, conductances (siemens), voltages (volts) and currents (amperes);
+ * it knows nothing of ONNX or files. Everything handed to it is validated on the C++ side and a bad
+ * value comes back as a JS `Error` whose message names the field (e.g. `layers[1].tiles[3].rowPos[7]`).
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** One physical crossbar array: `rows × cols` cells, conductance row-major in siemens. */
+export interface NativeArray {
+  rows: number;
+  cols: number;
+  /** Programmed conductance of each cell, row-major, length rows*cols, siemens, finite and >= 0. */
+  conductance: Float32Array;
+}
+
+/**
+ * A tile: the part of one layer's weight matrix held by one physical array.
+ * Logical input `inputIndex[r]` drives the differential row pair (rowPos[r], rowNeg[r]) with +v / -v
+ * (or the same row when rowPos == rowNeg and the pair is on columns); logical output `outputIndex[c]`
+ * reads the difference of columns (colPos[c], colNeg[c]) (or one column when the pair is on rows).
+ * The effective conductance seen by (r, c) is
+ *   G[rowPos[r], colPos[c]] - G[rowNeg[r], colNeg[c]].
+ */
+export interface NativeTile {
+  array: number;
+  inputIndex: Int32Array;
+  rowPos: Int32Array;
+  rowNeg: Int32Array;
+  outputIndex: Int32Array;
+  colPos: Int32Array;
+  colNeg: Int32Array;
+  /** ADC full-scale current in amperes (symmetric, ±fullScale); ignored when the layer's adcBits is 0. */
+  adcFullScale: number;
+}
+
+/** Activation codes, applied by the periphery after the bias. */
+export const NativeActivation = {
+  None: 0,
+  Relu: 1,
+  /** alpha = slope for x < 0 */
+  LeakyRelu: 2,
+  Sigmoid: 3,
+  Tanh: 4,
+  /** alpha = min, beta = max */
+  Clip: 5,
+} as const;
+export type NativeActivation = (typeof NativeActivation)[keyof typeof NativeActivation];
+
+/** Digital output heads, applied to a layer's whole output row after its activation. */
+export const NativeHead = { None: 0, Softmax: 1, LogSoftmax: 2 } as const;
+export type NativeHead = (typeof NativeHead)[keyof typeof NativeHead];
+
+export interface NativeLayer {
+  inFeatures: number;
+  outFeatures: number;
+  /** Read voltage in volts: a normalised input of 1.0 is applied as vRead. > 0. */
+  vRead: number;
+  /** DAC bits (signed, per-sample abs-max scaling); 0 = no quantisation and no scaling. 0..16. */
+  dacBits: number;
+  /** ADC bits (signed, ±adcFullScale of each tile); 0 = ideal ADC. 0..16. */
+  adcBits: number;
+  tiles: NativeTile[];
+  /** Per output: weight units per siemens (1 / conductance-per-unit-weight). Length outFeatures. */
+  outScale: Float32Array;
+  /** Per output bias added digitally after scaling. Length outFeatures. */
+  bias: Float32Array;
+  activation: NativeActivation;
+  alpha: number;
+  beta: number;
+  head: NativeHead;
+}
+
+export interface NativeProgram {
+  arrays: NativeArray[];
+  layers: NativeLayer[];
+  /** Worker threads used for a batch (>= 1). */
+  threads: number;
+  /** Seed of the instance's RNG (a uint32). */
+  seed: number;
+}
+
+export interface NativeChip {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** Runs `batch` samples synchronously on the calling thread's pool. input.length == batch*inFeatures. */
+  runSync(input: Float32Array, batch: number): Float32Array;
+  /** Same computation off the main thread (Napi::AsyncWorker); the input is copied before it starts. */
+  run(input: Float32Array, batch: number): Promise<Float32Array>;
+  /** Frees the native memory; later calls throw. */
+  release(): void;
+}
+
+export interface NativeModule {
+  Chip: new (program: NativeProgram) => NativeChip;
+  /** Which matrix kernel the CPU selected at load: 'avx2-fma' or 'scalar'. */
+  kernel(): string;
+}
+
+function findAddon(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'build', 'Release', 'dendra_native.node');
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error('dendra: native addon build/Release/dendra_native.node not found; run `npm install` (it builds the addon with cmake-js)');
+}
+
+let cached: NativeModule | undefined;
+
+/** Loads the addon once. */
+export function native(): NativeModule {
+  if (!cached) cached = createRequire(import.meta.url)(findAddon()) as NativeModule;
+  return cached;
+}

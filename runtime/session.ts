@@ -1,0 +1,128 @@
+/**
+ * InferenceSession, shaped like onnxruntime-node's: `create`, `run(feeds)`, `inputNames`, `outputNames`,
+ * `inputMetadata`, `release()`; plus what only dendra has: the artifact's device profile and layout.
+ */
+import { readArtifact, readArtifactFile, isArtifact } from '../artifact/read.js';
+import type { Artifact } from '../artifact/format.js';
+import { InputError, DeviceError } from '../common/errors.js';
+import type { DeviceProfile } from '../common/profile.js';
+import type { NativeChip } from './native.js';
+import { createSimChip } from './backends/sim.js';
+import { Tensor } from './tensor.js';
+import { f16round, getFloat16 } from '@petamoriken/float16';
+
+export interface SessionOptions {
+  /** 'sim' (the native simulator) is the only backend so far. */
+  backend?: 'sim';
+  /** Seed of the simulator's random number generator (noise, stuck cells): same seed, same results. */
+  seed?: number;
+  /** Threads used for a batch; default: all cores. */
+  threads?: number;
+}
+
+export interface ValueMetadata {
+  name: string;
+  isTensor: true;
+  type: 'float32';
+  /** Dimensions; a string names a symbolic (batch) dimension. */
+  shape: (number | string)[];
+}
+
+/** Below this many multiply-accumulates a run stays on the calling thread (no worker hop). */
+const SYNC_MACS = 1 << 18;
+
+export class InferenceSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly ValueMetadata[];
+  readonly outputMetadata: readonly ValueMetadata[];
+  readonly artifact: Artifact;
+  #chip: NativeChip | undefined;
+  readonly #macsPerSample: number;
+
+  private constructor(artifact: Artifact, chip: NativeChip) {
+    this.artifact = artifact;
+    this.#chip = chip;
+    const batchName = typeof artifact.input.shape[0] === 'string' ? artifact.input.shape[0] : 'batch';
+    this.inputNames = [artifact.input.name];
+    this.outputNames = [artifact.output.name];
+    this.inputMetadata = [{ name: artifact.input.name, isTensor: true, type: 'float32', shape: [batchName, ...(artifact.input.shape.slice(1) as number[])] }];
+    this.outputMetadata = [{ name: artifact.output.name, isTensor: true, type: 'float32', shape: [batchName, artifact.output.features] }];
+    this.#macsPerSample = artifact.layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
+  }
+
+  /** Opens a compiled artifact (.dendra path or bytes). */
+  static async create(pathOrBytes: string | Uint8Array, options: SessionOptions = {}): Promise<InferenceSession> {
+    const backend = options.backend ?? 'sim';
+    if (backend !== 'sim') throw new InputError(`backend '${String(backend)}' is not available (supported: sim)`);
+    if (options.seed !== undefined && !(Number.isInteger(options.seed) && options.seed >= 0 && options.seed <= 0xffffffff)) {
+      throw new InputError(`seed must be an integer from 0 to 4294967295 (got ${options.seed})`);
+    }
+    if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads >= 1 && options.threads <= 256)) {
+      throw new InputError(`threads must be an integer from 1 to 256 (got ${options.threads})`);
+    }
+    let artifact: Artifact;
+    if (typeof pathOrBytes === 'string') {
+      artifact = readArtifactFile(pathOrBytes);
+    } else if (pathOrBytes instanceof Uint8Array) {
+      if (!isArtifact(pathOrBytes)) throw new InputError('the bytes are not a dendra artifact; compile an ONNX model with `dendra compile` (or compile()) first');
+      artifact = readArtifact(pathOrBytes);
+    } else {
+      throw new InputError('InferenceSession.create takes a .dendra path or its bytes');
+    }
+    return new InferenceSession(artifact, createSimChip(artifact, options));
+  }
+
+  get profile(): DeviceProfile {
+    return this.artifact.profile;
+  }
+
+  /** Runs a batch. Feeds: { [inputName]: Tensor } with dims [batch, ...input dims]. */
+  async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor<'float32'>>> {
+    const chip = this.#chip;
+    if (!chip) throw new DeviceError('session was released');
+    const { input, batch } = this.#checkFeeds(feeds);
+    const macs = batch * this.#macsPerSample;
+    const out = macs <= SYNC_MACS ? chip.runSync(input, batch) : await chip.run(input, batch);
+    return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
+  }
+
+  async release(): Promise<void> {
+    this.#chip?.release();
+    this.#chip = undefined;
+  }
+
+  #checkFeeds(feeds: Record<string, Tensor>): { input: Float32Array; batch: number } {
+    if (typeof feeds !== 'object' || feeds === null) throw new InputError('run() takes an object of input tensors');
+    const name = this.inputNames[0]!;
+    const extra = Object.keys(feeds).filter((k) => k !== name);
+    if (extra.length > 0) throw new InputError(`unknown input '${extra[0]}'; the model's input is '${name}'`);
+    const t = feeds[name];
+    if (!t) throw new InputError(`missing input '${name}'`);
+    if (!(t instanceof Tensor)) throw new InputError(`input '${name}' must be a Tensor`);
+    const expected = this.inputMetadata[0]!.shape;
+    const dims = t.dims;
+    const shapeText = `[${expected.join(', ')}]`;
+    if (dims.length !== expected.length || dims.slice(1).some((d, i) => d !== expected[i + 1])) {
+      throw new InputError(`input '${name}' has shape [${dims.join(', ')}]; the model expects ${shapeText}`);
+    }
+    const batch = dims[0]!;
+    if (batch < 1) throw new InputError(`input '${name}' has an empty batch`);
+    let input: Float32Array;
+    switch (t.type) {
+      case 'float32': input = t.data as Float32Array; break;
+      case 'float64': input = Float32Array.from(t.data as Float64Array); break;
+      case 'float16': {
+        const bits = t.data as Uint16Array;
+        const view = new DataView(bits.buffer, bits.byteOffset, bits.byteLength);
+        input = Float32Array.from({ length: bits.length }, (_, i) => getFloat16(view, i * 2, true));
+        break;
+      }
+      default:
+        throw new InputError(`input '${name}' has type ${t.type}; the model takes float32 (or float16/float64)`);
+    }
+    // A float16 model sees its input in float16: round float32/float64 feeds as ONNX Runtime's cast would.
+    if (this.artifact.input.dtype === 'float16' && t.type !== 'float16') input = input.map((v) => f16round(v));
+    return { input, batch };
+  }
+}
