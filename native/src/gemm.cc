@@ -157,7 +157,7 @@ PackedMatrix pack(const float* w, int64_t k, int64_t m) {
 }
 
 void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-              const PackedMatrix& w, float* c, int64_t ldc, float* apack) {
+              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA) {
   if (rows <= 0) return;
   const int64_t k = w.k;
   const int64_t kBlocks = (k + kKC - 1) / kKC;
@@ -165,7 +165,7 @@ void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, c
   const int64_t rowPanels = (rows + kMR - 1) / kMR;
   for (int64_t p0 = 0; p0 < k; p0 += kcBlock) {
     const int64_t kc = std::min(kcBlock, k - p0);
-    packA(rows, x, ldx, gather, p0, kc, apack);
+    if (!(reusePackedA && kBlocks == 1)) packA(rows, x, ldx, gather, p0, kc, apack);
     for (int64_t j = 0; j < w.panels; ++j) {
       const float* b = w.data.data() + j * k * kNR + p0 * kNR;
       float* cj = c + j * kNR;

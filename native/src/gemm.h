@@ -77,8 +77,10 @@ inline size_t packBufferSize(int64_t maxRows) {
  * C (rows rounded up to kMR, w.paddedCols() columns, row stride ldc) = A * W, where
  * A[i][p] = x[i*ldx + (gather ? gather[p] : p)] for i < rows, p < w.k.
  * apack must hold packBufferSize(rows) floats. ldc >= w.paddedCols().
+ * reusePackedA: apack already holds exactly this A (same rows, x, gather and k, from the previous call),
+ * which is only possible when k <= kKC (a single K block); the caller guarantees it.
  */
 void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-              const PackedMatrix& w, float* c, int64_t ldc, float* apack);
+              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA = false);
 
 }  // namespace dendra::gemm

@@ -62,6 +62,21 @@ Network::Network(Program program)
       flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
       layer.tiles.push_back(std::move(tile));
     }
+    // Group tiles by identical inputIndex so one packed (gathered) input block serves all of them.
+    const size_t nt = ls.tiles.size();
+    layer.inputGroup.assign(nt, 0);
+    for (size_t i = 0; i < nt; ++i) {
+      layer.inputGroup[i] = i;
+      for (size_t j = 0; j < i; ++j)
+        if (layer.inputGroup[j] == j && ls.tiles[j].inputIndex == ls.tiles[i].inputIndex) {
+          layer.inputGroup[i] = j;
+          break;
+        }
+    }
+    layer.order.resize(nt);
+    for (size_t i = 0; i < nt; ++i) layer.order[i] = i;
+    std::stable_sort(layer.order.begin(), layer.order.end(),
+                     [&](size_t a, size_t b) { return layer.inputGroup[a] < layer.inputGroup[b]; });
     flopsPerRow += 8.0 * ls.outFeatures;
     layers_.push_back(std::move(layer));
   }
@@ -163,13 +178,16 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s)
       }
 
       std::fill(acc, acc + nr * outF, 0.0f);
-      for (size_t ti = 0; ti < layer.tiles.size(); ++ti) {
+      size_t packedGroup = static_cast<size_t>(-1);  // input group whose gathered block is in s.apack
+      for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
         const int64_t ldc = tile.weff.paddedCols();
         const int64_t m = tile.weff.m;
+        const bool reuse = layer.inputGroup[ti] == packedGroup;
         gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.weff, s.c.data(),
-                       ldc, s.apack.data());
+                       ldc, s.apack.data(), reuse);
+        packedGroup = tile.weff.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;

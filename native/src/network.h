@@ -40,6 +40,8 @@ class Network {
   struct Layer {
     LayerSpec spec;                     // including the raw tile specs (indices) for later physics
     std::vector<Tile> tiles;
+    std::vector<size_t> order;          // execution order: tiles sharing an inputIndex run back to back
+    std::vector<size_t> inputGroup;     // per tile: id of its inputIndex (equal ids => identical gathers)
   };
   /** Per-thread buffers for one row block (at most kBlockRows rows). */
   struct Scratch {

@@ -2,38 +2,41 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace dendra::periphery {
 
 float dacRow(const float* x, int64_t n, int32_t bits, float* u) {
-  // s = max |x| with eight independent lanes (vectorises; NaN entries are skipped).
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) {
-      const float a = std::fabs(x[i + l]);
-      lane[l] = a > lane[l] ? a : lane[l];
-    }
-  float s = 0.0f;
-  for (; i < n; ++i) s = std::fabs(x[i]) > s ? std::fabs(x[i]) : s;
-  for (float l : lane) s = l > s ? l : s;
+  // s = max |x|, taken on the bit patterns: for non-negative floats the integer order is the float order
+  // (and a NaN sorts above Infinity, so a row holding NaN gets a NaN scale). An integer max vectorises.
+  uint32_t maxBits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, sizeof b);
+    b &= 0x7FFFFFFFu;
+    maxBits = b > maxBits ? b : maxBits;
+  }
+  float s;
+  std::memcpy(&s, &maxBits, sizeof s);
 
-  if (!(s > 0.0f) || !std::isfinite(s)) {
-    // All-zero row: the crossbar output is zero. A row holding +-Infinity has no usable scale: NaN.
-    const float fill = s > 0.0f ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    std::fill(u, u + n, fill);
-    return s > 0.0f ? s : 0.0f;
+  if (maxBits == 0) {  // all-zero row: the crossbar output is zero
+    std::fill(u, u + n, 0.0f);
+    return 0.0f;
+  }
+  if (!std::isfinite(s)) {  // a row holding +-Infinity or NaN has no usable scale
+    std::fill(u, u + n, std::numeric_limits<float>::quiet_NaN());
+    return std::numeric_limits<float>::quiet_NaN();
   }
   const float q = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
   const float invQ = static_cast<float>(1.0 / static_cast<double>(q));
+  // Branch-free so it vectorises: clamp with selects (a NaN maps to -q, keeping the int conversion
+  // defined), and add (v0 - v0), which is 0 for finite v0 and NaN when the input was NaN.
   for (int64_t j = 0; j < n; ++j) {
-    float v = x[j] / s * q;
-    const bool nan = !(v == v);
-    v = v > -q ? v : -q;  // clamp (also maps NaN to -q so the conversion below is defined)
+    const float v0 = x[j] / s * q;
+    float v = v0 > -q ? v0 : -q;
     v = v < q ? v : q;
-    const float r = roundHalfAway(v) * invQ;
-    u[j] = nan ? x[j] : r;
+    u[j] = roundHalfAway(v) * invQ + (v0 - v0);
   }
   return s;
 }
@@ -49,16 +52,14 @@ Adc makeAdc(int32_t bits, double fullScale, double vRead) {
 }
 
 void adcInPlace(const Adc& a, float* p, int64_t n) {
-  // Constants in locals: p may not alias them, which lets the loop vectorise.
+  // Constants in locals (p may not alias them) and no branches: the loop vectorises. A NaN maps to lo in
+  // the clamp (keeping the int conversion defined) and comes back through the (c0 - c0) term.
   const float toCode = a.toCode, fromCode = a.fromCode, lo = -a.levels, hi = a.levels;
   for (int64_t j = 0; j < n; ++j) {
-    const float in = p[j];
-    float code = in * toCode;
-    const bool nan = code != code;
-    code = code > lo ? code : lo;  // clamp (NaN maps to lo, so the conversion in roundHalfAway is defined)
+    const float c0 = p[j] * toCode;
+    float code = c0 > lo ? c0 : lo;
     code = code < hi ? code : hi;
-    const float out = roundHalfAway(code) * fromCode;
-    p[j] = nan ? in : out;
+    p[j] = roundHalfAway(code) * fromCode + (c0 - c0);
   }
 }
 
