@@ -1,5 +1,6 @@
 // Developer smoke test of the native addon: node native/smoke.mjs  (after `npx cmake-js compile --out build`)
 // Checks runSync/run against a plain JS reference, the validation errors, release(), and times 784-500-10.
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -141,6 +142,7 @@ const cases = [
   ['cols 128x64 tiles 300-70 sigmoid/logsoftmax', () => addLayer(newProgram(3), 300, 70, 'cols', { activation: 3, head: 2 })],
   ['gather + repeated inputs 130-90 leaky', () => addLayer(newProgram(), 130, 90, 'gather', { activation: 2, alpha: 0.1 })],
   ['clip, batch 1', () => addLayer(newProgram(), 50, 20, 'single', { activation: 5, alpha: -0.5, beta: 0.7 }), 1],
+  ['600-40 (3 K blocks), batch 301 (row blocks), 3 threads', () => addLayer(newProgram(3), 600, 40, 'single'), 301],
 ];
 for (const [name, build, batchArg] of cases) {
   const prog = build();
@@ -152,6 +154,21 @@ for (const [name, build, batchArg] of cases) {
   check(err < 1e-5 && got.length === batch * chip.outFeatures, `${name}: max rel err ${err.toExponential(2)}`);
   const asyncGot = await chip.run(input, batch);
   check(asyncGot.every((v, i) => v === got[i]), `${name}: run() == runSync() bitwise`);
+}
+{
+  // a Float32Array view with a byte offset
+  const prog = addLayer(newProgram(), 20, 6, 'single');
+  const backing = randomInput(3 * 20 + 5);
+  const view = backing.subarray(5);
+  const err = maxRelErr(new Chip(prog).runSync(view, 3), reference(prog, view, 3));
+  check(err < 1e-5, `input view with byteOffset: max rel err ${err.toExponential(2)}`);
+}
+if (process.argv[2] === '--correctness-only') process.exit(failures ? 1 : 0);
+if (addon.kernel() !== 'scalar') {
+  // the portable kernel, forced through the environment in a child process
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--correctness-only'],
+    { env: { ...process.env, DENDRA_NATIVE_KERNEL: 'scalar' }, encoding: 'utf8' });
+  check(child.status === 0 && child.stdout.includes('kernel: scalar'), `scalar kernel passes the correctness cases${child.status ? `\n${child.stdout}${child.stderr}` : ''}`);
 }
 
 // Quantised: the reference does the same rounding; float vs double sums may flip a value sitting on a rounding

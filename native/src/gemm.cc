@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -129,6 +130,9 @@ void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int
 }  // namespace
 
 Kernel selectKernel() {
+  // DENDRA_NATIVE_KERNEL=scalar forces the portable kernel (to test it on an AVX2 machine).
+  const char* force = std::getenv("DENDRA_NATIVE_KERNEL");
+  if (force && std::strcmp(force, "scalar") == 0) return Kernel{"scalar", &microScalar};
 #ifdef DENDRA_X86_DISPATCH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel{"avx2-fma", &microAvx2};

@@ -48,7 +48,10 @@ struct Kernel {
   MicroKernel micro;
 };
 
-/** 'avx2-fma' when the CPU has AVX2 and FMA, else the portable 'scalar' kernel. */
+/**
+ * 'avx2-fma' when the CPU has AVX2 and FMA, else the portable 'scalar' kernel.
+ * The environment variable DENDRA_NATIVE_KERNEL=scalar forces the portable kernel.
+ */
 Kernel selectKernel();
 
 /** W (k x m) packed in panels of kNR columns: panel j occupies data[j*k*kNR, (j+1)*k*kNR). */

@@ -80,6 +80,8 @@ Network::Network(Program program)
     flopsPerRow += 8.0 * ls.outFeatures;
     layers_.push_back(std::move(layer));
   }
+  const int64_t widest = std::max({maxIn_, maxOut_, maxPaddedCols_, int64_t{1}});
+  blockRows_ = std::clamp(kBlockBudget / widest / gemm::kMR * gemm::kMR, gemm::kMR, kMaxBlockRows);
   const double rows = std::ceil(kMinFlopsPerThread / std::max(1.0, flopsPerRow));
   minRowsPerThread_ = std::max<int64_t>(gemm::kMR, static_cast<int64_t>(std::min(rows, 1.0e9)));
 }
@@ -96,13 +98,13 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
   }
   while (out.size() < count) {
     auto s = std::make_unique<Scratch>();
-    const size_t block = static_cast<size_t>(kBlockRows);
-    const size_t paddedRows = static_cast<size_t>((kBlockRows + gemm::kMR - 1) / gemm::kMR * gemm::kMR);
+    const size_t block = static_cast<size_t>(blockRows_);
+    const size_t paddedRows = block;  // blockRows_ is a multiple of kMR
     s->act[0].resize(block * static_cast<size_t>(maxOut_));
     s->act[1].resize(block * static_cast<size_t>(maxOut_));
     s->u.resize(block * static_cast<size_t>(maxIn_));
     s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
-    s->apack.resize(gemm::packBufferSize(kBlockRows));
+    s->apack.resize(gemm::packBufferSize(blockRows_));
     s->scale.resize(block);
     out.push_back(std::move(s));
   }
@@ -158,8 +160,8 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s)
   const size_t nLayers = layers_.size();
   const int64_t inF0 = layers_.front().spec.inFeatures;
   const int64_t outLast = layers_.back().spec.outFeatures;
-  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
-    const int64_t nr = std::min(kBlockRows, rows - r0);
+  for (int64_t r0 = 0; r0 < rows; r0 += blockRows_) {
+    const int64_t nr = std::min(blockRows_, rows - r0);
     const float* x = in + r0 * inF0;
     for (size_t li = 0; li < nLayers; ++li) {
       const Layer& layer = layers_[li];

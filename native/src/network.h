@@ -43,7 +43,7 @@ class Network {
     std::vector<size_t> order;          // execution order: tiles sharing an inputIndex run back to back
     std::vector<size_t> inputGroup;     // per tile: id of its inputIndex (equal ids => identical gathers)
   };
-  /** Per-thread buffers for one row block (at most kBlockRows rows). */
+  /** Per-thread buffers for one row block (at most blockRows_ rows). */
   struct Scratch {
     gemm::FloatBuffer act[2];  // layer outputs, ping-pong
     gemm::FloatBuffer u;       // DAC output (normalised input)
@@ -52,7 +52,8 @@ class Network {
     std::vector<float> scale;  // per-row DAC scale s
   };
 
-  static constexpr int64_t kBlockRows = 144;  // rows per block (multiple of gemm::kMR)
+  static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
+  static constexpr int64_t kBlockBudget = int64_t{1} << 22;  // floats per row-block buffer (16 MiB)
 
   void forwardRows(const float* in, float* out, int64_t rows, Scratch& scratch) const;
   std::vector<std::unique_ptr<Scratch>> acquire(size_t count);
@@ -64,6 +65,7 @@ class Network {
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0;
+  int64_t blockRows_ = kMaxBlockRows;  // fewer rows per block for very wide layers (bounded scratch)
 
   std::mutex rngMutex_;
   Rng rng_;  // per instance, seeded from program.seed; guarded by rngMutex_

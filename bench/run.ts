@@ -1,0 +1,109 @@
+/**
+ * npm run bench: dendra's simulator against onnxruntime-node on the same models, in the same process,
+ * on the same number of threads, at batch 1 and batch 256; and the compiler's speed. Targets are
+ * printed beside the measured ratios; nothing here is a test.
+ */
+import { availableParallelism } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { compile } from '../compiler/index.js';
+import { writeArtifact } from '../artifact/write.js';
+import { packageRoot } from '../common/paths.js';
+import { InferenceSession, Tensor } from '../runtime/index.js';
+import { native } from '../runtime/native.js';
+
+const root = packageRoot();
+const threads = Number(process.env['BENCH_THREADS'] ?? availableParallelism());
+const seconds = Number(process.env['BENCH_SECONDS'] ?? 1.5);
+
+interface Net {
+  name: string;
+  model: string;
+  dims: number[];
+}
+const nets: Net[] = [
+  { name: '784-500-10', model: join(root, 'test/fixtures/mnist/mnist-784x500x10.onnx'), dims: [1, 28, 28] },
+  { name: '3072-500-10', model: join(root, 'test/fixtures/extra/svhn-shaped-3072x500x10.onnx'), dims: [3, 32, 32] },
+];
+
+/** Runs fn repeatedly for about `seconds` after a warm-up; returns calls per second (best of 3 windows). */
+async function rate(fn: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 5; i++) await fn();
+  let best = 0;
+  for (let w = 0; w < 3; w++) {
+    let calls = 0;
+    const t0 = performance.now();
+    let t = t0;
+    while (t - t0 < (seconds * 1000) / 3) {
+      await fn();
+      calls++;
+      t = performance.now();
+    }
+    best = Math.max(best, (calls * 1000) / (t - t0));
+  }
+  return best;
+}
+
+function randomInput(n: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = Math.random();
+  return x;
+}
+
+interface Row { net: string; batch: number; engine: string; ips: number; ratio?: number; target?: number }
+
+async function main() {
+  console.log(`dendra bench: ${threads} thread(s) for both engines, kernel ${native().kernel()}, ${seconds} s per measurement\n`);
+  const rows: Row[] = [];
+  for (const net of nets) {
+    const ortSession = await ort.InferenceSession.create(net.model, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
+    const sessions = {
+      'dendra ideal': await InferenceSession.create(writeArtifact(compile(net.model, { device: 'ideal' })), { threads }),
+      'dendra hfo2-1t1r': await InferenceSession.create(writeArtifact(compile(net.model, { device: 'hfo2-1t1r' })), { threads }),
+    };
+    const features = net.dims.reduce((a, b) => a * b, 1);
+    for (const batch of [1, 256]) {
+      const x = randomInput(batch * features);
+      const dims = [batch, ...net.dims];
+      const ortFeed = { [ortSession.inputNames[0]!]: new ort.Tensor('float32', x, dims) };
+      const ortIps = batch * (await rate(() => ortSession.run(ortFeed)));
+      rows.push({ net: net.name, batch, engine: 'onnxruntime-node', ips: ortIps });
+      for (const [engine, s] of Object.entries(sessions)) {
+        const feed = { [s.inputNames[0]!]: new Tensor('float32', x, dims) };
+        const ips = batch * (await rate(() => s.run(feed)));
+        const target = batch === 256 && net.name === '784-500-10' ? (engine.endsWith('ideal') ? 0.5 : 0.3) : undefined;
+        rows.push({ net: net.name, batch, engine, ips, ratio: ips / ortIps, target });
+      }
+    }
+    await ortSession.release();
+    for (const s of Object.values(sessions)) await s.release();
+  }
+
+  console.log('network       batch  engine              inferences/s   vs onnxruntime   target');
+  for (const r of rows) {
+    const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`;
+    const target = r.target === undefined ? '' : `≥ ${r.target}× ${r.ratio! >= r.target ? 'met' : 'MISSED'}`;
+    console.log(`${r.net.padEnd(13)} ${String(r.batch).padStart(5)}  ${r.engine.padEnd(18)} ${Math.round(r.ips).toString().padStart(13)}   ${ratio.padStart(14)}   ${target}`);
+  }
+
+  // Compile time of the 3072-500-10 network (ONNX bytes → artifact bytes), median of 5.
+  console.log('\ncompile 3072-500-10 (ONNX → artifact bytes), median of 5:');
+  const compileTimes: Record<string, number> = {};
+  for (const device of ['ideal', 'hfo2-1t1r']) {
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      writeArtifact(compile(nets[1]!.model, { device }));
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    compileTimes[device] = times[2]!;
+    console.log(`  ${device.padEnd(10)} ${times[2]!.toFixed(0)} ms   target < 1000 ms ${times[2]! < 1000 ? 'met' : 'MISSED'}`);
+  }
+  mkdirSync(join(root, 'out'), { recursive: true });
+  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes }, null, 2));
+  console.log('\nwritten: out/bench.json');
+}
+
+void main();
