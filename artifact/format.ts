@@ -5,7 +5,7 @@
  *   offset 8   version    uint32 LE  (FORMAT_VERSION)
  *   offset 12  headerLen  uint32 LE
  *   offset 16  header     headerLen bytes of UTF-8 JSON (ArtifactHeader), then zero padding to 8 bytes
- *   ...        blobs      little-endian typed arrays, each starting on an 8-byte boundary
+ *   ...        blobs      little-endian typed arrays (float32, int32, uint8), each starting on an 8-byte boundary
  *   end - 32   sha256     SHA-256 of every byte before it
  *
  * Typed arrays inside the model are stored as blobs and appear in the JSON as {"$blob": i}; the
@@ -20,7 +20,7 @@ export const FORMAT_NAME = 'dendra-artifact';
 export const PREAMBLE_BYTES = 16;
 export const CHECKSUM_BYTES = 32;
 
-export type BlobDType = 'float32' | 'int32';
+export type BlobDType = 'float32' | 'int32' | 'uint8';
 
 export interface BlobRef {
   dtype: BlobDType;

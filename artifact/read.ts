@@ -45,13 +45,13 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
   if (!Array.isArray(header.blobs)) fail('artifact is damaged: header has no blob table');
   const blobStart = align8(PREAMBLE_BYTES + headerLen);
   const blobs = header.blobs.map((b, i) => {
-    const size = b.dtype === 'float32' || b.dtype === 'int32' ? 4 : fail(`artifact blob ${i} has unknown dtype '${String(b.dtype)}'`);
+    const size = b.dtype === 'float32' || b.dtype === 'int32' ? 4 : b.dtype === 'uint8' ? 1 : fail(`artifact blob ${i} has unknown dtype '${String(b.dtype)}'`);
     const start = blobStart + b.offset;
-    if (!Number.isSafeInteger(b.offset) || !Number.isSafeInteger(b.length) || b.offset < 0 || b.length < 0 || b.offset % 4 !== 0 || start + b.length * size > body) {
+    if (!Number.isSafeInteger(b.offset) || !Number.isSafeInteger(b.length) || b.offset < 0 || b.length < 0 || b.offset % 8 !== 0 || start + b.length * size > body) {
       fail(`artifact blob ${i} lies outside the file`);
     }
     const copy = new Uint8Array(bytes.subarray(start, start + b.length * size)); // an aligned copy (Buffer.slice would be a view)
-    return b.dtype === 'float32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer);
+    return b.dtype === 'float32' ? new Float32Array(copy.buffer) : b.dtype === 'int32' ? new Int32Array(copy.buffer) : copy;
   });
   const revive = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(revive);
@@ -97,7 +97,11 @@ function checkShape(m: Artifact, fail: (msg: string) => never): void {
   int(m.output.features, 'output.features');
   m.arrays.forEach((a, i) => {
     if (!isObj(a)) fail(`artifact is malformed: arrays[${i}]`);
-    f32(a.conductance, int(a.rows, `arrays[${i}].rows`) * int(a.cols, `arrays[${i}].cols`), `arrays[${i}].conductance`);
+    const cells = int(a.rows, `arrays[${i}].rows`) * int(a.cols, `arrays[${i}].cols`);
+    f32(a.conductance, cells, `arrays[${i}].conductance`);
+    if (a.stuck !== undefined && !(a.stuck instanceof Uint8Array && a.stuck.length === cells && a.stuck.every((s) => s <= 2))) {
+      fail(`artifact is malformed: arrays[${i}].stuck must be ${cells} values of 0, 1 or 2`);
+    }
   });
   m.layers.forEach((l, li) => {
     const at = `layers[${li}]`;

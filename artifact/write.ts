@@ -16,10 +16,10 @@ export function dendraVersion(): string {
 }
 
 export function writeArtifact(artifact: Artifact): Uint8Array {
-  const arrays: (Float32Array | Int32Array)[] = [];
+  const arrays: (Float32Array | Int32Array | Uint8Array)[] = [];
   const model = JSON.parse(
     JSON.stringify(artifact, (_key, value: unknown) => {
-      if (value instanceof Float32Array || value instanceof Int32Array) {
+      if (value instanceof Float32Array || value instanceof Int32Array || value instanceof Uint8Array) {
         arrays.push(value);
         return { $blob: arrays.length - 1 };
       }
@@ -29,7 +29,7 @@ export function writeArtifact(artifact: Artifact): Uint8Array {
   ) as unknown;
   let offset = 0;
   const blobs: BlobRef[] = arrays.map((a) => {
-    const ref: BlobRef = { dtype: a instanceof Float32Array ? 'float32' : 'int32', offset, length: a.length };
+    const ref: BlobRef = { dtype: a instanceof Float32Array ? 'float32' : a instanceof Int32Array ? 'int32' : 'uint8', offset, length: a.length };
     offset = align8(offset + a.byteLength);
     return ref;
   });

@@ -17,13 +17,26 @@ export interface DeviceProfile {
     cols: number | null;
     /** Where a weight's two devices sit: two rows driven with +v/−v, or two columns subtracted. */
     differential: 'rows' | 'columns';
+    /** Rows / columns of each array held back from the naive placement, for remapping around defects. */
+    spareRows: number;
+    spareCols: number;
+    /** Arrays on one chip (for generated defect maps); null = as many as a network needs. */
+    count: number | null;
   };
   /** Programmable conductance window in siemens and the number of evenly spaced levels (0 = continuous). */
   conductance: { min: number; max: number; levels: number };
   /** Conductance per unit weight chosen per output column or once per layer. */
   mapping: { scale: 'column' | 'layer' };
-  /** Read voltage (V) applied for a normalised input of 1. */
-  read: { voltage: number };
+  /** Read voltage (V) applied for a normalised input of 1; Gaussian noise of every device on every read, σ = sigma + relative·G. */
+  read: { voltage: number; sigma: number; relative: number };
+  /** Programming error: a programmed cell lands at G + N(0, σ²), σ = sigma + relative·G. */
+  programming: { sigma: number; relative: number };
+  /** Conductance drift G(t) = G(t0)·(t/t0)^(−ν), ν ~ N(nu, nuSigma²) per device, t in seconds since programming. */
+  drift: { nu: number; nuSigma: number; t0: number };
+  /** Wire resistance (Ω) of each segment between adjacent cells, for the first-order IR-drop model. */
+  wire: { resistance: number };
+  /** Conductances (S) at which stuck-ON and stuck-OFF cells sit. */
+  stuck: { on: number; off: number };
   /** Input DAC resolution (bits, signed, per-sample abs-max scaling); 0 = ideal. */
   dac: { bits: number };
   /** Output ADC resolution per array column; full scale = range × the tile's worst-case column current. */
@@ -35,6 +48,8 @@ export interface DeviceProfile {
 export const PROFILE_FIELDS_CITED = [
   'array.rows', 'array.cols', 'array.differential', 'conductance.min', 'conductance.max', 'conductance.levels',
   'read.voltage', 'dac.bits', 'adc.bits', 'adc.range',
+  'read.sigma', 'read.relative', 'programming.sigma', 'programming.relative', 'drift.nu', 'drift.nuSigma',
+  'wire.resistance', 'stuck.on', 'stuck.off',
 ] as const;
 
 export function devicesDir(): string {
@@ -87,7 +102,21 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   const a = obj(root['array'], 'array');
   const differential = a['differential'];
   if (differential !== 'rows' && differential !== 'columns') bad('array.differential', `must be "rows" or "columns"`);
-  const array = { rows: dim(a, 'rows', 'array.rows'), cols: dim(a, 'cols', 'array.cols'), differential: differential as 'rows' | 'columns' };
+  const optional = (sec: Record<string, unknown>, key: string, field: string, dflt: number, check: (x: number) => boolean, rule: string) =>
+    sec[key] === undefined ? dflt : number(sec, key, field, check, rule);
+  const section = (key: string) => (root[key] === undefined ? {} : obj(root[key], key));
+  const array = {
+    rows: dim(a, 'rows', 'array.rows'),
+    cols: dim(a, 'cols', 'array.cols'),
+    differential: differential as 'rows' | 'columns',
+    spareRows: optional(a, 'spareRows', 'array.spareRows', 0, intIn(0, 1 << 20), 'a non-negative integer'),
+    spareCols: optional(a, 'spareCols', 'array.spareCols', 0, intIn(0, 1 << 20), 'a non-negative integer'),
+    count: a['count'] === undefined || a['count'] === null ? null : number(a, 'count', 'array.count', intIn(1, 1 << 20), 'a positive integer or null'),
+  };
+  if (array.rows !== null && array.spareRows >= array.rows - (array.differential === 'rows' ? 1 : 0)) bad('array.spareRows', `leaves no rows of the ${array.rows} for weights`);
+  if (array.cols !== null && array.spareCols >= array.cols - (array.differential === 'columns' ? 1 : 0)) bad('array.spareCols', `leaves no columns of the ${array.cols} for weights`);
+  if (array.differential === 'rows' && array.spareRows % 2 !== 0) bad('array.spareRows', 'must be even when pairs sit on rows');
+  if (array.differential === 'columns' && array.spareCols % 2 !== 0) bad('array.spareCols', 'must be even when pairs sit on columns');
   if (array.differential === 'rows' && array.rows !== null && array.rows % 2 !== 0) bad('array.rows', 'must be even when pairs sit on rows');
   if (array.differential === 'columns' && array.cols !== null && array.cols % 2 !== 0) bad('array.cols', 'must be even when pairs sit on columns');
   const g = obj(root['conductance'], 'conductance');
@@ -99,6 +128,25 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   if (scale !== 'column' && scale !== 'layer') bad('mapping.scale', 'must be "column" or "layer"');
   const r = obj(root['read'], 'read');
   const voltage = number(r, 'voltage', 'read.voltage', (x) => x > 0 && x <= 10, 'a voltage in volts, > 0 and <= 10');
+  const readSigma = optional(r, 'sigma', 'read.sigma', 0, (x) => x >= 0 && x < 1, 'a conductance in siemens, >= 0');
+  const readRelative = optional(r, 'relative', 'read.relative', 0, (x) => x >= 0 && x <= 1, 'a fraction from 0 to 1');
+  const pr = section('programming');
+  const programming = {
+    sigma: optional(pr, 'sigma', 'programming.sigma', 0, (x) => x >= 0 && x < 1, 'a conductance in siemens, >= 0'),
+    relative: optional(pr, 'relative', 'programming.relative', 0, (x) => x >= 0 && x <= 1, 'a fraction from 0 to 1'),
+  };
+  const dr = section('drift');
+  const drift = {
+    nu: optional(dr, 'nu', 'drift.nu', 0, (x) => x >= 0 && x <= 1, 'an exponent from 0 to 1'),
+    nuSigma: optional(dr, 'nuSigma', 'drift.nuSigma', 0, (x) => x >= 0 && x <= 1, 'from 0 to 1'),
+    t0: optional(dr, 't0', 'drift.t0', 1, (x) => x > 0, 'a time in seconds, > 0'),
+  };
+  const wire = { resistance: optional(section('wire'), 'resistance', 'wire.resistance', 0, (x) => x >= 0 && x <= 1e4, 'ohms per segment, from 0 to 10000') };
+  const st = section('stuck');
+  const stuck = {
+    on: optional(st, 'on', 'stuck.on', gmax, (x) => x >= 0 && x < 1, 'a conductance in siemens'),
+    off: optional(st, 'off', 'stuck.off', gmin, (x) => x >= 0 && x < 1, 'a conductance in siemens'),
+  };
   const d = obj(root['dac'], 'dac');
   const dacBits = number(d, 'bits', 'dac.bits', intIn(0, 16), 'an integer from 0 (ideal) to 16');
   const c = obj(root['adc'], 'adc');
@@ -116,7 +164,11 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     array,
     conductance: { min: gmin, max: gmax, levels },
     mapping: { scale: scale as 'column' | 'layer' },
-    read: { voltage },
+    read: { voltage, sigma: readSigma, relative: readRelative },
+    programming,
+    drift,
+    wire,
+    stuck,
     dac: { bits: dacBits },
     adc: { bits: adcBits, range },
     cite,

@@ -154,6 +154,10 @@ for (const [name, build, batchArg] of cases) {
   check(err < 1e-5 && got.length === batch * chip.outFeatures, `${name}: max rel err ${err.toExponential(2)}`);
   const asyncGot = await chip.run(input, batch);
   check(asyncGot.every((v, i) => v === got[i]), `${name}: run() == runSync() bitwise`);
+  const [inF, outF] = [chip.inFeatures, chip.outFeatures];
+  const alone = [...new Set([0, Math.min(5, batch - 1), batch - 1])].every((b) => chip.runSync(input.slice(b * inF, (b + 1) * inF), 1)
+    .every((v, j) => v === got[b * outF + j]));
+  check(alone, `${name}: a row run alone == the same row in the batch, bitwise`);
 }
 {
   // a Float32Array view with a byte offset

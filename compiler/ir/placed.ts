@@ -24,6 +24,10 @@ export interface PlacedArray {
   cols: number;
   /** row-major, siemens */
   conductance: Float32Array;
+  /** Compiled for a chip: per cell 0 healthy, 1 stuck ON, 2 stuck OFF (stuck cells hold their stuck conductance). */
+  stuck?: Uint8Array;
+  /** Compiled for a chip: which of the chip's arrays this is. */
+  chipArray?: number;
 }
 
 /** The part of one layer held by one array (see runtime/native.ts for the index semantics). */
@@ -56,4 +60,13 @@ export interface PlacedModel extends ModelInterface {
   head: Head;
   arrays: PlacedArray[];
   layers: PlacedLayer[];
+  /** Set when compiled for one chip's defect map: how it was placed. */
+  chip?: {
+    device: string;
+    arrays: number;
+    faults: number;
+    remap: 'none' | 'auto';
+    calibrated: boolean;
+    origin?: Record<string, unknown>;
+  };
 }

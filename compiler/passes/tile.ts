@@ -3,7 +3,8 @@
  * each tile its own array, and places the differential pairs:
  *   pairs on rows:    logical input r drives row r (+v, G+) and row r + rows/2 (−v, G−); output c is column c;
  *   pairs on columns: logical input r drives row r; output c is column 2c (G+) minus column 2c+1 (G−).
- * Cells an array does not use stay at the window's lowest conductance. Partial sums of the tiles of one
+ * Cells an array does not use (and the profile's spare rows and columns) stay at the window's lowest
+ * conductance. Partial sums of the tiles of one
  * layer are added in the periphery. Each tile's ADC full scale is the profile's `adc.range` times the
  * largest column current the tile can draw with every input at full scale.
  */
@@ -17,12 +18,12 @@ export interface TileGeometry {
 }
 
 export function tileGeometry(profile: DeviceProfile, inFeatures: number, outFeatures: number): TileGeometry {
-  const { rows, cols, differential } = profile.array;
+  const { rows, cols, differential, spareRows, spareCols } = profile.array;
   const rowFactor = differential === 'rows' ? 2 : 1;
   const colFactor = differential === 'columns' ? 2 : 1;
   return {
-    inputsPerArray: rows === null ? inFeatures : Math.floor(rows / rowFactor),
-    outputsPerArray: cols === null ? outFeatures : Math.floor(cols / colFactor),
+    inputsPerArray: rows === null ? inFeatures : Math.floor((rows - spareRows) / rowFactor),
+    outputsPerArray: cols === null ? outFeatures : Math.floor((cols - spareCols) / colFactor),
   };
 }
 
@@ -71,7 +72,8 @@ function placeTile(
   const onRows = profile.array.differential === 'rows';
   const rows = profile.array.rows ?? (onRows ? 2 * k : k);
   const cols = profile.array.cols ?? (onRows ? c : 2 * c);
-  const half = onRows ? (profile.array.rows === null ? k : geo.inputsPerArray) : 0;
+  // Pairs on rows: G+ rows in the top half, G− rows in the bottom half; spare rows are the last of each half.
+  const half = onRows ? (profile.array.rows === null ? k : profile.array.rows / 2) : 0;
   const conductance = new Float32Array(rows * cols).fill(profile.conductance.min);
   const t: PlacedTile = {
     array: arrayIndex,

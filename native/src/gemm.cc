@@ -102,6 +102,36 @@ __attribute__((target("avx2,fma"))) void microAvx2(int64_t kc, const float* a, c
 #undef DENDRA_STEP
 #undef DENDRA_ROW
 
+template <int NP>
+__attribute__((target("avx2,fma"))) void rowAvx2Impl(int64_t kc, const float* a, const float* b, int64_t stride,
+                                                      float* c, bool accumulate) {
+  __m256 acc[2 * NP];
+  for (int q = 0; q < 2 * NP; ++q) acc[q] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 ap = _mm256_broadcast_ss(a + p * kMR);
+    const float* bp = b + p * kNR;
+    for (int q = 0; q < NP; ++q) {
+      acc[2 * q] = _mm256_fmadd_ps(ap, _mm256_load_ps(bp + q * stride), acc[2 * q]);
+      acc[2 * q + 1] = _mm256_fmadd_ps(ap, _mm256_load_ps(bp + q * stride + 8), acc[2 * q + 1]);
+    }
+  }
+  for (int q = 0; q < 2 * NP; ++q) {
+    float* cq = c + q * 8;
+    if (accumulate) acc[q] = _mm256_add_ps(acc[q], _mm256_loadu_ps(cq));
+    _mm256_storeu_ps(cq, acc[q]);
+  }
+}
+
+__attribute__((target("avx2,fma"))) void rowAvx2(int64_t kc, const float* a, const float* b, int64_t stride, float* c,
+                                                 int64_t np, bool accumulate) {
+  switch (np) {
+    case 1: rowAvx2Impl<1>(kc, a, b, stride, c, accumulate); break;
+    case 2: rowAvx2Impl<2>(kc, a, b, stride, c, accumulate); break;
+    case 3: rowAvx2Impl<3>(kc, a, b, stride, c, accumulate); break;
+    default: rowAvx2Impl<4>(kc, a, b, stride, c, accumulate); break;
+  }
+}
+
 #endif  // DENDRA_X86_DISPATCH
 
 /** Gathers rows [0, rows) x k-range [p0, p0+kc) of A into micro-panels of kMR rows (zero-padded rows). */
@@ -132,12 +162,12 @@ void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int
 Kernel selectKernel() {
   // DENDRA_NATIVE_KERNEL=scalar forces the portable kernel (to test it on an AVX2 machine).
   const char* force = std::getenv("DENDRA_NATIVE_KERNEL");
-  if (force && std::strcmp(force, "scalar") == 0) return Kernel{"scalar", &microScalar};
+  if (force && std::strcmp(force, "scalar") == 0) return Kernel{"scalar", &microScalar, nullptr};
 #ifdef DENDRA_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel{"avx2-fma", &microAvx2};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel{"avx2-fma", &microAvx2, &rowAvx2};
 #endif
-  return Kernel{"scalar", &microScalar};
+  return Kernel{"scalar", &microScalar, nullptr};
 }
 
 PackedMatrix allocatePacked(int64_t k, int64_t m) {
@@ -166,15 +196,30 @@ void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, c
   const int64_t k = w.k;
   const int64_t kBlocks = (k + kKC - 1) / kKC;
   const int64_t kcBlock = (k + kBlocks - 1) / kBlocks;  // balanced K blocks, each <= kKC
-  const int64_t rowPanels = (rows + kMR - 1) / kMR;
+  // Full micro-panels go through the 6x16 kernel; the rows of a trailing partial micro-panel go through the
+  // row kernel (when there is one) instead of computing zero-padded rows.
+  const int64_t partialRows = kernel.row ? rows % kMR : 0;
+  const int64_t fullPanels = rows / kMR + (partialRows == 0 && rows % kMR != 0 ? 1 : 0);
+  const int64_t panelStride = k * kNR;
   for (int64_t p0 = 0; p0 < k; p0 += kcBlock) {
     const int64_t kc = std::min(kcBlock, k - p0);
+    const bool accumulate = p0 > 0;
     if (!(reusePackedA && kBlocks == 1)) packA(rows, x, ldx, gather, p0, kc, apack);
     for (int64_t j = 0; j < w.panels; ++j) {
-      const float* b = w.data.data() + j * k * kNR + p0 * kNR;
+      const float* b = w.data.data() + j * panelStride + p0 * kNR;
       float* cj = c + j * kNR;
-      for (int64_t ir = 0; ir < rowPanels; ++ir)
-        kernel.micro(kc, apack + ir * kc * kMR, b, cj + ir * kMR * ldc, ldc, p0 > 0);
+      for (int64_t ir = 0; ir < fullPanels; ++ir)
+        kernel.micro(kc, apack + ir * kc * kMR, b, cj + ir * kMR * ldc, ldc, accumulate);
+    }
+    if (partialRows > 0) {
+      const int64_t r0 = fullPanels * kMR;
+      const float* a = apack + fullPanels * kc * kMR;
+      for (int64_t j = 0; j < w.panels; j += kRowPanels) {
+        const int64_t np = std::min(kRowPanels, w.panels - j);
+        const float* b = w.data.data() + j * panelStride + p0 * kNR;
+        for (int64_t i = 0; i < partialRows; ++i)
+          kernel.row(kc, a + i, b, panelStride, c + (r0 + i) * ldc + j * kNR, np, accumulate);
+      }
     }
   }
 }

@@ -43,9 +43,19 @@ using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
 /** C[0..6, 0..16) (row stride ldc) = (accumulate ? C : 0) + A(6 x kc, packed) * B(kc x 16, packed). */
 using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
 
+/**
+ * One row of A against np (1..kRowPanels) panels of B (panel p at b + p*panelStride), for the rows of a
+ * partial micro-panel: c[0, np*16) = (accumulate ? c : 0) + a(1 x kc, stride kMR) * B. Each column's sum
+ * is formed in the same order as in MicroKernel, so a row's result does not depend on its batch position.
+ */
+using RowKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t panelStride, float* c, int64_t np,
+                           bool accumulate);
+constexpr int64_t kRowPanels = 4;
+
 struct Kernel {
   const char* name;
   MicroKernel micro;
+  RowKernel row;  // may be null: partial micro-panels then go through micro with zero-padded rows
 };
 
 /**
