@@ -148,9 +148,10 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     off: optional(st, 'off', 'stuck.off', gmin, (x) => x >= 0 && x < 1, 'a conductance in siemens'),
   };
   const d = obj(root['dac'], 'dac');
-  const dacBits = number(d, 'bits', 'dac.bits', intIn(0, 16), 'an integer from 0 (ideal) to 16');
+  const bitsRule = (x: number) => x === 0 || (Number.isInteger(x) && x >= 2 && x <= 16);
+  const dacBits = number(d, 'bits', 'dac.bits', bitsRule, '0 (ideal) or an integer from 2 to 16');
   const c = obj(root['adc'], 'adc');
-  const adcBits = number(c, 'bits', 'adc.bits', intIn(0, 16), 'an integer from 0 (ideal) to 16');
+  const adcBits = number(c, 'bits', 'adc.bits', bitsRule, '0 (ideal) or an integer from 2 to 16');
   const range = c['range'] === undefined ? 1 : number(c, 'range', 'adc.range', (x) => x > 0 && x <= 1, 'a fraction in (0, 1]');
   const citeRaw = root['cite'] === undefined ? {} : obj(root['cite'], 'cite');
   const cite: Record<string, string> = {};

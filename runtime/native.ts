@@ -14,8 +14,43 @@ import { fileURLToPath } from 'node:url';
 export interface NativeArray {
   rows: number;
   cols: number;
-  /** Programmed conductance of each cell, row-major, length rows*cols, siemens, finite and >= 0. */
+  /** Target conductance of each cell, row-major, length rows*cols, siemens, finite and >= 0. */
   conductance: Float32Array;
+  /**
+   * Optional, length rows*cols: 0 healthy, 1 stuck ON, 2 stuck OFF. Stuck cells sit exactly at their
+   * `conductance` (no programming error, no drift); they still show read noise.
+   */
+  stuck?: Uint8Array;
+}
+
+/**
+ * Device non-idealities applied by the simulator (all 0 = an ideal device). Programming error and
+ * drift are drawn once, when the chip is constructed ("programmed"), from the instance's seeded RNG;
+ * read noise is drawn on every run.
+ */
+export interface NativePhysics {
+  /** Programming error of each healthy cell: G ← max(0, G + N(0, σ²)), σ = programSigma + programRelative·G. */
+  programSigma: number;
+  programRelative: number;
+  /**
+   * Read noise of every device on every read, σ = readSigma + readRelative·G, independent per device.
+   * Drawn per output column from the exact variance it implies: Var(I_c) = Σ_r v_r² (σ²(G+_rc) + σ²(G−_rc)).
+   */
+  readSigma: number;
+  readRelative: number;
+  /** Drift of each healthy cell: G(t) = G·(t/t0)^(−ν), ν ~ N(driftNu, driftNuSigma²) clamped at 0; no drift when time <= driftT0. */
+  driftNu: number;
+  driftNuSigma: number;
+  driftT0: number;
+  /** Seconds since programming. */
+  time: number;
+  /**
+   * Wire resistance (Ω) of each row/column segment between adjacent cells. First-order IR drop: a cell at
+   * (i, j) of an R-row array sees (j + 1) row segments from its row driver (at column 0) and (R − i) column
+   * segments to its column's sense amplifier (below row R − 1) in series, ignoring the other cells' currents:
+   *   G_eff = G / (1 + G · r · (j + 1 + R − i)).
+   */
+  wireResistance: number;
 }
 
 /**
@@ -82,6 +117,8 @@ export interface NativeProgram {
   threads: number;
   /** Seed of the instance's RNG (a uint32). */
   seed: number;
+  /** Optional; absent = ideal devices. */
+  physics?: NativePhysics;
 }
 
 export interface NativeChip {
@@ -91,6 +128,8 @@ export interface NativeChip {
   runSync(input: Float32Array, batch: number): Float32Array;
   /** Same computation off the main thread (Napi::AsyncWorker); the input is copied before it starts. */
   run(input: Float32Array, batch: number): Promise<Float32Array>;
+  /** The conductances the chip actually holds after programming error, stuck cells and drift (a copy), row-major. */
+  conductances(array: number): Float32Array;
   /** Frees the native memory; later calls throw. */
   release(): void;
 }
