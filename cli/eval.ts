@@ -9,6 +9,7 @@ export interface EvalArgs {
   json?: boolean;
   seed?: number;
   threads?: number;
+  time?: number;
 }
 
 export interface EvalReport {
@@ -38,7 +39,7 @@ export function readLabels(file: string, n: number): Int32Array {
 }
 
 export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalReport> {
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time });
   try {
     const { x, n } = readInputs(session, opts.input);
     const labels = readLabels(opts.labels, n);

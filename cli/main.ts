@@ -4,15 +4,21 @@
  * for a stack trace.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { describe, DendraError } from '../common/errors.js';
+import { describe, DendraError, InputError } from '../common/errors.js';
 import { dendraVersion } from '../artifact/write.js';
 import { compileCommand } from './compile.js';
 import { runCommand } from './run.js';
 import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
+import { defectsGenerateCommand } from './defects.js';
 import { parseIntOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
+const timeOption = () => new Option('--time <seconds>', 'seconds since the chip was programmed (conductance drift)').argParser((v) => {
+  const t = Number(v);
+  if (!(Number.isFinite(t) && t >= 0)) throw new InputError(`--time must be a number of seconds >= 0 (got '${v}')`);
+  return t;
+});
 const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
 
 export function program(): Command {
@@ -27,7 +33,22 @@ export function program(): Command {
     .argument('<model>', 'the .onnx file')
     .option('--device <name|profile.json>', 'device profile: ideal, hfo2-1t1r, rram-512 or a JSON file', 'ideal')
     .requiredOption('-o, --output <file>', 'the .dendra artifact to write')
+    .option('--defects <MAP.json>', "the chip's defect map: place the network on that chip")
+    .addOption(new Option('--remap <mode>', 'with --defects: remap around the defects (auto) or place naively (none)').choices(['none', 'auto']))
+    .option('--calibrate <X.npy>', 'sample inputs whose statistics weight the remapping')
     .action((model: string, opts) => compileCommand(model, opts));
+
+  const defects = cli.command('defects').description('chip defect maps');
+  defects.command('generate')
+    .description('make a random defect map with the statistics real chips show')
+    .requiredOption('--device <name|profile.json>', 'device profile of the chip')
+    .requiredOption('--rate <R>', 'fraction of stuck cells, 0 to 1')
+    .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
+    .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
+    .addOption(seedOption())
+    .addOption(new Option('--arrays <n>', "arrays on the chip (default: the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
+    .requiredOption('-o, --output <MAP.json>', 'where to write the map')
+    .action((opts) => defectsGenerateCommand(opts));
 
   cli.command('run')
     .description('run an artifact on the simulator: X.npy in, Y.npy (float32) out')
@@ -36,6 +57,7 @@ export function program(): Command {
     .requiredOption('--output <Y.npy>', 'where to write the outputs (float32)')
     .addOption(seedOption())
     .addOption(threadsOption())
+    .addOption(timeOption())
     .action((artifact: string, opts) => runCommand(artifact, opts));
 
   cli.command('eval')
@@ -46,6 +68,7 @@ export function program(): Command {
     .option('--json', 'print one JSON object (accuracy, n, ...)')
     .addOption(seedOption())
     .addOption(threadsOption())
+    .addOption(timeOption())
     .action((artifact: string, opts) => evalCommand(artifact, opts));
 
   cli.command('inspect')

@@ -7,10 +7,11 @@ export interface RunArgs {
   output: string;
   seed?: number;
   threads?: number;
+  time?: number;
 }
 
 export async function runCommand(artifact: string, opts: RunArgs): Promise<void> {
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time });
   try {
     const { x, n } = readInputs(session, opts.input);
     const y = await runAll(session, x.data, n);

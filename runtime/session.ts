@@ -18,6 +18,8 @@ export interface SessionOptions {
   seed?: number;
   /** Threads used for a batch; default: all cores. */
   threads?: number;
+  /** Seconds since the chip was programmed, for conductance drift (default 0: just programmed). */
+  time?: number;
 }
 
 export interface ValueMetadata {
@@ -60,6 +62,9 @@ export class InferenceSession {
     }
     if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads >= 1 && options.threads <= 256)) {
       throw new InputError(`threads must be an integer from 1 to 256 (got ${options.threads})`);
+    }
+    if (options.time !== undefined && !(Number.isFinite(options.time) && options.time >= 0)) {
+      throw new InputError(`time must be a number of seconds >= 0 (got ${options.time})`);
     }
     let artifact: Artifact;
     if (typeof pathOrBytes === 'string') {

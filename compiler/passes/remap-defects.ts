@@ -10,7 +10,7 @@
  *     (stuck-ON cells count double: they pin a pair far from zero);
  *  2. inside each array, logical inputs are assigned to physical row slots and logical outputs to
  *     column slots (spare and unused ones included) by alternating linear assignment problems
- *     (rows, columns, rows) that minimise Σ s_r · (w − w_achievable)², where s_r is the input's
+ *     (rows, then columns) that minimise Σ s_r · (w − w_achievable)², where s_r is the input's
  *     mean power from calibration data (1 without it) and w_achievable is the weight closest to w that
  *     the pair can still encode given its stuck devices; on the side where pairs sit, each slot can
  *     also be taken flipped (G+ and G− exchanged, so the input or output is negated and negated back);
@@ -30,7 +30,7 @@ export interface RemapOptions {
   remap: RemapMode;
   /** Per layer, the mean power E[x²] of each input (from calibration data); 1 for every input when absent. */
   inputPower?: Float64Array[];
-  /** Alternating row/column assignment rounds (default 3 solves: rows, columns, rows). */
+  /** Alternating row/column assignment rounds (default 2: rows, then columns). */
   rounds?: number;
 }
 
@@ -57,26 +57,60 @@ const negRow = (g: Geometry, p: number, flip: number) => (g.onRows ? (flip ? p :
 const posCol = (g: Geometry, c: number, flip: number) => (g.onRows ? c : flip ? 2 * c + 1 : 2 * c);
 const negCol = (g: Geometry, c: number, flip: number) => (g.onRows ? c : flip ? 2 * c : 2 * c + 1);
 
-/** Distance from w to the weights a pair with these stuck devices can still encode (weight units). */
-function residual(w: number, k: number, grid: FaultGrid, pos: number, neg: number, p: DeviceProfile): number {
-  const sp = grid.state[pos]!;
-  const sn = grid.state[neg]!;
-  if (sp === STUCK_NONE && sn === STUCK_NONE) return 0;
+/**
+ * The faulty sites of one array: (row slot, column slot) pairs with a stuck device, with the interval
+ * [lo, hi] of G+ − G− (siemens) each can still reach in the unflipped orientation (flipping negates it),
+ * indexed by row slot and by column slot (CSR).
+ */
+interface Sites {
+  rowSlot: Int32Array;
+  colSlot: Int32Array;
+  lo: Float64Array;
+  hi: Float64Array;
+  /** Sites of row slot p: byRow[rowStart[p] .. rowStart[p+1]). */
+  rowStart: Int32Array;
+  byRow: Int32Array;
+  colStart: Int32Array;
+  byCol: Int32Array;
+}
+
+function faultySites(g: Geometry, grid: FaultGrid, p: DeviceProfile): Sites {
   const { min, max } = p.conductance;
-  let lo: number;
-  let hi: number;
-  if (sp !== STUCK_NONE && sn !== STUCK_NONE) {
-    lo = hi = (grid.conductance[pos]! - grid.conductance[neg]!) / k;
-  } else if (sp !== STUCK_NONE) {
-    const a = grid.conductance[pos]!;
-    lo = (a - max) / k;
-    hi = (a - min) / k;
-  } else {
-    const b = grid.conductance[neg]!;
-    lo = (min - b) / k;
-    hi = (max - b) / k;
+  const rs: number[] = [];
+  const cs: number[] = [];
+  const los: number[] = [];
+  const his: number[] = [];
+  for (let r = 0; r < g.rowSlots; r++) {
+    for (let c = 0; c < g.colSlots; c++) {
+      const pos = posRow(g, r, 0) * g.cols + posCol(g, c, 0);
+      const neg = negRow(g, r, 0) * g.cols + negCol(g, c, 0);
+      const sp = grid.state[pos]!;
+      const sn = grid.state[neg]!;
+      if (sp === STUCK_NONE && sn === STUCK_NONE) continue;
+      const a = grid.conductance[pos]!;
+      const b = grid.conductance[neg]!;
+      rs.push(r);
+      cs.push(c);
+      if (sp !== STUCK_NONE && sn !== STUCK_NONE) los.push(a - b), his.push(a - b);
+      else if (sp !== STUCK_NONE) los.push(a - max), his.push(a - min);
+      else los.push(min - b), his.push(max - b);
+    }
   }
-  return w < lo ? lo - w : w > hi ? w - hi : 0;
+  const index = (keys: number[], n: number) => {
+    const start = new Int32Array(n + 1);
+    for (const k of keys) start[k + 1]!++;
+    for (let i = 0; i < n; i++) start[i + 1]! += start[i]!;
+    const fill = start.slice(0, n);
+    const order = new Int32Array(keys.length);
+    keys.forEach((k, i) => (order[fill[k]!++] = i));
+    return { start, order };
+  };
+  const byRow = index(rs, g.rowSlots);
+  const byCol = index(cs, g.colSlots);
+  return {
+    rowSlot: Int32Array.from(rs), colSlot: Int32Array.from(cs), lo: Float64Array.from(los), hi: Float64Array.from(his),
+    rowStart: byRow.start, byRow: byRow.order, colStart: byCol.start, byCol: byCol.order,
+  };
 }
 
 export function remapDefects(placed: PlacedModel, mapped: MappedModel, defects: DefectMap, options: RemapOptions): PlacedModel & { chip: ChipPlacement } {
@@ -129,7 +163,7 @@ export function remapDefects(placed: PlacedModel, mapped: MappedModel, defects: 
     const grid = grids[chipArrayOf[i]!]!;
     const layer = mapped.layers[li]!;
     const placement = options.remap === 'auto'
-      ? solveTile(g, grid, layer, t, (r) => power(li, r), profile, options.rounds ?? 3)
+      ? solveTile(g, grid, layer, t, (r) => power(li, r), profile, options.rounds ?? 2)
       : naiveSlots(g, t);
     const { tile, array } = writeTile(g, grid, layer, t, placement, profile, options.remap === 'auto', arrays.length);
     arrays.push({ ...array, chipArray: chipArrayOf[i]! });
@@ -161,7 +195,7 @@ function naiveSlots(g: Geometry, t: PlacedTile): Slots {
   const k = t.inputIndex.length;
   const c = t.outputIndex.length;
   return {
-    rowSlot: Int32Array.from({ length: k }, (_, r) => (g.onRows ? t.rowPos[r]! : t.rowPos[r]!)),
+    rowSlot: Int32Array.from(t.rowPos),
     rowFlip: new Uint8Array(k),
     colSlot: Int32Array.from({ length: c }, (_, q) => (g.onRows ? t.colPos[q]! : t.colPos[q]! / 2)),
     colFlip: new Uint8Array(c),
@@ -174,38 +208,59 @@ function solveTile(g: Geometry, grid: FaultGrid, layer: MappedModel['layers'][nu
   const slots = naiveSlots(g, t);
   if (grid.count === 0) return slots;
   const m = layer.outFeatures;
-  const w = (r: number, q: number) => layer.weight[t.inputIndex[r]! * m + t.outputIndex[q]!]!;
-  const kq = Float64Array.from(t.outputIndex, (j) => layer.gPerWeight[j]!);
+  // The tile's weights in conductance units (w·k), and 1/k² to turn conductance misses back into weight units.
+  const gw = new Float64Array(k * c);
+  const invK2 = Float64Array.from(t.outputIndex, (j) => 1 / layer.gPerWeight[j]! ** 2);
+  for (let r = 0; r < k; r++) {
+    for (let q = 0; q < c; q++) gw[r * c + q] = layer.weight[t.inputIndex[r]! * m + t.outputIndex[q]!]! * layer.gPerWeight[t.outputIndex[q]!]!;
+  }
   const s = Float64Array.from(t.inputIndex, (i) => power(i));
-  const cell = (row: number, col: number) => row * g.cols + col;
-  const faultyRow = new Uint8Array(g.rows);
-  const faultyCol = new Uint8Array(g.cols);
-  for (let r = 0; r < g.rows; r++) for (let x = 0; x < g.cols; x++) if (grid.state[cell(r, x)]) (faultyRow[r] = 1), (faultyCol[x] = 1);
+  const st = faultySites(g, grid, profile);
+  const rowFlips = g.onRows ? 2 : 1;
+  const colFlips = g.onRows ? 1 : 2;
+
+  // gwT: the same weights transposed, so the row round runs over inputs contiguously.
+  const gwT = new Float64Array(k * c);
+  for (let r = 0; r < k; r++) for (let q = 0; q < c; q++) gwT[q * k + r] = gw[r * c + q]!;
+  const e0 = new Float64Array(Math.max(k, c));
+  const e1 = new Float64Array(Math.max(k, c));
+  const { lo, hi } = st;
 
   for (let round = 0; round < rounds; round++) {
     if (round % 2 === 0) {
-      // Rows: cost[r][slot] with the columns fixed; flips where pairs sit on rows.
-      const flips = g.onRows ? 2 : 1;
+      // Rows: cost[r][slot] with the columns fixed. A flipped column negates its weights, which is the
+      // same as negating (and swapping) the reachable interval; a flipped row negates again.
+      const owner = new Int32Array(g.colSlots).fill(-1);
+      for (let q = 0; q < c; q++) owner[slots.colSlot[q]!] = q;
       const cost = new Float64Array(k * g.rowSlots);
       const bestFlip = new Uint8Array(k * g.rowSlots);
       for (let p = 0; p < g.rowSlots; p++) {
-        if (!faultyRow[posRow(g, p, 0)] && !faultyRow[negRow(g, p, 0)]) continue;
-        for (let r = 0; r < k; r++) {
-          let best = Infinity;
-          for (let f = 0; f < flips; f++) {
-            let e = 0;
-            for (let q = 0; q < c; q++) {
-              const pos = cell(posRow(g, p, f), posCol(g, slots.colSlot[q]!, slots.colFlip[q]!));
-              const neg = cell(negRow(g, p, f), negCol(g, slots.colSlot[q]!, slots.colFlip[q]!));
-              if (!grid.state[pos] && !grid.state[neg]) continue;
-              e += residual(w(r, q), kq[q]!, grid, pos, neg, profile) ** 2;
-            }
-            if (e < best) {
-              best = e;
-              bestFlip[r * g.rowSlots + p] = f;
-            }
+        const from = st.rowStart[p]!;
+        const to = st.rowStart[p + 1]!;
+        if (from === to) continue;
+        e0.fill(0, 0, k);
+        e1.fill(0, 0, k);
+        for (let n = from; n < to; n++) {
+          const i = st.byRow[n]!;
+          const q = owner[st.colSlot[i]!]!;
+          if (q < 0) continue;
+          const flipped = slots.colFlip[q] === 1;
+          const a = flipped ? -hi[i]! : lo[i]!;
+          const b = flipped ? -lo[i]! : hi[i]!;
+          const ik = invK2[q]!;
+          const base = q * k;
+          for (let r = 0; r < k; r++) {
+            const v = gwT[base + r]!;
+            const d0 = v < a ? a - v : v > b ? v - b : 0;
+            const d1 = -v < a ? a + v : -v > b ? -v - b : 0;
+            e0[r]! += d0 * d0 * ik;
+            e1[r]! += d1 * d1 * ik;
           }
-          cost[r * g.rowSlots + p] = s[r]! * best;
+        }
+        for (let r = 0; r < k; r++) {
+          const flip = rowFlips === 2 && e1[r]! < e0[r]! ? 1 : 0;
+          bestFlip[r * g.rowSlots + p] = flip;
+          cost[r * g.rowSlots + p] = s[r]! * (flip ? e1[r]! : e0[r]!);
         }
       }
       const chosen = assign(cost, k, g.rowSlots);
@@ -214,28 +269,38 @@ function solveTile(g: Geometry, grid: FaultGrid, layer: MappedModel['layers'][nu
         slots.rowFlip[r] = bestFlip[r * g.rowSlots + chosen[r]!]!;
       }
     } else {
-      // Columns: cost[q][slot] with the rows fixed; flips where pairs sit on columns.
-      const flips = g.onRows ? 1 : 2;
+      // Columns: cost[q][slot] with the rows fixed.
+      const owner = new Int32Array(g.rowSlots).fill(-1);
+      for (let r = 0; r < k; r++) owner[slots.rowSlot[r]!] = r;
       const cost = new Float64Array(c * g.colSlots);
       const bestFlip = new Uint8Array(c * g.colSlots);
       for (let x = 0; x < g.colSlots; x++) {
-        if (!faultyCol[posCol(g, x, 0)] && !faultyCol[negCol(g, x, 0)]) continue;
-        for (let q = 0; q < c; q++) {
-          let best = Infinity;
-          for (let f = 0; f < flips; f++) {
-            let e = 0;
-            for (let r = 0; r < k; r++) {
-              const pos = cell(posRow(g, slots.rowSlot[r]!, slots.rowFlip[r]!), posCol(g, x, f));
-              const neg = cell(negRow(g, slots.rowSlot[r]!, slots.rowFlip[r]!), negCol(g, x, f));
-              if (!grid.state[pos] && !grid.state[neg]) continue;
-              e += s[r]! * residual(w(r, q), kq[q]!, grid, pos, neg, profile) ** 2;
-            }
-            if (e < best) {
-              best = e;
-              bestFlip[q * g.colSlots + x] = f;
-            }
+        const from = st.colStart[x]!;
+        const to = st.colStart[x + 1]!;
+        if (from === to) continue;
+        e0.fill(0, 0, c);
+        e1.fill(0, 0, c);
+        for (let n = from; n < to; n++) {
+          const i = st.byCol[n]!;
+          const r = owner[st.rowSlot[i]!]!;
+          if (r < 0) continue;
+          const flipped = slots.rowFlip[r] === 1;
+          const a = flipped ? -hi[i]! : lo[i]!;
+          const b = flipped ? -lo[i]! : hi[i]!;
+          const sr = s[r]!;
+          const base = r * c;
+          for (let q = 0; q < c; q++) {
+            const v = gw[base + q]!;
+            const d0 = v < a ? a - v : v > b ? v - b : 0;
+            const d1 = -v < a ? a + v : -v > b ? -v - b : 0;
+            e0[q]! += sr * d0 * d0;
+            e1[q]! += sr * d1 * d1;
           }
-          cost[q * g.colSlots + x] = best;
+        }
+        for (let q = 0; q < c; q++) {
+          const flip = colFlips === 2 && e1[q]! < e0[q]! ? 1 : 0;
+          bestFlip[q * g.colSlots + x] = flip;
+          cost[q * g.colSlots + x] = (flip ? e1[q]! : e0[q]!) * invK2[q]!;
         }
       }
       const chosen = assign(cost, c, g.colSlots);

@@ -145,7 +145,38 @@ ArraySpec readArray(Reader& rd, Napi::Value v, const std::string& path) {
       throwRangeError(rd.env(), path + ".conductance[" + std::to_string(i) + "] = " + formatNumber(g) +
                                     " must be finite and >= 0 (siemens)");
   }
+  if (!o.Get("stuck").IsUndefined()) {
+    auto st = rd.typed<uint8_t>(o, "stuck", path + ".stuck", napi_uint8_array);
+    a.stuck.assign(st.Data(), st.Data() + st.ElementLength());
+    rd.length(path + ".stuck", a.stuck.size(), cells, "rows*cols = " + std::to_string(cells));
+    for (size_t i = 0; i < a.stuck.size(); ++i)
+      if (a.stuck[i] > kStuckOff)
+        throwRangeError(rd.env(), path + ".stuck[" + std::to_string(i) + "] = " + std::to_string(a.stuck[i]) +
+                                      " must be 0 (healthy), 1 (stuck ON) or 2 (stuck OFF)");
+  }
   return a;
+}
+
+Physics readPhysics(Reader& rd, Napi::Value v, const std::string& path) {
+  Physics ph;
+  if (v.IsUndefined()) return ph;  // absent: ideal devices
+  Napi::Object o = rd.object(v, path);
+  auto field = [&](const char* key, double& out, bool positive = false) {
+    const std::string fp = path + "." + key;
+    out = rd.number(o, key, fp);
+    if (positive ? !(out > 0.0) : !(out >= 0.0))
+      throwRangeError(rd.env(), fp + " = " + formatNumber(out) + (positive ? " must be > 0" : " must be >= 0"));
+  };
+  field("programSigma", ph.programSigma);
+  field("programRelative", ph.programRelative);
+  field("readSigma", ph.readSigma);
+  field("readRelative", ph.readRelative);
+  field("driftNu", ph.driftNu);
+  field("driftNuSigma", ph.driftNuSigma);
+  field("driftT0", ph.driftT0, true);
+  field("time", ph.time);
+  field("wireResistance", ph.wireResistance);
+  return ph;
 }
 
 TileSpec readTile(Reader& rd, Napi::Value v, const std::string& path, const LayerSpec& layer,
@@ -283,6 +314,7 @@ Program readProgram(Napi::Env env, Napi::Value value) {
 
   p.threads = static_cast<int32_t>(rd.integer(o, "threads", "program.threads", 1, kMaxThreads));
   p.seed = static_cast<uint32_t>(rd.integer(o, "seed", "program.seed", 0, 0xFFFFFFFFll));
+  p.physics = readPhysics(rd, o.Get("physics"), "physics");
   return p;
 }
 

@@ -17,10 +17,33 @@ constexpr int64_t kMaxTileCells = int64_t{1} << 30;    // k * m of one tile's ef
 constexpr int32_t kMaxThreads = 256;
 constexpr int32_t kMaxBits = 16;
 
+/** Stuck-cell states (NativeArray.stuck). */
+enum Stuck : uint8_t { kHealthy = 0, kStuckOn = 1, kStuckOff = 2 };
+
 struct ArraySpec {
   int32_t rows = 0;
   int32_t cols = 0;
   std::vector<float> conductance;  // rows*cols, row-major, siemens
+  std::vector<uint8_t> stuck;      // empty (all healthy) or rows*cols values in {0, 1, 2}
+  bool isStuck(size_t cell) const { return !stuck.empty() && stuck[cell] != kHealthy; }
+};
+
+/** Device non-idealities (NativePhysics); all zero = ideal. Every field finite and >= 0, driftT0 > 0. */
+struct Physics {
+  double programSigma = 0.0;
+  double programRelative = 0.0;
+  double readSigma = 0.0;
+  double readRelative = 0.0;
+  double driftNu = 0.0;
+  double driftNuSigma = 0.0;
+  double driftT0 = 1.0;
+  double time = 0.0;
+  double wireResistance = 0.0;
+
+  bool programError() const { return programSigma > 0.0 || programRelative > 0.0; }
+  bool drift() const { return time > driftT0 && (driftNu > 0.0 || driftNuSigma > 0.0); }
+  bool readNoise() const { return readSigma > 0.0 || readRelative > 0.0; }
+  bool irDrop() const { return wireResistance > 0.0; }
 };
 
 struct TileSpec {
@@ -50,6 +73,7 @@ struct Program {
   std::vector<LayerSpec> layers;
   int32_t threads = 1;
   uint32_t seed = 0;
+  Physics physics;  // all zero when program.physics is absent
 };
 
 /** Reads and validates everything; throws Napi::TypeError / Napi::RangeError naming the field. */

@@ -6,11 +6,29 @@ import { availableParallelism } from 'node:os';
 import type { Artifact } from '../../artifact/format.js';
 import type { Activation, Head } from '../../compiler/ir/layers.js';
 import { ArtifactError } from '../../common/errors.js';
-import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativeProgram } from '../native.js';
+import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativePhysics, type NativeProgram } from '../native.js';
+import type { DeviceProfile } from '../../common/profile.js';
+
+/** The profile's device physics in the addon's terms. */
+export function physicsOf(p: DeviceProfile, time = 0): NativePhysics {
+  return {
+    programSigma: p.programming.sigma,
+    programRelative: p.programming.relative,
+    readSigma: p.read.sigma,
+    readRelative: p.read.relative,
+    driftNu: p.drift.nu,
+    driftNuSigma: p.drift.nuSigma,
+    driftT0: p.drift.t0,
+    time,
+    wireResistance: p.wire.resistance,
+  };
+}
 
 export interface SimOptions {
   seed?: number;
   threads?: number;
+  /** Seconds since the chip was programmed (conductance drift). */
+  time?: number;
 }
 
 function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
@@ -42,7 +60,8 @@ export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): N
     head: i === last ? headCode[artifact.head] : NativeHead.None,
   }));
   return {
-    arrays: artifact.arrays,
+    arrays: artifact.arrays.map((a) => ({ rows: a.rows, cols: a.cols, conductance: a.conductance, ...(a.stuck ? { stuck: a.stuck } : {}) })),
+    physics: physicsOf(p, options.time ?? 0),
     layers,
     threads: options.threads ?? Math.max(1, availableParallelism()),
     seed: (options.seed ?? 0) >>> 0,
