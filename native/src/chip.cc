@@ -46,13 +46,15 @@ BatchInput readBatch(const Napi::CallbackInfo& info, int64_t inF, int64_t outF, 
 /** Runs the network on a libuv worker thread; resolves a Promise with a new Float32Array. */
 class RunWorker : public Napi::AsyncWorker {
  public:
-  RunWorker(Napi::Env env, Napi::Object chip, std::shared_ptr<Network> net, std::vector<float> input, int64_t batch)
+  RunWorker(Napi::Env env, Napi::Object chip, std::shared_ptr<Network> net, std::vector<float> input, int64_t batch,
+            uint64_t run)
       : Napi::AsyncWorker(env, "dendra:run"),
         deferred_(Napi::Promise::Deferred::New(env)),
         chip_(Napi::Persistent(chip)),
         net_(std::move(net)),
         input_(std::move(input)),
-        batch_(batch) {}
+        batch_(batch),
+        run_(run) {}
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -60,7 +62,7 @@ class RunWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       output_.resize(static_cast<size_t>(batch_) * static_cast<size_t>(net_->outFeatures()));
-      net_->forward(input_.data(), output_.data(), batch_);
+      net_->forward(input_.data(), output_.data(), batch_, run_);
     } catch (const std::bad_alloc&) {
       SetError("dendra native: run: out of memory");
     } catch (const std::exception& e) {
@@ -84,6 +86,7 @@ class RunWorker : public Napi::AsyncWorker {
   std::vector<float> input_;
   std::vector<float> output_;
   int64_t batch_;
+  uint64_t run_;  // numbered at call time, so concurrent runs keep the call order's noise
 };
 
 }  // namespace
@@ -94,6 +97,7 @@ Napi::Function Chip::define(Napi::Env env) {
                          InstanceMethod<&Chip::runSync>("runSync"),
                          InstanceMethod<&Chip::run>("run"),
                          InstanceMethod<&Chip::release>("release"),
+                         InstanceMethod<&Chip::conductances>("conductances"),
                          InstanceAccessor<&Chip::inFeatures>("inFeatures"),
                          InstanceAccessor<&Chip::outFeatures>("outFeatures"),
                      });
@@ -124,7 +128,7 @@ Napi::Value Chip::runSync(const Napi::CallbackInfo& info) {
   const size_t n = static_cast<size_t>(in.batch) * static_cast<size_t>(outFeatures_);
   auto out = Napi::Float32Array::New(env, n);
   try {
-    net->forward(in.data, out.Data(), in.batch);
+    net->forward(in.data, out.Data(), in.batch, net->beginRun());
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "runSync: out of memory");
   } catch (const std::system_error& e) {
@@ -143,10 +147,28 @@ Napi::Value Chip::run(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "run: out of memory copying the input");
   }
-  auto* worker = new RunWorker(env, info.This().As<Napi::Object>(), std::move(net), std::move(copy), in.batch);
+  const uint64_t runIndex = net->beginRun();
+  auto* worker =
+      new RunWorker(env, info.This().As<Napi::Object>(), std::move(net), std::move(copy), in.batch, runIndex);
   Napi::Promise promise = worker->promise();
   worker->Queue();  // the worker deletes itself after OnOK / OnError
   return promise;
+}
+
+Napi::Value Chip::conductances(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Network> net = network(env);
+  Napi::Value v = info[0];
+  if (!v.IsNumber()) throwTypeError(env, "conductances: array must be a number (got " + describe(v) + ")");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  const double n = static_cast<double>(net->arrayCount());
+  if (!(d >= 0.0 && d < n && d == std::floor(d)))
+    throwRangeError(env, "conductances: array = " + formatNumber(d) + " must be an integer in [0, " +
+                             formatNumber(n - 1) + "]" + (n == 0 ? " (the program has no arrays)" : ""));
+  const std::vector<float>& g = net->array(static_cast<size_t>(d)).conductance;
+  auto out = Napi::Float32Array::New(env, g.size());
+  if (!g.empty()) std::memcpy(out.Data(), g.data(), g.size() * sizeof(float));
+  return out;
 }
 
 Napi::Value Chip::release(const Napi::CallbackInfo& info) {

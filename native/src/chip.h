@@ -19,6 +19,7 @@ class Chip : public Napi::ObjectWrap<Chip> {
   Napi::Value runSync(const Napi::CallbackInfo& info);
   Napi::Value run(const Napi::CallbackInfo& info);
   Napi::Value release(const Napi::CallbackInfo& info);
+  Napi::Value conductances(const Napi::CallbackInfo& info);
   Napi::Value inFeatures(const Napi::CallbackInfo& info);
   Napi::Value outFeatures(const Napi::CallbackInfo& info);
 

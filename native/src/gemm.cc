@@ -134,7 +134,11 @@ __attribute__((target("avx2,fma"))) void rowAvx2(int64_t kc, const float* a, con
 
 #endif  // DENDRA_X86_DISPATCH
 
-/** Gathers rows [0, rows) x k-range [p0, p0+kc) of A into micro-panels of kMR rows (zero-padded rows). */
+/**
+ * Gathers rows [0, rows) x k-range [p0, p0+kc) of A into micro-panels of kMR rows (zero-padded rows);
+ * Square: each element squared (the read-noise variance GEMM).
+ */
+template <bool Square>
 void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int64_t p0, int64_t kc, float* apack) {
   const int64_t panels = (rows + kMR - 1) / kMR;
   for (int64_t ir = 0; ir < panels; ++ir) {
@@ -148,10 +152,13 @@ void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int
       const float* src = x + row * ldx;
       if (gather) {
         const int32_t* g = gather + p0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[g[p]];
+        for (int64_t p = 0; p < kc; ++p) {
+          const float v = src[g[p]];
+          dst[p * kMR + i] = Square ? v * v : v;
+        }
       } else {
         const float* s = src + p0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = s[p];
+        for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = Square ? s[p] * s[p] : s[p];
       }
     }
   }
@@ -191,7 +198,7 @@ PackedMatrix pack(const float* w, int64_t k, int64_t m) {
 }
 
 void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA) {
+              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA, bool squareA) {
   if (rows <= 0) return;
   const int64_t k = w.k;
   const int64_t kBlocks = (k + kKC - 1) / kKC;
@@ -204,7 +211,12 @@ void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, c
   for (int64_t p0 = 0; p0 < k; p0 += kcBlock) {
     const int64_t kc = std::min(kcBlock, k - p0);
     const bool accumulate = p0 > 0;
-    if (!(reusePackedA && kBlocks == 1)) packA(rows, x, ldx, gather, p0, kc, apack);
+    if (!(reusePackedA && kBlocks == 1)) {
+      if (squareA)
+        packA<true>(rows, x, ldx, gather, p0, kc, apack);
+      else
+        packA<false>(rows, x, ldx, gather, p0, kc, apack);
+    }
     for (int64_t j = 0; j < w.panels; ++j) {
       const float* b = w.data.data() + j * panelStride + p0 * kNR;
       float* cj = c + j * kNR;

@@ -92,8 +92,10 @@ inline size_t packBufferSize(int64_t maxRows) {
  * apack must hold packBufferSize(rows) floats. ldc >= w.paddedCols().
  * reusePackedA: apack already holds exactly this A (same rows, x, gather and k, from the previous call),
  * which is only possible when k <= kKC (a single K block); the caller guarantees it.
+ * squareA: use A[i][p]^2 instead of A[i][p] (S = (V∘V)·Vvar for read noise); apack then holds squares.
  */
 void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA = false);
+              const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA = false,
+              bool squareA = false);
 
 }  // namespace dendra::gemm

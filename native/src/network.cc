@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -15,13 +16,77 @@ namespace {
 // Rough single-core throughput target per spawned thread: below this much work a thread costs more than it saves.
 constexpr double kMinFlopsPerThread = 4.0e6;
 
+float toConductance(double g) { return static_cast<float>(std::min(g, static_cast<double>(std::numeric_limits<float>::max()))); }
+
+/**
+ * The conductances the tiles see: first-order IR drop of an R-row array with wire resistance r per segment,
+ * G_eff(i, j) = G / (1 + G * r * (j + 1 + R - i)).
+ */
+std::vector<float> irDrop(const ArraySpec& a, double r) {
+  std::vector<float> eff(a.conductance.size());
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t j = 0; j < a.cols; ++j) {
+      const size_t cell = static_cast<size_t>(i * a.cols + j);
+      const double g = a.conductance[cell];
+      eff[cell] = static_cast<float>(g / (1.0 + g * r * static_cast<double>(j + 1 + a.rows - i)));
+    }
+  return eff;
+}
+
 }  // namespace
+
+void Network::programCells(const Physics& ph) {
+  const bool error = ph.programError();
+  const bool drift = ph.drift();
+  if (!error && !drift) return;
+  const double logAge = drift ? std::log(ph.time / ph.driftT0) : 0.0;
+  const double fixedFactor = drift ? std::exp(-std::max(0.0, ph.driftNu) * logAge) : 1.0;  // when driftNuSigma == 0
+  for (ArraySpec& a : arrays_) {
+    const size_t n = a.conductance.size();
+    for (size_t cell = 0; cell < n; ++cell) {
+      if (a.isStuck(cell)) continue;  // stuck cells sit exactly at their conductance
+      double g = a.conductance[cell];
+      if (error) {
+        const double sigma = ph.programSigma + ph.programRelative * g;
+        g = std::max(0.0, g + sigma * rng_.normal());
+      }
+      if (drift) {
+        if (ph.driftNuSigma > 0.0) {
+          const double nu = std::max(0.0, ph.driftNu + ph.driftNuSigma * rng_.normal());
+          g *= std::exp(-nu * logAge);
+        } else {
+          g *= fixedFactor;
+        }
+      }
+      a.conductance[cell] = toConductance(g);
+    }
+  }
+}
 
 Network::Network(Program program)
     : arrays_(std::move(program.arrays)),
+      physics_(program.physics),
+      readNoise_(program.physics.readNoise()),
+      noiseKernel_(noise::selectKernel()),
+      noiseSeed_(noise::mix64(noise::mix64(program.seed) ^ 0x726561642D6E6F69ull)),
       threads_(program.threads),
       kernel_(gemm::selectKernel()),
       rng_(program.seed) {
+  programCells(physics_);  // the constructor is the only user of rng_ so far: no lock needed
+
+  // IR drop: the effective conductances of every array, computed once.
+  std::vector<std::vector<float>> effective;
+  if (physics_.irDrop()) {
+    effective.reserve(arrays_.size());
+    for (const ArraySpec& a : arrays_) effective.push_back(irDrop(a, physics_.wireResistance));
+  }
+  const double readSigma = physics_.readSigma, readRelative = physics_.readRelative;
+  auto variance = [&](double g) {
+    const double sd = readSigma + readRelative * g;
+    return sd * sd;
+  };
+
+  uint64_t noiseCounter = 0;
   double flopsPerRow = 0.0;
   layers_.reserve(program.layers.size());
   for (LayerSpec& spec : program.layers) {
@@ -37,12 +102,27 @@ Network::Network(Program program)
       const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
       Tile tile;
       tile.weff = gemm::allocatePacked(k, m);
-      const float* g = arr.conductance.data();
+      const float* g = effective.empty() ? arr.conductance.data() : effective[static_cast<size_t>(ts.array)].data();
       for (int64_t p = 0; p < k; ++p) {
         const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
         const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
         for (int64_t c = 0; c < m; ++c)
           tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+      }
+      if (readNoise_) {
+        // Variance of the (r, c) current per volt²: both devices of the pair, from the held conductances.
+        tile.var = gemm::allocatePacked(k, m);
+        const float* h = arr.conductance.data();
+        for (int64_t p = 0; p < k; ++p) {
+          const float* pos = h + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+          const float* neg = h + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+          for (int64_t c = 0; c < m; ++c)
+            tile.var.at(p, c) = static_cast<float>(variance(pos[ts.colPos[c]]) + variance(neg[ts.colNeg[c]]));
+        }
+        tile.noiseCounter = noiseCounter;
+        tile.noiseHalf = (m + 1) / 2;
+        noiseCounter += static_cast<uint64_t>(tile.noiseHalf);
+        flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m) + 30.0 * static_cast<double>(m);
       }
       tile.gatherInput = false;
       for (int64_t p = 0; p < k; ++p)
@@ -105,6 +185,10 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
     s->u.resize(block * static_cast<size_t>(maxIn_));
     s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
     s->apack.resize(gemm::packBufferSize(blockRows_));
+    if (readNoise_) {
+      s->cvar.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+      s->apack2.resize(gemm::packBufferSize(blockRows_));
+    }
     s->scale.resize(block);
     out.push_back(std::move(s));
   }
@@ -117,7 +201,7 @@ void Network::giveBack(std::vector<std::unique_ptr<Scratch>>& scratches) {
   scratches.clear();
 }
 
-void Network::forward(const float* in, float* out, int64_t batch) {
+void Network::forward(const float* in, float* out, int64_t batch, uint64_t run) {
   if (batch <= 0) return;
   const int64_t inF = inFeatures();
   const int64_t outF = outFeatures();
@@ -128,13 +212,14 @@ void Network::forward(const float* in, float* out, int64_t batch) {
   chunk = (chunk + gemm::kMR - 1) / gemm::kMR * gemm::kMR;
   workers = (batch + chunk - 1) / chunk;
 
+  const uint64_t runKey = noise::streamKey(noiseSeed_, run);
   auto scratches = acquire(static_cast<size_t>(workers));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   auto job = [&](int64_t t) {
     try {
       const int64_t r0 = t * chunk;
       const int64_t rows = std::min(chunk, batch - r0);
-      forwardRows(in + r0 * inF, out + r0 * outF, rows, *scratches[static_cast<size_t>(t)]);
+      forwardRows(in + r0 * inF, out + r0 * outF, rows, r0, runKey, *scratches[static_cast<size_t>(t)]);
     } catch (...) {
       errors[static_cast<size_t>(t)] = std::current_exception();
     }
@@ -156,7 +241,7 @@ void Network::forward(const float* in, float* out, int64_t batch) {
     if (e) std::rethrow_exception(e);
 }
 
-void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s) const {
+void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& s) const {
   const size_t nLayers = layers_.size();
   const int64_t inF0 = layers_.front().spec.inFeatures;
   const int64_t outLast = layers_.back().spec.outFeatures;
@@ -180,7 +265,8 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s)
       }
 
       std::fill(acc, acc + nr * outF, 0.0f);
-      size_t packedGroup = static_cast<size_t>(-1);  // input group whose gathered block is in s.apack
+      size_t packedGroup = static_cast<size_t>(-1);    // input group whose gathered block is in s.apack
+      size_t packedGroupSq = static_cast<size_t>(-1);  // ... whose squared block is in s.apack2
       for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
@@ -190,10 +276,20 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, Scratch& s)
         gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.weff, s.c.data(),
                        ldc, s.apack.data(), reuse);
         packedGroup = tile.weff.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
+        if (readNoise_) {
+          // S = (u∘u)·Var: the variance of each output current (in (current / vRead)² units)
+          const bool reuseSq = layer.inputGroup[ti] == packedGroupSq;
+          gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.var,
+                         s.cvar.data(), ldc, s.apack2.data(), reuseSq, true);
+          packedGroupSq = tile.var.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
+        }
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;
           float* arow = acc + i * outF;
+          if (readNoise_)  // before the ADC; the sample's stream is keyed by its row in the whole batch
+            noiseKernel_.add(noise::streamKey(runKey, static_cast<uint64_t>(row0 + r0 + i)), tile.noiseCounter, crow,
+                             s.cvar.data() + i * ldc, tile.noiseHalf);
           if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
           if (tile.contiguousOutput) {
             float* dst = arow + oi[0];

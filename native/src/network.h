@@ -2,12 +2,14 @@
 // forward pass over a batch (rows split across std::threads, each with its own scratch).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "gemm.h"
+#include "noise.h"
 #include "periphery.h"
 #include "program.h"
 #include "rng.h"
@@ -16,22 +18,38 @@ namespace dendra {
 
 class Network {
  public:
-  /** Takes the validated program; precomputes and packs every tile's effective matrix. */
+  /**
+   * Takes the validated program and "programs" the chip: programming error and drift of every healthy cell
+   * (drawn from the instance's RNG, array by array, cell by cell), then IR drop folded into every tile's
+   * pre-packed effective matrix, and the per-tile read-noise variance matrices.
+   */
   explicit Network(Program program);
 
   int32_t inFeatures() const { return layers_.front().spec.inFeatures; }
   int32_t outFeatures() const { return layers_.back().spec.outFeatures; }
   const char* kernelName() const { return kernel_.name; }
 
+  size_t arrayCount() const { return arrays_.size(); }
+  /** The conductances the chip holds (after programming error, stuck cells and drift; before IR drop). */
+  const ArraySpec& array(size_t i) const { return arrays_[i]; }
+
+  /** Numbers one run (call it once per run/runSync call, at call time): its read noise stream. */
+  uint64_t beginRun() { return runs_.fetch_add(1, std::memory_order_relaxed); }
+
   /**
    * out[batch x outFeatures] = network(in[batch x inFeatures]). Safe to call concurrently on one instance
    * (each call takes its own scratch from a locked pool). Blocks until every worker thread has joined.
+   * run: from beginRun(); with read noise, the noise of sample b is a function of (seed, run, b) only.
    */
-  void forward(const float* in, float* out, int64_t batch);
+  void forward(const float* in, float* out, int64_t batch, uint64_t run);
 
  private:
   struct Tile {
     gemm::PackedMatrix weff;            // Weff[r][c] = G[rowPos[r]][colPos[c]] - G[rowNeg[r]][colNeg[c]], packed
+                                        // (G after IR drop)
+    gemm::PackedMatrix var;             // read noise only: Var[r][c] = σ²(G+) + σ²(G−) of the held G, packed
+    uint64_t noiseCounter = 0;          // first pair counter of this tile in a sample's noise stream
+    int64_t noiseHalf = 0;              // pairs drawn per sample: ceil(m / 2)
     bool gatherInput = true;            // false when inputIndex is 0..k-1 (read the input row in place)
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0
@@ -49,17 +67,27 @@ class Network {
     gemm::FloatBuffer u;       // DAC output (normalised input)
     gemm::FloatBuffer c;       // one tile's GEMM result
     gemm::FloatBuffer apack;   // packed A micro-panels
+    gemm::FloatBuffer cvar;    // read noise: one tile's variance GEMM result
+    gemm::FloatBuffer apack2;  // read noise: packed squared A micro-panels
     std::vector<float> scale;  // per-row DAC scale s
   };
 
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
   static constexpr int64_t kBlockBudget = int64_t{1} << 22;  // floats per row-block buffer (16 MiB)
 
-  void forwardRows(const float* in, float* out, int64_t rows, Scratch& scratch) const;
+  /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. */
+  void forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
+  /** Programming error and drift of every healthy cell, in place (constructor only). */
+  void programCells(const Physics& ph);
   std::vector<std::unique_ptr<Scratch>> acquire(size_t count);
   void giveBack(std::vector<std::unique_ptr<Scratch>>& scratches);
 
-  std::vector<ArraySpec> arrays_;  // raw conductances, kept for read noise / IR drop
+  std::vector<ArraySpec> arrays_;  // held conductances (after programming error and drift)
+  Physics physics_;
+  bool readNoise_ = false;
+  noise::Kernel noiseKernel_;
+  uint64_t noiseSeed_ = 0;         // from program.seed, independent of rng_'s stream
+  std::atomic<uint64_t> runs_{0};
   std::vector<Layer> layers_;
   int32_t threads_ = 1;
   int64_t minRowsPerThread_ = 1;
