@@ -4,12 +4,21 @@ import type { Artifact } from '../artifact/format.js';
 import { fuseLayers, foldBatchnorm, loadOnnx, lower } from '../compiler/index.js';
 import type { Activation, Graph, LayerModel } from '../compiler/index.js';
 import { describe, InputError } from '../common/errors.js';
+import { validateDefectMap, type DefectMap } from '../common/defects.js';
+import type { PNG } from 'pngjs';
+import { artifactPicture, defectMapPicture, writePng, type Layout } from './pictures.js';
 
 const act = (a: Activation) =>
   a.kind === 'leakyrelu' ? `leakyrelu(${a.alpha})` : a.kind === 'clip' ? `clip(${a.min}, ${a.max})` : a.kind;
 const uS = (g: number) => `${(g * 1e6).toPrecision(4)} uS`;
 
-export function inspectCommand(file: string, opts: { json?: boolean }): void {
+export interface InspectArgs {
+  json?: boolean;
+  /** Draw the artifact's arrays or the defect map's fault map into this PNG. */
+  png?: string;
+}
+
+export function inspectCommand(file: string, opts: InspectArgs): void {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(file);
@@ -18,9 +27,22 @@ export function inspectCommand(file: string, opts: { json?: boolean }): void {
   }
   if (isArtifact(bytes)) {
     const a = readArtifact(bytes, file);
-    if (opts.json) console.log(JSON.stringify(artifactSummary(a)));
-    else printArtifact(file, a);
+    const png = opts.png ? picture(opts.png, artifactPicture(a)) : undefined;
+    if (opts.json) console.log(JSON.stringify({ ...artifactSummary(a), ...(png && { png }) }));
+    else printArtifact(file, a, png);
+  } else if (looksLikeJson(bytes)) {
+    let json: unknown;
+    try {
+      json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    } catch (e) {
+      throw new InputError(`${file} is neither a .dendra artifact nor an ONNX model, and not valid JSON (${(e as Error).message})`, { file });
+    }
+    const map = validateDefectMap(json, file);
+    const png = opts.png ? picture(opts.png, defectMapPicture(map)) : undefined;
+    if (opts.json) console.log(JSON.stringify({ ...defectMapSummary(map), ...(png && { png }) }));
+    else printDefectMap(file, map, png);
   } else {
+    if (opts.png) throw new InputError(`--png draws a .dendra artifact or a defect map; ${file} is an ONNX model (compile it first)`, { file });
     const graph = loadOnnx(bytes, { file });
     let model: LayerModel | undefined;
     let problem: string | undefined;
@@ -33,6 +55,77 @@ export function inspectCommand(file: string, opts: { json?: boolean }): void {
     else printModel(file, graph, model, problem);
   }
 }
+
+/** A defect map is JSON: its first non-blank byte is '{' (an ONNX protobuf never starts so). */
+function looksLikeJson(bytes: Uint8Array): boolean {
+  for (const b of bytes) {
+    if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d || b === 0xef || b === 0xbb || b === 0xbf) continue; // blanks, UTF-8 BOM
+    return b === 0x7b;
+  }
+  return false;
+}
+
+interface PictureInfo {
+  file: string;
+  width: number;
+  height: number;
+  cellPx: number;
+  gridCols: number;
+  gridRows: number;
+}
+
+function picture(file: string, p: { png: PNG; layout: Layout }): PictureInfo {
+  writePng(file, p.png);
+  const { width, height, cellPx, gridCols, gridRows } = p.layout;
+  return { file, width, height, cellPx, gridCols, gridRows };
+}
+
+const pictureLine = (p: PictureInfo, what: string) =>
+  `  picture  ${p.file}: ${p.width} × ${p.height} px, ${what} at ${p.cellPx} px per cell, in ${p.gridRows} row(s) of ${p.gridCols}`;
+
+function defectMapSummary(m: DefectMap) {
+  const counts = m.arrays.map((a) => a.faults.length);
+  const on = m.arrays.reduce((s, a) => s + a.faults.filter((f) => f[2] === 'on').length, 0);
+  const faults = counts.reduce((s, k) => s + k, 0);
+  const cells = m.arrays.reduce((s, a) => s + a.rows * a.cols, 0);
+  const sizes = [...new Set(m.arrays.map((a) => `${a.rows} × ${a.cols}`))];
+  return {
+    kind: 'defects',
+    device: m.device,
+    arrays: m.arrays.length,
+    sizes,
+    cells,
+    faults,
+    on,
+    off: faults - on,
+    rate: faults / cells,
+    perArray: { min: Math.min(...counts), max: Math.max(...counts), faultFree: counts.filter((k) => k === 0).length },
+    origin: m.origin ?? {},
+  };
+}
+
+function printDefectMap(file: string, m: DefectMap, png?: PictureInfo): void {
+  const s = defectMapSummary(m);
+  const stuckAt = (state: 'on' | 'off') => {
+    const g = m.arrays.flatMap((a) => a.faults.filter((f) => f[2] === state).map((f) => f[3]));
+    if (g.length === 0) return '';
+    const lo = Math.min(...g);
+    const hi = Math.max(...g);
+    return ` at ${lo === hi ? uS(lo) : `${uS(lo)}–${uS(hi)}`}`;
+  };
+  const origin = Object.entries(s.origin).map(([k, v]) => `${k} ${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
+  const out = [
+    `${file}: defect map of a ${m.device} chip`,
+    `  arrays   ${s.arrays} of ${s.sizes.join(', ')} (${s.cells} cells)`,
+    `  faults   ${s.faults} stuck cells (rate ${(100 * s.rate).toFixed(2)} %): ${s.on} ON${stuckAt('on')}, ${s.off} OFF${stuckAt('off')}`,
+    `  spread   ${s.perArray.min}–${s.perArray.max} stuck cells per array, ${s.perArray.faultFree} array(s) fault-free`,
+    `  origin   ${origin || '(not given)'}`,
+  ];
+  if (png) out.push(pictureLine(png, `${s.arrays} arrays`));
+  console.log(out.join('\n'));
+}
+
+const stuckCount = (a: Artifact) => a.arrays.reduce((s, arr) => s + (arr.stuck ? arr.stuck.reduce((k, v) => k + (v ? 1 : 0), 0) : 0), 0);
 
 function artifactSummary(a: Artifact) {
   return {
@@ -51,10 +144,11 @@ function artifactSummary(a: Artifact) {
       tiles: l.tiles.length,
       arrays: [...new Set(l.tiles.map((t) => t.array))],
     })),
+    ...(a.chip && { chip: { ...a.chip, chipArrays: a.arrays.map((arr) => arr.chipArray), stuckInUsedArrays: stuckCount(a) } }),
   };
 }
 
-function printArtifact(file: string, a: Artifact): void {
+function printArtifact(file: string, a: Artifact, png?: PictureInfo): void {
   const p = a.profile;
   const out: string[] = [];
   out.push(`${file}: dendra artifact`);
@@ -64,6 +158,10 @@ function printArtifact(file: string, a: Artifact): void {
     `read ${p.read.voltage} V, DAC ${p.dac.bits || 'ideal'} bits, ADC ${p.adc.bits || 'ideal'} bits`);
   out.push(`  input    ${a.input.name} [${a.input.shape.join(', ')}] ${a.input.dtype}   output ${a.output.name} [batch, ${a.output.features}]${a.head !== 'none' ? ` (${a.head} head)` : ''}`);
   out.push(`  arrays   ${a.arrays.length}`);
+  if (a.chip) {
+    out.push(`  chip     ${a.chip.device} chip of ${a.chip.arrays} arrays with ${a.chip.faults} stuck cells, ${stuckCount(a)} of them in the arrays used ` +
+      `(remap ${a.chip.remap}${a.chip.calibrated ? ', calibrated' : ''})`);
+  }
   for (const l of a.layers) {
     const ids = l.tiles.map((t) => t.array);
     const used = l.tiles.reduce((s, t) => s + t.inputIndex.length * t.outputIndex.length * 2, 0);
@@ -71,6 +169,7 @@ function printArtifact(file: string, a: Artifact): void {
     out.push(`  ${l.name.padEnd(8)} ${String(l.inFeatures).padStart(5)} → ${String(l.outFeatures).padEnd(5)} ${act(l.activation).padEnd(16)} ` +
       `${l.tiles.length} tile(s) on arrays ${Math.min(...ids)}–${Math.max(...ids)}, ${used} of ${cells} devices used, from ${l.origin.map((o) => `${o.op} '${o.node}'`).join(', ')}`);
   }
+  if (png) out.push(pictureLine(png, `${a.arrays.length} arrays`));
   console.log(out.join('\n'));
 }
 

@@ -11,6 +11,7 @@ import { runCommand } from './run.js';
 import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
 import { defectsGenerateCommand } from './defects.js';
+import { sweepCommand } from './sweep.js';
 import { parseIntOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -72,10 +73,28 @@ export function program(): Command {
     .action((artifact: string, opts) => evalCommand(artifact, opts));
 
   cli.command('inspect')
-    .description('a readable summary of an ONNX model or a .dendra artifact')
-    .argument('<file>', '.onnx or .dendra')
+    .description('a readable summary of an ONNX model, a .dendra artifact or a defect map')
+    .argument('<file>', '.onnx, .dendra or a defect map .json')
     .option('--json', 'print one JSON object')
+    .option('--png <OUT.png>', "draw an artifact's arrays (conductances, stuck cells) or a defect map's faults")
     .action((file: string, opts) => inspectCommand(file, opts));
+
+  cli.command('sweep')
+    .description('accuracy against fault rate: naive and remapped placements on many random chips')
+    .argument('<model>', 'the .onnx file')
+    .requiredOption('--device <name|profile.json>', 'device profile of the chips (finite arrays)')
+    .requiredOption('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
+    .requiredOption('--trials <n>', 'random chips per rate')
+    .requiredOption('--input <X.npy>', 'inputs')
+    .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
+    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot)')
+    .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
+    .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
+    .option('--calibrate <X.npy>', 'sample inputs whose statistics weight the remapping')
+    .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
+    .addOption(threadsOption())
+    .option('--json', 'print one JSON object')
+    .action((model: string, opts) => sweepCommand(model, opts));
   return cli;
 }
 

@@ -1,5 +1,6 @@
 // Developer smoke test of the native addon: node native/smoke.mjs  (after `npx cmake-js compile --out build`)
-// Checks runSync/run against a plain JS reference, the validation errors, release(), and times 784-500-10.
+// Checks runSync/run against a plain JS reference, the device physics (programming error, stuck cells, drift,
+// IR drop, read noise), the validation errors, release(), and times 784-500-10 ideal vs with every non-ideality.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -167,7 +168,252 @@ for (const [name, build, batchArg] of cases) {
   const err = maxRelErr(new Chip(prog).runSync(view, 3), reference(prog, view, 3));
   check(err < 1e-5, `input view with byteOffset: max rel err ${err.toExponential(2)}`);
 }
-if (process.argv[2] === '--correctness-only') process.exit(failures ? 1 : 0);
+// ---------- device physics: programming error, stuck cells, drift, IR drop, read noise ----------
+const randomStuck = (n, rate) => Uint8Array.from({ length: n }, () => (R() < rate ? 1 + (R() < 0.5 ? 1 : 0) : 0));
+// (a function, run after the other checks so it does not shift their random inputs; the scalar child runs it too)
+async function physicsChecks() {
+  const IDEAL = { programSigma: 0, programRelative: 0, readSigma: 0, readRelative: 0, driftNu: 0, driftNuSigma: 0, driftT0: 1, time: 0, wireResistance: 0 };
+  const stats = (xs) => {
+    let m = 0;
+    for (const x of xs) m += x;
+    m /= xs.length;
+    let v = 0;
+    for (const x of xs) v += (x - m) ** 2;
+    return { mean: m, std: Math.sqrt(v / (xs.length - 1)) };
+  };
+  /**
+   * One 128x64 array, one tile on rows pairs (input r drives rows r / r+64, output c reads column c), outScale 1 and
+   * no bias: the output is the column current / vRead, so expectations can be written in siemens.
+   */
+  function physProgram({ g, stuck, physics, seed = 7, threads = 2, dacBits = 0, adcBits = 0, adcFullScale = 0 } = {}) {
+    const prog = { arrays: [{ rows: 128, cols: 64, conductance: g ?? new Float32Array(128 * 64).fill(1e-4), ...(stuck ? { stuck } : {}) }],
+      layers: [{ inFeatures: 64, outFeatures: 64, vRead: 0.2, dacBits, adcBits, activation: 0, alpha: 0, beta: 0, head: 0,
+        outScale: new Float32Array(64).fill(1), bias: new Float32Array(64),
+        tiles: [{ array: 0, inputIndex: range(64), rowPos: range(64), rowNeg: range(64, (r) => r + 64), outputIndex: range(64),
+          colPos: range(64), colNeg: range(64), adcFullScale }] }],
+      threads, seed };
+    if (physics) prog.physics = { ...IDEAL, ...physics };
+    return prog;
+  }
+  const stuckG = (g, stuck) => { stuck.forEach((s, i) => { if (s === 1) g[i] = 2e-4; if (s === 2) g[i] = 1e-7; }); return g; };
+  {
+    // programming error, absolute and relative, with stuck cells left alone
+    for (const [label, physics, sigma] of [['programSigma = 4e-6', { programSigma: 4e-6 }, 4e-6], ['programRelative = 0.05', { programRelative: 0.05 }, 5e-6]]) {
+      const stuck = randomStuck(128 * 64, 0.1);
+      const target = stuckG(new Float32Array(128 * 64).fill(1e-4), stuck);
+      const chip = new Chip(physProgram({ g: target, stuck, physics }));
+      const held = chip.conductances(0);
+      const healthy = [...held].filter((_, i) => stuck[i] === 0);
+      const { mean, std } = stats(healthy);
+      const n = healthy.length;
+      check(Math.abs(mean - 1e-4) < 4 * sigma / Math.sqrt(n) && Math.abs(std / sigma - 1) < 0.03,
+        `${label}: ${n} healthy cells mean ${mean.toExponential(4)} (target 1e-4), std ${std.toExponential(3)} (expected ${sigma.toExponential(1)}, ${((std / sigma - 1) * 100).toFixed(2)}%)`);
+      check(held.every((v, i) => stuck[i] === 0 || v === target[i]), `${label}: stuck cells keep exactly their conductance`);
+    }
+    // clamped at 0
+    const low = new Chip(physProgram({ g: new Float32Array(128 * 64).fill(1e-6), physics: { programSigma: 1e-5 } })).conductances(0);
+    check(low.every((v) => v >= 0) && low.filter((v) => v === 0).length > 128 * 64 * 0.4, `programming error clamps at 0 (${low.filter((v) => v === 0).length} cells at 0)`);
+    // reproducible: same seed -> same conductances, different seed -> different
+    const ph = { programSigma: 2e-6, programRelative: 0.02, driftNu: 0.05, driftNuSigma: 0.01, time: 100 };
+    const a = new Chip(physProgram({ physics: ph, seed: 11 })).conductances(0);
+    const b = new Chip(physProgram({ physics: ph, seed: 11, threads: 1 })).conductances(0);
+    const c = new Chip(physProgram({ physics: ph, seed: 12 })).conductances(0);
+    check(a.every((v, i) => v === b[i]), 'same seed -> identical conductances()');
+    check(a.filter((v, i) => v !== c[i]).length > 128 * 64 * 0.99, 'different seed -> different conductances()');
+    const copy = new Chip(physProgram({ physics: ph, seed: 11 }));
+    const g1 = copy.conductances(0);
+    g1.fill(0);
+    check(copy.conductances(0).every((v, i) => v === a[i]), 'conductances() returns a copy');
+    // ideal programs: held == target, physics of zeros == no physics, bitwise
+    const target = Float32Array.from({ length: 128 * 64 }, () => R() * 1e-4);
+    const stuck = randomStuck(128 * 64, 0.05);
+    const plain = new Chip(physProgram({ g: target }));
+    check(plain.conductances(0).every((v, i) => v === target[i]), 'no physics: conductances() == targets');
+    const x = randomInput(50 * 64);
+    const y0 = plain.runSync(x, 50);
+    const y1 = new Chip(physProgram({ g: target, stuck, physics: {} })).runSync(x, 50);
+    check(y0.every((v, i) => v === y1[i]), 'all-zero physics + stuck map == ideal program, bitwise');
+  }
+  {
+    // drift: every healthy cell scaled by (time/t0)^-nu, stuck cells untouched
+    const stuck = randomStuck(128 * 64, 0.1);
+    const target = stuckG(Float32Array.from({ length: 128 * 64 }, () => 1e-6 + R() * 1e-4), stuck);
+    const chip = new Chip(physProgram({ g: target, stuck, physics: { time: 1e4, driftT0: 1, driftNu: 0.01, driftNuSigma: 0 } }));
+    const held = chip.conductances(0);
+    const f = 1e4 ** -0.01;
+    let worst = 0;
+    held.forEach((v, i) => { if (!stuck[i]) worst = Math.max(worst, Math.abs(v - Math.fround(target[i] * f)) / Math.fround(target[i] * f)); });
+    check(worst <= 6e-8, `drift 1e4^-0.01 = ${f.toFixed(6)}: every healthy cell exactly scaled (max rel dev ${worst.toExponential(1)}, <= half a float ulp)`);
+    check(held.every((v, i) => !stuck[i] || v === target[i]), 'drift: stuck cells untouched');
+    const early = new Chip(physProgram({ g: target, physics: { time: 0.5, driftT0: 1, driftNu: 0.3 } })).conductances(0);
+    check(early.every((v, i) => v === target[i]), 'drift: no change while time <= t0');
+    const spread = new Chip(physProgram({ g: target, physics: { time: 1e4, driftNu: 0.01, driftNuSigma: 0.02 } })).conductances(0);
+    const nus = [...spread].map((v, i) => -Math.log(v / target[i]) / Math.log(1e4)).filter((_, i) => !stuck[i]);
+    const clamped = nus.filter((nu) => Math.abs(nu) < 1e-6).length / nus.length;
+    check(nus.every((nu) => nu > -1e-6) && Math.abs(clamped - 0.3085) < 0.03, `driftNuSigma: nu >= 0, ${(clamped * 100).toFixed(1)}% clamped at 0 (expected 30.9%)`);
+  }
+  {
+    // IR drop, one cell per column: out_c = x[i_c] * G / (1 + G r (j + 1 + R - i_c))
+    const r = 2.5;
+    const g = new Float32Array(128 * 64);
+    const cellRow = range(64, (c) => (c * 37) % 64 + (c % 2) * 64);  // positive (rows 0..63) or negative (64..127) half
+    const gv = Float32Array.from({ length: 64 }, (_, c) => 1e-5 + (c / 63) * 9e-4);
+    cellRow.forEach((i, c) => { g[i * 64 + c] = gv[c]; });
+    const prog = physProgram({ g, physics: { wireResistance: r } });
+    const x = randomInput(3 * 64);
+    const got = new Chip(prog).runSync(x, 3);
+    let worst = 0;
+    let maxDrop = 0;
+    for (let b = 0; b < 3; b++) for (let c = 0; c < 64; c++) {
+      const i = cellRow[c];
+      const geff = gv[c] / (1 + gv[c] * r * (c + 1 + 128 - i));
+      const want = (i < 64 ? 1 : -1) * x[b * 64 + (i % 64)] * geff;
+      worst = Math.max(worst, Math.abs(got[b * 64 + c] - want) / Math.abs(want));
+      maxDrop = Math.max(maxDrop, 1 - geff / gv[c]);
+    }
+    check(worst < 1e-5, `IR drop, one cell per column: max rel err ${worst.toExponential(2)} vs the formula (largest drop ${(maxDrop * 100).toFixed(1)}%)`);
+    // the whole formula on a random multi-tile network: the JS reference on the effective conductances
+    const net = addLayer(addLayer(newProgram(), 150, 70, 'rows', { activation: 1 }), 70, 10, 'cols');
+    net.physics = { ...IDEAL, wireResistance: 1.5 };
+    const eff = { ...net, arrays: net.arrays.map((a) => ({ ...a, conductance: Float32Array.from(a.conductance, (gg, k) => {
+      const [i, j] = [Math.floor(k / a.cols), k % a.cols];
+      return gg / (1 + gg * 1.5 * (j + 1 + a.rows - i));
+    }) })) };
+    const xin = randomInput(20 * 150);
+    const errIr = maxRelErr(new Chip(net).runSync(xin, 20), reference(eff, xin, 20));
+    const errIdeal = maxRelErr(new Chip({ ...net, physics: IDEAL }).runSync(xin, 20), reference(eff, xin, 20));
+    check(errIr < 1e-5 && errIdeal > 1e-3, `IR drop, 150-70-10 on 128x64 tiles: max rel err ${errIr.toExponential(2)} vs reference (ideal differs by ${errIdeal.toExponential(2)})`);
+  }
+  {
+    // read noise: one input row repeated N times; each column's std must match sqrt(sum v^2 (s(G+)^2 + s(G-)^2))
+    const N = 4000;
+    const stuck = randomStuck(128 * 64, 0.05);
+    const g = stuckG(Float32Array.from({ length: 128 * 64 }, () => R() * 1e-4), stuck);
+    const physics = { readSigma: 2e-7, readRelative: 0.03 };
+    for (const dacBits of [0, 8]) {
+      const prog = physProgram({ g, stuck, physics, dacBits, seed: 7 + dacBits });
+      const chip = new Chip(prog);
+      const ideal = new Chip(physProgram({ g, stuck, dacBits }));
+      const row = randomInput(64);
+      const x = new Float32Array(N * 64);
+      for (let b = 0; b < N; b++) x.set(row, b * 64);
+      const y = chip.runSync(x, N);
+      const y0 = ideal.runSync(row, 1);
+      // the DAC'd voltages (normalised), as the chip applies them
+      let s = 1;
+      let u = [...row];
+      if (dacBits) {
+        s = Math.max(...row.map(Math.abs));
+        const q = 2 ** (dacBits - 1) - 1;
+        u = row.map((v) => Math.min(1, Math.max(-1, roundHA((v / s) * q) / q)));
+      }
+      const sd = (G) => physics.readSigma + physics.readRelative * G;
+      let worstStd = 0, worstMean = 0, sumRatio = 0;
+      const zs = [];
+      for (let c = 0; c < 64; c++) {
+        let v = 0;
+        for (let r2 = 0; r2 < 64; r2++) v += u[r2] ** 2 * (sd(g[r2 * 64 + c]) ** 2 + sd(g[(r2 + 64) * 64 + c]) ** 2);
+        const want = Math.sqrt(v) * s;
+        const col = Array.from({ length: N }, (_, b) => y[b * 64 + c]);
+        const st = stats(col);
+        worstStd = Math.max(worstStd, Math.abs(st.std / want - 1));
+        sumRatio += st.std / want;
+        worstMean = Math.max(worstMean, Math.abs(st.mean - y0[c]) / (want / Math.sqrt(N)));
+        for (const val of col) zs.push((val - y0[c]) / want);
+      }
+      check(worstStd < 0.05 && Math.abs(sumRatio / 64 - 1) < 0.01,
+        `read noise (dacBits ${dacBits}): 64 columns' empirical std / predicted: mean ${(sumRatio / 64).toFixed(4)}, worst ${(worstStd * 100).toFixed(2)}% off`);
+      check(worstMean < 4.5, `read noise (dacBits ${dacBits}): means unchanged (worst ${worstMean.toFixed(2)} standard errors)`);
+      // the deviates are Gaussian and independent across columns (pairs share one 64-bit draw: c and c + 32)
+      const n = zs.length;
+      const m2 = zs.reduce((a, z) => a + z * z, 0) / n, m4 = zs.reduce((a, z) => a + z ** 4, 0) / n;
+      const in1 = zs.filter((z) => Math.abs(z) < 1).length / n, in2 = zs.filter((z) => Math.abs(z) < 2).length / n;
+      check(Math.abs(m4 / m2 ** 2 - 3) < 0.06 && Math.abs(in1 - 0.6827) < 0.006 && Math.abs(in2 - 0.9545) < 0.004,
+        `read noise (dacBits ${dacBits}): Gaussian shape: kurtosis ${(m4 / m2 ** 2).toFixed(3)}, P(|z|<1) ${in1.toFixed(4)}, P(|z|<2) ${in2.toFixed(4)}`);
+      let worstCorr = 0;
+      for (const [c1, c2] of [[0, 1], [0, 32], [5, 37], [31, 63], [10, 11]]) {
+        let acc = 0;
+        for (let b = 0; b < N; b++) acc += zs[c1 * N + b] * zs[c2 * N + b];
+        worstCorr = Math.max(worstCorr, Math.abs(acc / N));
+      }
+      check(worstCorr < 4 / Math.sqrt(N), `read noise (dacBits ${dacBits}): columns uncorrelated (worst |r| ${worstCorr.toFixed(4)})`);
+    }
+    // determinism: threads 1 vs 2 vs 3, same seed and call sequence -> identical; runs differ; seeds differ
+    const net = addLayer(addLayer(newProgram(), 200, 90, 'rows', { activation: 1, dacBits: 8, adcBits: 8, adcFullScale: 0.2 * 30 * GS }), 90, 10, 'rows', { dacBits: 8, adcBits: 8, adcFullScale: 0.2 * 30 * GS });
+    net.physics = { ...IDEAL, readSigma: 5e-8, readRelative: 0.02, programSigma: 1e-7, wireResistance: 1 };
+    const xin = randomInput(301 * 200);
+    const seq = async (threads, seed = 7) => {
+      const chip = new Chip({ ...net, threads, seed });
+      return [chip.runSync(xin, 301), await chip.run(xin, 301), chip.runSync(xin.subarray(0, 200 * 13), 13)];
+    };
+    const [t1, t2, t3] = [await seq(1), await seq(2), await seq(3)];
+    const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+    check([t2, t3].every((t) => t.every((o, i) => same(o, t1[i]))), 'read noise: threads 1, 2, 3 -> identical outputs for the same seed and call sequence (batch 301, run + runSync)');
+    check(!same(t1[0], t1[1]), `read noise: two runs of the same input differ (${t1[0].filter((v, i) => v !== t1[1][i]).length} of ${t1[0].length} outputs)`);
+    const other = await seq(2, 8);
+    check(!same(other[0], t1[0]), 'read noise: another seed -> other outputs');
+    // concurrent run() calls are numbered at call time: the same sequence gives the same outputs
+    const c1 = new Chip({ ...net, threads: 2 }), c2 = new Chip({ ...net, threads: 1 });
+    const xs = [0, 1, 2].map(() => randomInput(40 * 200));
+    const o1 = await Promise.all(xs.map((xx) => c1.run(xx, 40)));
+    const o2 = [];
+    for (const xx of xs) o2.push(c2.runSync(xx, 40));
+    check(o1.every((o, i) => same(o, o2[i])), 'read noise: 3 concurrent run() calls == 3 sequential runSync() calls on another chip');
+    // noise is added before the ADC: outputs stay on the ADC grid
+    const adcProg = physProgram({ g, physics: { readSigma: 1e-6 }, adcBits: 6, adcFullScale: 4e-6 });
+    const yq = new Chip(adcProg).runSync(randomInput(10 * 64), 10);
+    const step = 4e-6 / 31 / 0.2;
+    check(yq.every((v) => Math.abs(v / step - Math.round(v / step)) < 1e-3), 'read noise: added before the ADC (outputs on the ADC grid)');
+  }
+  {
+    // validation of the new fields
+    const vprog = () => physProgram({ physics: {}, stuck: new Uint8Array(128 * 64) });
+    const expectPhys = (what, mutate, pattern, kind) => {
+      let msg = '(no error)';
+      let ok = false;
+      try {
+        const p = vprog();
+        mutate(p);
+        new Chip(p);
+      } catch (e) {
+        msg = `${e.constructor.name}: ${e.message}`;
+        ok = e.message.startsWith('dendra native: ') && pattern.test(e.message) && (!kind || e instanceof kind);
+      }
+      check(ok, `rejects ${what} -> ${msg}`);
+    };
+    for (const k of Object.keys(IDEAL)) {
+      const pos = k === 'driftT0';
+      expectPhys(`physics.${k} = -1`, (p) => { p.physics[k] = -1; }, new RegExp(`^dendra native: physics\\.${k} = -1 must be ${pos ? '> 0' : '>= 0'}$`), RangeError);
+      expectPhys(`physics.${k} = NaN`, (p) => { p.physics[k] = NaN; }, new RegExp(`physics\\.${k} = NaN must be finite`), RangeError);
+      expectPhys(`physics.${k} missing`, (p) => { delete p.physics[k]; }, new RegExp(`physics\\.${k} must be a number \\(got undefined\\)`), TypeError);
+    }
+    expectPhys('physics.driftT0 = 0', (p) => { p.physics.driftT0 = 0; }, /physics\.driftT0 = 0 must be > 0/, RangeError);
+    expectPhys('physics.time = Infinity', (p) => { p.physics.time = Infinity; }, /physics\.time = Infinity must be finite/, RangeError);
+    expectPhys('physics.readSigma string', (p) => { p.physics.readSigma = '1e-6'; }, /physics\.readSigma must be a number \(got string\)/, TypeError);
+    expectPhys('physics null', (p) => { p.physics = null; }, /physics must be an object \(got null\)/, TypeError);
+    expectPhys('physics number', (p) => { p.physics = 3; }, /physics must be an object \(got number 3\)/, TypeError);
+    expectPhys('stuck value 3', (p) => { p.arrays[0].stuck[77] = 3; }, /arrays\[0\]\.stuck\[77\] = 3 must be 0 \(healthy\), 1 \(stuck ON\) or 2 \(stuck OFF\)/, RangeError);
+    expectPhys('stuck length', (p) => { p.arrays[0].stuck = new Uint8Array(10); }, /arrays\[0\]\.stuck has length 10, expected 8192/, RangeError);
+    expectPhys('stuck type', (p) => { p.arrays[0].stuck = new Int8Array(128 * 64); }, /arrays\[0\]\.stuck must be a Uint8Array \(got Int8Array\)/, TypeError);
+    expectPhys('stuck Array', (p) => { p.arrays[0].stuck = [0, 1]; }, /arrays\[0\]\.stuck must be a Uint8Array \(got Array\)/, TypeError);
+    expectPhys('stuck null', (p) => { p.arrays[0].stuck = null; }, /arrays\[0\]\.stuck must be a Uint8Array \(got null\)/, TypeError);
+    const chip = new Chip(vprog());
+    for (const [arg, re] of [[1, /conductances: array = 1 must be an integer in \[0, 0\]/], [-1, /array = -1 must be/], [0.5, /array = 0\.5 must be/], ['0', /conductances: array must be a number \(got string\)/], [undefined, /got undefined/]]) {
+      let msg = '(no error)';
+      try { chip.conductances(arg); } catch (e) { msg = `${e.constructor.name}: ${e.message}`; }
+      check(re.test(msg), `conductances(${JSON.stringify(arg)}) -> ${msg}`);
+    }
+    chip.release();
+    let msg = '(no error)';
+    try { chip.conductances(0); } catch (e) { msg = e.message; }
+    check(msg === 'dendra native: chip was released', `conductances after release -> ${msg}`);
+  }
+}
+
+if (process.argv[2] === '--correctness-only') {
+  await physicsChecks();
+  process.exit(failures ? 1 : 0);
+}
 if (addon.kernel() !== 'scalar') {
   // the portable kernel, forced through the environment in a child process
   const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--correctness-only'],
@@ -305,8 +551,10 @@ expectThrow('tile not object', (p) => { p.layers[0].tiles[0] = 5; }, /layers\[0\
   check(outs.every((o, i) => o.every((v, j) => v === chip.runSync(inputs[i], 100)[j])), '4 concurrent run() calls match runSync()');
 }
 
+await physicsChecks();
+
 // ---------- throughput ----------
-function time(label, chip, batch, seconds = 1.5) {
+function time(label, chip, batch, seconds = 1.5, quiet = false) {
   const input = randomInput(batch * chip.inFeatures);
   for (let i = 0; i < 20; i++) chip.runSync(input, batch);
   let n = 0;
@@ -317,12 +565,33 @@ function time(label, chip, batch, seconds = 1.5) {
     n++;
     dt = Number(process.hrtime.bigint() - t0) / 1e9;
   }
-  console.log(`perf ${label}: ${((n * batch) / dt).toFixed(0)} inferences/s (${((dt / n) * 1e3).toFixed(3)} ms per batch of ${batch})`);
+  const rate = (n * batch) / dt;
+  if (!quiet) console.log(`perf ${label}: ${rate.toFixed(0)} inferences/s (${((dt / n) * 1e3).toFixed(3)} ms per batch of ${batch})`);
+  return rate;
 }
 const mlp = (mode, q) => addLayer(addLayer(newProgram(2), 784, 500, mode, { activation: 1, ...q }), 500, 10, mode, { head: 1, ...q });
 time('784-500-10 one tile/layer, ideal, batch 256', new Chip(mlp('single')), 256);
-time('784-500-10 128x64 tiles, 8-bit DAC/ADC, batch 256', new Chip(mlp('rows', { dacBits: 8, adcBits: 8, adcFullScale: 0.2 * 30 * GS })), 256);
+const q8 = { dacBits: 8, adcBits: 8, adcFullScale: 0.2 * 30 * GS };
+const tiled = mlp('rows', q8);
+time('784-500-10 128x64 tiles, 8-bit DAC/ADC, batch 256', new Chip(tiled), 256);
 time('784-500-10 one tile/layer, ideal, batch 1', new Chip(mlp('single')), 1, 0.5);
+{
+  // every non-ideality on (read noise is the only one with a run-time cost): same network, same tiles.
+  // Interleaved rounds, best of each, so a busy machine affects both alike.
+  const physics = { programSigma: 5e-7, programRelative: 0.02, readSigma: 1e-7, readRelative: 0.01, driftNu: 0.02,
+    driftNuSigma: 0.005, driftT0: 1, time: 3600, wireResistance: 1 };
+  const noisy = { ...tiled, physics, arrays: tiled.arrays.map((a) => ({ ...a, stuck: randomStuck(a.rows * a.cols, 0.01) })) };
+  const ideal = new Chip(tiled), real = new Chip(noisy);
+  let [bestIdeal, bestReal] = [0, 0];
+  for (let round = 0; round < 4; round++) {
+    bestIdeal = Math.max(bestIdeal, time('', ideal, 256, 0.75, true));
+    bestReal = Math.max(bestReal, time('', real, 256, 0.75, true));
+  }
+  const ratio = bestReal / bestIdeal;
+  console.log(`perf 784-500-10 128x64 tiles, 8-bit DAC/ADC, batch 256, ideal: ${bestIdeal.toFixed(0)} inferences/s; ` +
+    `all non-idealities (read noise, programming error, drift, IR drop, 1% stuck): ${bestReal.toFixed(0)} inferences/s`);
+  check(ratio >= 0.5, `throughput with every non-ideality / ideal = ${ratio.toFixed(3)} (must be >= 0.5)`);
+}
 
 console.log(failures ? `${failures} FAILED` : 'all smoke checks passed');
 process.exitCode = failures ? 1 : 0;

@@ -92,6 +92,19 @@ export class InferenceSession {
     return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
   }
 
+  /**
+   * Device state: the conductances (S, row-major) array `index` of the artifact actually holds on this
+   * session's chip, after programming error, stuck cells and drift.
+   */
+  conductances(index: number): Float32Array {
+    const chip = this.#chip;
+    if (!chip) throw new DeviceError('session was released');
+    if (!Number.isInteger(index) || index < 0 || index >= this.artifact.arrays.length) {
+      throw new InputError(`array index ${index} is outside 0..${this.artifact.arrays.length - 1}`);
+    }
+    return chip.conductances(index);
+  }
+
   async release(): Promise<void> {
     this.#chip?.release();
     this.#chip = undefined;

@@ -86,7 +86,6 @@ Network::Network(Program program)
     return sd * sd;
   };
 
-  uint64_t noiseCounter = 0;
   double flopsPerRow = 0.0;
   layers_.reserve(program.layers.size());
   for (LayerSpec& spec : program.layers) {
@@ -119,9 +118,7 @@ Network::Network(Program program)
           for (int64_t c = 0; c < m; ++c)
             tile.var.at(p, c) = static_cast<float>(variance(pos[ts.colPos[c]]) + variance(neg[ts.colNeg[c]]));
         }
-        tile.noiseCounter = noiseCounter;
         tile.noiseHalf = (m + 1) / 2;
-        noiseCounter += static_cast<uint64_t>(tile.noiseHalf);
         flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m) + 30.0 * static_cast<double>(m);
       }
       tile.gatherInput = false;
@@ -188,6 +185,7 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
     if (readNoise_) {
       s->cvar.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
       s->apack2.resize(gemm::packBufferSize(blockRows_));
+      s->noise.resize(block);
     }
     s->scale.resize(block);
     out.push_back(std::move(s));
@@ -248,6 +246,9 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
   for (int64_t r0 = 0; r0 < rows; r0 += blockRows_) {
     const int64_t nr = std::min(blockRows_, rows - r0);
     const float* x = in + r0 * inF0;
+    if (readNoise_)  // each sample's stream, keyed by its row in the whole batch (not by thread or block)
+      for (int64_t i = 0; i < nr; ++i)
+        noise::seed(s.noise[static_cast<size_t>(i)], noise::streamKey(runKey, static_cast<uint64_t>(row0 + r0 + i)));
     for (size_t li = 0; li < nLayers; ++li) {
       const Layer& layer = layers_[li];
       const LayerSpec& ls = layer.spec;
@@ -283,13 +284,12 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
                          s.cvar.data(), ldc, s.apack2.data(), reuseSq, true);
           packedGroupSq = tile.var.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
         }
+        if (readNoise_)  // I += sqrt(S) * N(0, 1), before the ADC
+          noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, tile.noiseHalf);
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;
           float* arow = acc + i * outF;
-          if (readNoise_)  // before the ADC; the sample's stream is keyed by its row in the whole batch
-            noiseKernel_.add(noise::streamKey(runKey, static_cast<uint64_t>(row0 + r0 + i)), tile.noiseCounter, crow,
-                             s.cvar.data() + i * ldc, tile.noiseHalf);
           if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
           if (tile.contiguousOutput) {
             float* dst = arow + oi[0];

@@ -48,8 +48,7 @@ class Network {
     gemm::PackedMatrix weff;            // Weff[r][c] = G[rowPos[r]][colPos[c]] - G[rowNeg[r]][colNeg[c]], packed
                                         // (G after IR drop)
     gemm::PackedMatrix var;             // read noise only: Var[r][c] = σ²(G+) + σ²(G−) of the held G, packed
-    uint64_t noiseCounter = 0;          // first pair counter of this tile in a sample's noise stream
-    int64_t noiseHalf = 0;              // pairs drawn per sample: ceil(m / 2)
+    int64_t noiseHalf = 0;              // read noise: output pairs per sample, ceil(m / 2)
     bool gatherInput = true;            // false when inputIndex is 0..k-1 (read the input row in place)
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0
@@ -69,6 +68,7 @@ class Network {
     gemm::FloatBuffer apack;   // packed A micro-panels
     gemm::FloatBuffer cvar;    // read noise: one tile's variance GEMM result
     gemm::FloatBuffer apack2;  // read noise: packed squared A micro-panels
+    std::vector<noise::RowState> noise;  // read noise: each row's random stream
     std::vector<float> scale;  // per-row DAC scale s
   };
 

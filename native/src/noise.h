@@ -1,17 +1,19 @@
-// Read noise: counter-based Gaussian deviates added to a tile's output currents.
+// Read noise: Gaussian deviates added to a tile's output currents, from a per-sample random stream.
 //
-// Every normal deviate is a pure function of (key, counter): pair counter n of the stream `key` is
-// splitmix64's output mix64(key + (n + 1) * golden), whose 64 bits become two N(0, 1) values by
-// Box-Muller (31 bits for the radius, 2 bits for the quadrant and 22 for the angle within it). No state
-// is carried between calls, so a sample's noise depends only on its key and on which counters it reads,
-// never on the thread or the row block that computes it.
+// Every sample (a row of the batch) owns a stream: 8 interleaved xoshiro128+ generators (one per AVX2
+// lane), seeded through splitmix64 from a key that depends only on (program seed, run number, the
+// sample's row in the batch). A sample draws from its stream in a fixed order (layer by layer, tile by
+// tile in execution order, 8 output pairs per step), so its noise never depends on the thread or the row
+// block that computes it. Each pair of outputs takes two 32-bit words and turns them into two N(0, 1)
+// values by Box-Muller (31 bits for the radius, 22 bits for the angle within a quadrant, 3 bits for the
+// quadrant and the reflection).
 #pragma once
 
 #include <cstdint>
 
 namespace dendra::noise {
 
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+constexpr int kLanes = 8;
 
 /** splitmix64's finaliser (a bijection of the 64-bit words). */
 inline uint64_t mix64(uint64_t z) {
@@ -20,16 +22,24 @@ inline uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-/** The j-th key of the splitmix64 stream seeded with `seed` (j >= 0). */
-inline uint64_t streamKey(uint64_t seed, uint64_t j) { return mix64(seed + (j + 1) * kGolden); }
+/** The j-th output of the splitmix64 stream seeded with `seed` (j >= 0). */
+inline uint64_t streamKey(uint64_t seed, uint64_t j) { return mix64(seed + (j + 1) * 0x9E3779B97F4A7C15ull); }
+
+/** One sample's stream: xoshiro128+ state words s[0..3] of each of the kLanes lanes. */
+struct alignas(32) RowState {
+  uint32_t s[4][kLanes];
+};
+
+/** Seeds a stream from its key (splitmix64 outputs; a lane is never all zero). */
+void seed(RowState& st, uint64_t key);
 
 /**
- * For p in [0, half): (z0, z1) = the two normals of pair counter (counter + p) of stream `key`;
- * c[p] += sqrt(s[p]) * z0 and c[p + half] += sqrt(s[p + half]) * z1.
- * c and s must hold 2*half floats (callers pass m outputs with half = ceil(m / 2); the one extra column of
- * an odd m lands in the GEMM's padding).
+ * For each row i < rows (stream st[i], outputs c + i*ld, variances s + i*ld): draws ceil(half / 8) steps
+ * of 8 pairs; the normals (z0, z1) of pair p < half go to c[p] += sqrt(s[p]) * z0 and
+ * c[p + half] += sqrt(s[p + half]) * z1. Callers pass m outputs with half = ceil(m / 2); for an odd m the
+ * one extra column lands in the GEMM's padding (so c and s rows must hold 2*half floats).
  */
-using AddKernel = void (*)(uint64_t key, uint64_t counter, float* c, const float* s, int64_t half);
+using AddKernel = void (*)(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t half);
 
 struct Kernel {
   const char* name;
