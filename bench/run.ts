@@ -11,7 +11,7 @@ import { compile } from '../compiler/index.js';
 import { writeArtifact } from '../artifact/write.js';
 import { packageRoot } from '../common/paths.js';
 import { InferenceSession, Tensor } from '../runtime/index.js';
-import { native } from '../runtime/native.js';
+import { native } from '../native/index.js';
 
 const root = packageRoot();
 const threads = Number(process.env['BENCH_THREADS'] ?? availableParallelism());

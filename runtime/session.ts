@@ -6,7 +6,7 @@ import { readArtifact, readArtifactFile, isArtifact } from '../artifact/read.js'
 import type { Artifact } from '../artifact/format.js';
 import { InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
-import type { NativeChip } from './native.js';
+import type { NativeChip } from '../native/index.js';
 import { createSimChip } from './backends/sim.js';
 import { Tensor } from './tensor.js';
 import { f16round, getFloat16 } from '@petamoriken/float16';

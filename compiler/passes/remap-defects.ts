@@ -8,9 +8,9 @@
  * remap 'auto':
  *  1. arrays: the tiles that matter most (Σ input power · weight²) get the chip's least faulty arrays
  *     (stuck-ON cells count double: they pin a pair far from zero);
- *  2. inside each array, logical inputs are assigned to physical row slots and logical outputs to
+ *  2. inside each array (in the native solver, native/src/placement.cc), logical inputs are assigned to physical row slots and logical outputs to
  *     column slots (spare and unused ones included) by alternating linear assignment problems
- *     (rows, then columns) that minimise Σ s_r · (w − w_achievable)², where s_r is the input's
+ *     (rows, columns, rows) that minimise Σ s_r · (w − w_achievable)², where s_r is the input's
  *     mean power from calibration data (1 without it) and w_achievable is the weight closest to w that
  *     the pair can still encode given its stuck devices; on the side where pairs sit, each slot can
  *     also be taken flipped (G+ and G− exchanged, so the input or output is negated and negated back);
@@ -22,7 +22,8 @@ import { faultGrid, STUCK_NONE, type DefectMap, type FaultGrid } from '../../com
 import type { DeviceProfile } from '../../common/profile.js';
 import type { MappedModel, PlacedArray, PlacedModel, PlacedTile } from '../ir/placed.js';
 import { quantiseConductance } from './map-conductances.js';
-import { assign } from '../solve/assignment.js';
+import { availableParallelism } from 'node:os';
+import { native, type NativePlacementProblem } from '../../native/index.js';
 
 export type RemapMode = 'none' | 'auto';
 
@@ -30,7 +31,7 @@ export interface RemapOptions {
   remap: RemapMode;
   /** Per layer, the mean power E[x²] of each input (from calibration data); 1 for every input when absent. */
   inputPower?: Float64Array[];
-  /** Alternating row/column assignment rounds (default 2: rows, then columns). */
+  /** Alternating row/column assignment rounds (default 3: rows, columns, rows). */
   rounds?: number;
 }
 
@@ -59,19 +60,13 @@ const negCol = (g: Geometry, c: number, flip: number) => (g.onRows ? c : flip ? 
 
 /**
  * The faulty sites of one array: (row slot, column slot) pairs with a stuck device, with the interval
- * [lo, hi] of G+ − G− (siemens) each can still reach in the unflipped orientation (flipping negates it),
- * indexed by row slot and by column slot (CSR).
+ * [lo, hi] of G+ − G− (siemens) each can still reach in the unflipped orientation (flipping negates it).
  */
 interface Sites {
   rowSlot: Int32Array;
   colSlot: Int32Array;
   lo: Float64Array;
   hi: Float64Array;
-  /** Sites of row slot p: byRow[rowStart[p] .. rowStart[p+1]). */
-  rowStart: Int32Array;
-  byRow: Int32Array;
-  colStart: Int32Array;
-  byCol: Int32Array;
 }
 
 function faultySites(g: Geometry, grid: FaultGrid, p: DeviceProfile): Sites {
@@ -96,21 +91,7 @@ function faultySites(g: Geometry, grid: FaultGrid, p: DeviceProfile): Sites {
       else los.push(min - b), his.push(max - b);
     }
   }
-  const index = (keys: number[], n: number) => {
-    const start = new Int32Array(n + 1);
-    for (const k of keys) start[k + 1]!++;
-    for (let i = 0; i < n; i++) start[i + 1]! += start[i]!;
-    const fill = start.slice(0, n);
-    const order = new Int32Array(keys.length);
-    keys.forEach((k, i) => (order[fill[k]!++] = i));
-    return { start, order };
-  };
-  const byRow = index(rs, g.rowSlots);
-  const byCol = index(cs, g.colSlots);
-  return {
-    rowSlot: Int32Array.from(rs), colSlot: Int32Array.from(cs), lo: Float64Array.from(los), hi: Float64Array.from(his),
-    rowStart: byRow.start, byRow: byRow.order, colStart: byCol.start, byCol: byCol.order,
-  };
+  return { rowSlot: Int32Array.from(rs), colSlot: Int32Array.from(cs), lo: Float64Array.from(los), hi: Float64Array.from(his) };
 }
 
 export function remapDefects(placed: PlacedModel, mapped: MappedModel, defects: DefectMap, options: RemapOptions): PlacedModel & { chip: ChipPlacement } {
@@ -156,16 +137,21 @@ export function remapDefects(placed: PlacedModel, mapped: MappedModel, defects: 
     byImportance.forEach((tile, rank) => (chipArrayOf[tile] = bySeverity[rank]!));
   }
 
-  // 2–3. Place each tile in its array.
+  // 2. Inside each array: the native solver runs every tile's assignment problems, on all cores.
+  const slots = tiles.map(({ t }) => naiveSlots(g, t));
+  if (options.remap === 'auto') {
+    const jobs = tiles.map(({ li, t }, i) => ({ i, problem: placementProblem(g, grids[chipArrayOf[i]!]!, mapped.layers[li]!, t, (r) => power(li, r), profile, slots[i]!, options.rounds ?? 3) }))
+      .filter((j) => j.problem.siteRow.length > 0);
+    const solved = native().placeTiles(jobs.map((j) => j.problem), availableParallelism());
+    jobs.forEach((j, n) => (slots[j.i] = solved[n]!));
+  }
+
+  // 3. Write the conductances, compensating stuck devices with their healthy partners.
   const arrays: PlacedArray[] = [];
   const layers = placed.layers.map((l) => ({ ...l, tiles: [] as PlacedTile[] }));
   tiles.forEach(({ li, t }, i) => {
     const grid = grids[chipArrayOf[i]!]!;
-    const layer = mapped.layers[li]!;
-    const placement = options.remap === 'auto'
-      ? solveTile(g, grid, layer, t, (r) => power(li, r), profile, options.rounds ?? 2)
-      : naiveSlots(g, t);
-    const { tile, array } = writeTile(g, grid, layer, t, placement, profile, options.remap === 'auto', arrays.length);
+    const { tile, array } = writeTile(g, grid, mapped.layers[li]!, t, slots[i]!, profile, options.remap === 'auto', arrays.length);
     arrays.push({ ...array, chipArray: chipArrayOf[i]! });
     layers[li]!.tiles.push(tile);
   });
@@ -202,115 +188,33 @@ function naiveSlots(g: Geometry, t: PlacedTile): Slots {
   };
 }
 
-function solveTile(g: Geometry, grid: FaultGrid, layer: MappedModel['layers'][number], t: PlacedTile, power: (input: number) => number, profile: DeviceProfile, rounds: number): Slots {
+/** The assignment problem of one tile on one array, for the native solver. */
+function placementProblem(g: Geometry, grid: FaultGrid, layer: MappedModel['layers'][number], t: PlacedTile, power: (input: number) => number, profile: DeviceProfile, start: Slots, rounds: number): NativePlacementProblem {
   const k = t.inputIndex.length;
   const c = t.outputIndex.length;
-  const slots = naiveSlots(g, t);
-  if (grid.count === 0) return slots;
   const m = layer.outFeatures;
-  // The tile's weights in conductance units (w·k), and 1/k² to turn conductance misses back into weight units.
-  const gw = new Float64Array(k * c);
-  const invK2 = Float64Array.from(t.outputIndex, (j) => 1 / layer.gPerWeight[j]! ** 2);
+  const weights = new Float64Array(k * c);
   for (let r = 0; r < k; r++) {
-    for (let q = 0; q < c; q++) gw[r * c + q] = layer.weight[t.inputIndex[r]! * m + t.outputIndex[q]!]! * layer.gPerWeight[t.outputIndex[q]!]!;
+    for (let q = 0; q < c; q++) weights[r * c + q] = layer.weight[t.inputIndex[r]! * m + t.outputIndex[q]!]! * layer.gPerWeight[t.outputIndex[q]!]!;
   }
-  const s = Float64Array.from(t.inputIndex, (i) => power(i));
-  const st = faultySites(g, grid, profile);
-  const rowFlips = g.onRows ? 2 : 1;
-  const colFlips = g.onRows ? 1 : 2;
-
-  // gwT: the same weights transposed, so the row round runs over inputs contiguously.
-  const gwT = new Float64Array(k * c);
-  for (let r = 0; r < k; r++) for (let q = 0; q < c; q++) gwT[q * k + r] = gw[r * c + q]!;
-  const e0 = new Float64Array(Math.max(k, c));
-  const e1 = new Float64Array(Math.max(k, c));
-  const { lo, hi } = st;
-
-  for (let round = 0; round < rounds; round++) {
-    if (round % 2 === 0) {
-      // Rows: cost[r][slot] with the columns fixed. A flipped column negates its weights, which is the
-      // same as negating (and swapping) the reachable interval; a flipped row negates again.
-      const owner = new Int32Array(g.colSlots).fill(-1);
-      for (let q = 0; q < c; q++) owner[slots.colSlot[q]!] = q;
-      const cost = new Float64Array(k * g.rowSlots);
-      const bestFlip = new Uint8Array(k * g.rowSlots);
-      for (let p = 0; p < g.rowSlots; p++) {
-        const from = st.rowStart[p]!;
-        const to = st.rowStart[p + 1]!;
-        if (from === to) continue;
-        e0.fill(0, 0, k);
-        e1.fill(0, 0, k);
-        for (let n = from; n < to; n++) {
-          const i = st.byRow[n]!;
-          const q = owner[st.colSlot[i]!]!;
-          if (q < 0) continue;
-          const flipped = slots.colFlip[q] === 1;
-          const a = flipped ? -hi[i]! : lo[i]!;
-          const b = flipped ? -lo[i]! : hi[i]!;
-          const ik = invK2[q]!;
-          const base = q * k;
-          for (let r = 0; r < k; r++) {
-            const v = gwT[base + r]!;
-            const d0 = v < a ? a - v : v > b ? v - b : 0;
-            const d1 = -v < a ? a + v : -v > b ? -v - b : 0;
-            e0[r]! += d0 * d0 * ik;
-            e1[r]! += d1 * d1 * ik;
-          }
-        }
-        for (let r = 0; r < k; r++) {
-          const flip = rowFlips === 2 && e1[r]! < e0[r]! ? 1 : 0;
-          bestFlip[r * g.rowSlots + p] = flip;
-          cost[r * g.rowSlots + p] = s[r]! * (flip ? e1[r]! : e0[r]!);
-        }
-      }
-      const chosen = assign(cost, k, g.rowSlots);
-      for (let r = 0; r < k; r++) {
-        slots.rowSlot[r] = chosen[r]!;
-        slots.rowFlip[r] = bestFlip[r * g.rowSlots + chosen[r]!]!;
-      }
-    } else {
-      // Columns: cost[q][slot] with the rows fixed.
-      const owner = new Int32Array(g.rowSlots).fill(-1);
-      for (let r = 0; r < k; r++) owner[slots.rowSlot[r]!] = r;
-      const cost = new Float64Array(c * g.colSlots);
-      const bestFlip = new Uint8Array(c * g.colSlots);
-      for (let x = 0; x < g.colSlots; x++) {
-        const from = st.colStart[x]!;
-        const to = st.colStart[x + 1]!;
-        if (from === to) continue;
-        e0.fill(0, 0, c);
-        e1.fill(0, 0, c);
-        for (let n = from; n < to; n++) {
-          const i = st.byCol[n]!;
-          const r = owner[st.rowSlot[i]!]!;
-          if (r < 0) continue;
-          const flipped = slots.rowFlip[r] === 1;
-          const a = flipped ? -hi[i]! : lo[i]!;
-          const b = flipped ? -lo[i]! : hi[i]!;
-          const sr = s[r]!;
-          const base = r * c;
-          for (let q = 0; q < c; q++) {
-            const v = gw[base + q]!;
-            const d0 = v < a ? a - v : v > b ? v - b : 0;
-            const d1 = -v < a ? a + v : -v > b ? -v - b : 0;
-            e0[q]! += sr * d0 * d0;
-            e1[q]! += sr * d1 * d1;
-          }
-        }
-        for (let q = 0; q < c; q++) {
-          const flip = colFlips === 2 && e1[q]! < e0[q]! ? 1 : 0;
-          bestFlip[q * g.colSlots + x] = flip;
-          cost[q * g.colSlots + x] = (flip ? e1[q]! : e0[q]!) * invK2[q]!;
-        }
-      }
-      const chosen = assign(cost, c, g.colSlots);
-      for (let q = 0; q < c; q++) {
-        slots.colSlot[q] = chosen[q]!;
-        slots.colFlip[q] = bestFlip[q * g.colSlots + chosen[q]!]!;
-      }
-    }
-  }
-  return slots;
+  const sites = faultySites(g, grid, profile);
+  return {
+    rowSlots: g.rowSlots,
+    colSlots: g.colSlots,
+    flipRows: g.onRows,
+    k,
+    c,
+    weights,
+    invK2: Float64Array.from(t.outputIndex, (j) => 1 / layer.gPerWeight[j]! ** 2),
+    power: Float64Array.from(t.inputIndex, (i) => power(i)),
+    siteRow: sites.rowSlot,
+    siteCol: sites.colSlot,
+    siteLo: sites.lo,
+    siteHi: sites.hi,
+    rowSlot: start.rowSlot,
+    colSlot: start.colSlot,
+    rounds,
+  };
 }
 
 function writeTile(

@@ -1,8 +1,9 @@
-// Module init: exports { Chip, kernel() }.
+// Module init: exports { Chip, kernel(), placeTiles() }.
 #include <napi.h>
 
 #include "chip.h"
 #include "gemm.h"
+#include "placement.h"
 
 namespace {
 
@@ -13,6 +14,7 @@ Napi::Value kernel(const Napi::CallbackInfo& info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Chip", dendra::Chip::define(env));
   exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
+  exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));
   return exports;
 }
 

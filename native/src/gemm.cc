@@ -197,6 +197,11 @@ PackedMatrix pack(const float* w, int64_t k, int64_t m) {
   return pm;
 }
 
+void squarePacked(const float* apack, float* out, int64_t rows, int64_t k) {
+  const int64_t n = (rows + kMR - 1) / kMR * kMR * k;
+  for (int64_t i = 0; i < n; ++i) out[i] = apack[i] * apack[i];
+}
+
 void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
               const PackedMatrix& w, float* c, int64_t ldc, float* apack, bool reusePackedA, bool squareA) {
   if (rows <= 0) return;

@@ -87,6 +87,12 @@ inline size_t packBufferSize(int64_t maxRows) {
 }
 
 /**
+ * out = apack squared elementwise, for an A of `rows` rows and k <= kKC columns packed by multiply()
+ * (its whole packed block, zero padding included): the packed A of the variance GEMM without a second gather.
+ */
+void squarePacked(const float* apack, float* out, int64_t rows, int64_t k);
+
+/**
  * C (rows rounded up to kMR, w.paddedCols() columns, row stride ldc) = A * W, where
  * A[i][p] = x[i*ldx + (gather ? gather[p] : p)] for i < rows, p < w.k.
  * apack must hold packBufferSize(rows) floats. ldc >= w.paddedCols().

@@ -118,7 +118,6 @@ Network::Network(Program program)
           for (int64_t c = 0; c < m; ++c)
             tile.var.at(p, c) = static_cast<float>(variance(pos[ts.colPos[c]]) + variance(neg[ts.colNeg[c]]));
         }
-        tile.noiseHalf = (m + 1) / 2;
         flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m) + 30.0 * static_cast<double>(m);
       }
       tile.gatherInput = false;
@@ -279,13 +278,19 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
         packedGroup = tile.weff.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
         if (readNoise_) {
           // S = (u∘u)·Var: the variance of each output current (in (current / vRead)² units)
-          const bool reuseSq = layer.inputGroup[ti] == packedGroupSq;
-          gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.var,
-                         s.cvar.data(), ldc, s.apack2.data(), reuseSq, true);
-          packedGroupSq = tile.var.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
+          if (tile.var.k <= gemm::kKC) {
+            // s.apack holds this tile's packed A (one K block): square it once per input group
+            if (layer.inputGroup[ti] != packedGroupSq) gemm::squarePacked(s.apack.data(), s.apack2.data(), nr, tile.var.k);
+            packedGroupSq = layer.inputGroup[ti];
+            gemm::multiply(kernel_, nr, u, inF, nullptr, tile.var, s.cvar.data(), ldc, s.apack2.data(), true);
+          } else {
+            gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.var,
+                           s.cvar.data(), ldc, s.apack2.data(), false, true);
+            packedGroupSq = static_cast<size_t>(-1);
+          }
         }
         if (readNoise_)  // I += sqrt(S) * N(0, 1), before the ADC
-          noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, tile.noiseHalf);
+          noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, ldc);
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;

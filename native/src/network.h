@@ -48,7 +48,6 @@ class Network {
     gemm::PackedMatrix weff;            // Weff[r][c] = G[rowPos[r]][colPos[c]] - G[rowNeg[r]][colNeg[c]], packed
                                         // (G after IR drop)
     gemm::PackedMatrix var;             // read noise only: Var[r][c] = σ²(G+) + σ²(G−) of the held G, packed
-    int64_t noiseHalf = 0;              // read noise: output pairs per sample, ceil(m / 2)
     bool gatherInput = true;            // false when inputIndex is 0..k-1 (read the input row in place)
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0

@@ -3,10 +3,10 @@
 // Every sample (a row of the batch) owns a stream: 8 interleaved xoshiro128+ generators (one per AVX2
 // lane), seeded through splitmix64 from a key that depends only on (program seed, run number, the
 // sample's row in the batch). A sample draws from its stream in a fixed order (layer by layer, tile by
-// tile in execution order, 8 output pairs per step), so its noise never depends on the thread or the row
-// block that computes it. Each pair of outputs takes two 32-bit words and turns them into two N(0, 1)
-// values by Box-Muller (31 bits for the radius, 22 bits for the angle within a quadrant, 3 bits for the
-// quadrant and the reflection).
+// tile in execution order, 16 output columns per step), so its noise never depends on the thread or the
+// row block that computes it. Each step takes two 32-bit words per lane and turns them into two N(0, 1)
+// values by Box-Muller (31 bits for the radius, 22 bits for the angle within a quadrant, 3 bits for a
+// symmetry of the square: quarter turns and a reflection).
 #pragma once
 
 #include <cstdint>
@@ -33,13 +33,16 @@ struct alignas(32) RowState {
 /** Seeds a stream from its key (splitmix64 outputs; a lane is never all zero). */
 void seed(RowState& st, uint64_t key);
 
+/** Columns served by one step of a stream (one Box-Muller pair per lane): the x normals then the y normals. */
+constexpr int64_t kBlock = 2 * kLanes;
+
 /**
- * For each row i < rows (stream st[i], outputs c + i*ld, variances s + i*ld): draws ceil(half / 8) steps
- * of 8 pairs; the normals (z0, z1) of pair p < half go to c[p] += sqrt(s[p]) * z0 and
- * c[p + half] += sqrt(s[p + half]) * z1. Callers pass m outputs with half = ceil(m / 2); for an odd m the
- * one extra column lands in the GEMM's padding (so c and s rows must hold 2*half floats).
+ * For each row i < rows (stream st[i], currents c + i*ld, variances s + i*ld) and each block of 16 columns
+ * j0 = 0, 16, ... < cols (cols a multiple of 16, e.g. a packed tile's padded width): one step of the stream
+ * gives 8 Box-Muller pairs (x_l, y_l); c[j0 + l] += sqrt(s[j0 + l]) * x_l and c[j0 + 8 + l] += sqrt(s[j0 + 8 + l]) * y_l.
+ * Padding columns (variance 0) are left as they are.
  */
-using AddKernel = void (*)(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t half);
+using AddKernel = void (*)(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t cols);
 
 struct Kernel {
   const char* name;

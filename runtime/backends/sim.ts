@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import type { Artifact } from '../../artifact/format.js';
 import type { Activation, Head } from '../../compiler/ir/layers.js';
 import { ArtifactError } from '../../common/errors.js';
-import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativePhysics, type NativeProgram } from '../native.js';
+import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativePhysics, type NativeProgram } from '../../native/index.js';
 import type { DeviceProfile } from '../../common/profile.js';
 
 /** The profile's device physics in the addon's terms. */

@@ -134,8 +134,46 @@ export interface NativeChip {
   release(): void;
 }
 
+/**
+ * One tile on one array for the placement solver (compiler/passes/remap-defects.ts): logical inputs go to
+ * row slots and outputs to column slots, minimising Σ power_r · invK2_q · miss(±weight_rq, site)² over
+ * the faulty sites, by alternating linear assignments (rows, columns, rows, ...).
+ */
+export interface NativePlacementProblem {
+  rowSlots: number;
+  colSlots: number;
+  /** true: a row slot may be taken flipped (pairs on rows); false: a column slot may. */
+  flipRows: boolean;
+  k: number;
+  c: number;
+  /** k*c, row-major: the target G+ − G− of each weight in siemens. */
+  weights: Float64Array;
+  /** c: 1 / (conductance per unit weight)² of each output. */
+  invK2: Float64Array;
+  /** k: weight of each input's error (its mean power), >= 0. */
+  power: Float64Array;
+  /** The faulty sites: slot indices and the interval of G+ − G− each can still reach, unflipped. */
+  siteRow: Int32Array;
+  siteCol: Int32Array;
+  siteLo: Float64Array;
+  siteHi: Float64Array;
+  /** Initial (naive) slots, distinct. */
+  rowSlot: Int32Array;
+  colSlot: Int32Array;
+  rounds: number;
+}
+
+export interface NativePlacement {
+  rowSlot: Int32Array;
+  rowFlip: Uint8Array;
+  colSlot: Int32Array;
+  colFlip: Uint8Array;
+}
+
 export interface NativeModule {
   Chip: new (program: NativeProgram) => NativeChip;
+  /** Solves every problem (on up to `threads` threads) and returns the improved slots. */
+  placeTiles(problems: NativePlacementProblem[], threads: number): NativePlacement[];
   /** Which matrix kernel the CPU selected at load: 'avx2-fma' or 'scalar'. */
   kernel(): string;
 }
