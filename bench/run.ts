@@ -12,6 +12,21 @@ import { writeArtifact } from '../artifact/write.js';
 import { packageRoot } from '../common/paths.js';
 import { InferenceSession, Tensor } from '../runtime/index.js';
 import { native } from '../native/index.js';
+import { generateDefects } from '../common/defects.js';
+import { loadProfile, type DeviceProfile } from '../common/profile.js';
+
+const hfo2 = loadProfile('hfo2-1t1r');
+/** hfo2-1t1r with its quantisation (levels, DAC, ADC, tiles) but none of its noise, drift or wire resistance. */
+const quantisedOnly: DeviceProfile = {
+  ...hfo2,
+  name: 'hfo2-1t1r-quantised',
+  read: { ...hfo2.read, sigma: 0, relative: 0 },
+  programming: { sigma: 0, relative: 0 },
+  drift: { ...hfo2.drift, nu: 0, nuSigma: 0 },
+  wire: { resistance: 0 },
+};
+/** A chip with 20 % stuck cells (half ON), for the all-non-idealities run and the remapping compile. */
+const chipFor = (tiles: number) => generateDefects(hfo2, { rate: 0.2, onFraction: 0.5, seed: 1, arrays: tiles });
 
 const root = packageRoot();
 const threads = Number(process.env['BENCH_THREADS'] ?? availableParallelism());
@@ -51,16 +66,18 @@ function randomInput(n: number): Float32Array {
   return x;
 }
 
-interface Row { net: string; batch: number; engine: string; ips: number; ratio?: number; target?: number }
+interface Row { net: string; batch: number; engine: string; ips: number; ratio?: number; target?: number; vsIdeal?: number; targetVsIdeal?: number }
 
 async function main() {
   console.log(`dendra bench: ${threads} thread(s) for both engines, kernel ${native().kernel()}, ${seconds} s per measurement\n`);
   const rows: Row[] = [];
   for (const net of nets) {
     const ortSession = await ort.InferenceSession.create(net.model, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
+    const tiles = compile(net.model, { device: 'hfo2-1t1r' }).arrays.length;
     const sessions = {
       'dendra ideal': await InferenceSession.create(writeArtifact(compile(net.model, { device: 'ideal' })), { threads }),
-      'dendra hfo2-1t1r': await InferenceSession.create(writeArtifact(compile(net.model, { device: 'hfo2-1t1r' })), { threads }),
+      'dendra quantised': await InferenceSession.create(writeArtifact(compile(net.model, { device: quantisedOnly })), { threads }),
+      'dendra all effects': await InferenceSession.create(writeArtifact(compile(net.model, { device: hfo2, defects: chipFor(tiles) })), { threads, time: 3600 }),
     };
     const features = net.dims.reduce((a, b) => a * b, 1);
     for (const batch of [1, 256]) {
@@ -69,22 +86,30 @@ async function main() {
       const ortFeed = { [ortSession.inputNames[0]!]: new ort.Tensor('float32', x, dims) };
       const ortIps = batch * (await rate(() => ortSession.run(ortFeed)));
       rows.push({ net: net.name, batch, engine: 'onnxruntime-node', ips: ortIps });
+      let idealIps = 0;
       for (const [engine, s] of Object.entries(sessions)) {
         const feed = { [s.inputNames[0]!]: new Tensor('float32', x, dims) };
         const ips = batch * (await rate(() => s.run(feed)));
-        const target = batch === 256 && net.name === '784-500-10' ? (engine.endsWith('ideal') ? 0.5 : 0.3) : undefined;
-        rows.push({ net: net.name, batch, engine, ips, ratio: ips / ortIps, target });
+        if (engine === 'dendra ideal') idealIps = ips;
+        const main = batch === 256 && net.name === '784-500-10';
+        const target = main && engine === 'dendra ideal' ? 0.5 : main && engine === 'dendra quantised' ? 0.3 : undefined;
+        const all = engine === 'dendra all effects';
+        rows.push({ net: net.name, batch, engine, ips, ratio: ips / ortIps, target, vsIdeal: all ? ips / idealIps : undefined, targetVsIdeal: all && batch === 256 ? 0.5 : undefined });
       }
     }
     await ortSession.release();
     for (const s of Object.values(sessions)) await s.release();
   }
 
-  console.log('network       batch  engine              inferences/s   vs onnxruntime   target');
+  console.log('engines: dendra ideal = ideal profile; quantised = hfo2-1t1r arrays, levels, DAC and ADC only;');
+  console.log('         all effects = hfo2-1t1r with programming error, read noise, drift (1 h), IR drop and 20 % stuck cells\n');
+  console.log('network       batch  engine              inferences/s   vs onnxruntime   target          vs dendra ideal   target');
   for (const r of rows) {
     const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`;
     const target = r.target === undefined ? '' : `≥ ${r.target}× ${r.ratio! >= r.target ? 'met' : 'MISSED'}`;
-    console.log(`${r.net.padEnd(13)} ${String(r.batch).padStart(5)}  ${r.engine.padEnd(18)} ${Math.round(r.ips).toString().padStart(13)}   ${ratio.padStart(14)}   ${target}`);
+    const vs = r.vsIdeal === undefined ? '' : `${r.vsIdeal.toFixed(2)}×`;
+    const tv = r.targetVsIdeal === undefined ? '' : `≥ ${r.targetVsIdeal}× ${r.vsIdeal! >= r.targetVsIdeal ? 'met' : 'MISSED'}`;
+    console.log(`${r.net.padEnd(13)} ${String(r.batch).padStart(5)}  ${r.engine.padEnd(18)} ${Math.round(r.ips).toString().padStart(13)}   ${ratio.padStart(14)}   ${target.padEnd(14)}  ${vs.padStart(15)}   ${tv}`);
   }
 
   // Compile time of the 3072-500-10 network (ONNX bytes → artifact bytes), median of 5.
@@ -101,6 +126,17 @@ async function main() {
     compileTimes[device] = times[2]!;
     console.log(`  ${device.padEnd(10)} ${times[2]!.toFixed(0)} ms   target < 1000 ms ${times[2]! < 1000 ? 'met' : 'MISSED'}`);
   }
+  // Remapping: the same network on a chip with 20 % stuck cells (map generated in memory), median of 3.
+  const chip = chipFor(compile(nets[1]!.model, { device: 'hfo2-1t1r' }).arrays.length);
+  const remapTimes: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    writeArtifact(compile(nets[1]!.model, { device: 'hfo2-1t1r', defects: chip, remap: 'auto' }));
+    remapTimes.push(performance.now() - t0);
+  }
+  remapTimes.sort((a, b) => a - b);
+  compileTimes['hfo2-1t1r remapped, 20 % stuck'] = remapTimes[1]!;
+  console.log(`  hfo2-1t1r on a chip with 20 % stuck cells, remap auto: ${remapTimes[1]!.toFixed(0)} ms   target < 2000 ms ${remapTimes[1]! < 2000 ? 'met' : 'MISSED'}`);
   mkdirSync(join(root, 'out'), { recursive: true });
   writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes }, null, 2));
   console.log('\nwritten: out/bench.json');
