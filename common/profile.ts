@@ -37,6 +37,24 @@ export interface DeviceProfile {
   wire: { resistance: number };
   /** Conductances (S) at which stuck-ON and stuck-OFF cells sit. */
   stuck: { on: number; off: number };
+  /**
+   * How the cells respond to programming pulses (a board or the emulator), or null where the profile does
+   * not say. SET (positive amplitude) with gate voltage Vg: G ← max(G, slope·Vg + offset) + N(0, noise²),
+   * Vg clipped to `gate`; RESET (negative amplitude a): G ← Gmin + (G − Gmin)·exp(−(|a| − threshold)/scale)
+   * for |a| > threshold (a full RESET for large |a|). Each cell's slope and offset carry a device-to-device
+   * factor N(1, variation²).
+   */
+  pulse: {
+    slope: number;
+    offset: number;
+    gate: [number, number];
+    threshold: number;
+    scale: number;
+    amplitude: [number, number];
+    width: [number, number];
+    noise: number;
+    variation: number;
+  } | null;
   /** Input DAC resolution (bits, signed, per-sample abs-max scaling); 0 = ideal. */
   dac: { bits: number };
   /** Output ADC resolution per array column; full scale = range × the tile's worst-case column current. */
@@ -154,6 +172,27 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   const adcBits = number(c, 'bits', 'adc.bits', bitsRule, '0 (ideal) or an integer from 2 to 16');
   const range = c['range'] === undefined ? 1 : number(c, 'range', 'adc.range', (x) => x > 0 && x <= 1, 'a fraction in (0, 1]');
   const citeRaw = root['cite'] === undefined ? {} : obj(root['cite'], 'cite');
+  let pulse: DeviceProfile['pulse'] = null;
+  if (root['pulse'] !== undefined && root['pulse'] !== null) {
+    const pu = obj(root['pulse'], 'pulse');
+    const range = (key: string, check: (x: number) => boolean, rule: string): [number, number] => {
+      const v = pu[key];
+      if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => typeof x === "number" && check(x)) || (v[0] as number) > (v[1] as number)) bad(`pulse.${key}`, `must be [low, high] with ${rule}`);
+      return [(v as number[])[0]!, (v as number[])[1]!];
+    };
+    const pos = (x: number) => Number.isFinite(x) && x > 0;
+    pulse = {
+      slope: number(pu, 'slope', 'pulse.slope', pos, 'siemens per volt, > 0'),
+      offset: number(pu, 'offset', 'pulse.offset', (x) => x >= 0 && x < 1, 'siemens, >= 0'),
+      gate: range('gate', pos, 'volts > 0'),
+      threshold: number(pu, 'threshold', 'pulse.threshold', (x) => x >= 0, 'volts, >= 0'),
+      scale: number(pu, 'scale', 'pulse.scale', pos, 'volts, > 0'),
+      amplitude: range('amplitude', pos, 'volts > 0'),
+      width: range('width', pos, 'seconds > 0'),
+      noise: number(pu, 'noise', 'pulse.noise', (x) => x >= 0 && x < 1, 'siemens, >= 0'),
+      variation: number(pu, 'variation', 'pulse.variation', (x) => x >= 0 && x < 1, 'a fraction from 0 to 1'),
+    };
+  }
   const cite: Record<string, string> = {};
   for (const [k, v] of Object.entries(citeRaw)) {
     if (typeof v !== 'string') bad(`cite.${k}`, 'must be a string');
@@ -170,6 +209,7 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     drift,
     wire,
     stuck,
+    pulse,
     dac: { bits: dacBits },
     adc: { bits: adcBits, range },
     cite,

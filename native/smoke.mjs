@@ -582,15 +582,22 @@ time('784-500-10 one tile/layer, ideal, batch 1', new Chip(mlp('single')), 1, 0.
     driftNuSigma: 0.005, driftT0: 1, time: 3600, wireResistance: 1 };
   const noisy = { ...tiled, physics, arrays: tiled.arrays.map((a) => ({ ...a, stuck: randomStuck(a.rows * a.cols, 0.01) })) };
   const ideal = new Chip(tiled), real = new Chip(noisy);
+  // Paired rounds (ideal, then the same with physics, back to back): the median of the per-round ratios is
+  // robust to a machine whose speed changes under other load; the best rates are shown too.
+  const ratios = [];
   let [bestIdeal, bestReal] = [0, 0];
-  for (let round = 0; round < 4; round++) {
-    bestIdeal = Math.max(bestIdeal, time('', ideal, 256, 0.75, true));
-    bestReal = Math.max(bestReal, time('', real, 256, 0.75, true));
+  for (let round = 0; round < 7; round++) {
+    const ri = time('', ideal, 256, 0.4, true), rr = time('', real, 256, 0.4, true);
+    ratios.push(rr / ri);
+    bestIdeal = Math.max(bestIdeal, ri);
+    bestReal = Math.max(bestReal, rr);
   }
-  const ratio = bestReal / bestIdeal;
+  ratios.sort((x, y) => x - y);
+  const ratio = ratios[3];
   console.log(`perf 784-500-10 128x64 tiles, 8-bit DAC/ADC, batch 256, ideal: ${bestIdeal.toFixed(0)} inferences/s; ` +
-    `all non-idealities (read noise, programming error, drift, IR drop, 1% stuck): ${bestReal.toFixed(0)} inferences/s`);
-  check(ratio >= 0.5, `throughput with every non-ideality / ideal = ${ratio.toFixed(3)} (must be >= 0.5)`);
+    `all non-idealities (read noise, programming error, drift, IR drop, 1% stuck): ${bestReal.toFixed(0)} inferences/s ` +
+    `(per-round ratios ${ratios.map((r) => r.toFixed(3)).join(' ')})`);
+  check(ratio >= 0.5, `throughput with every non-ideality / ideal = ${ratio.toFixed(3)} (median of paired rounds; must be >= 0.5)`);
 }
 
 console.log(failures ? `${failures} FAILED` : 'all smoke checks passed');
