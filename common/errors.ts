@@ -30,6 +30,8 @@ export class ProfileError extends DendraError {}
 export class InputError extends DendraError {}
 /** The native simulator or a device refused something. */
 export class DeviceError extends DendraError {}
+/** The link to a board failed (timeouts, damaged frames, disconnects) after the driver's retries. */
+export class LinkError extends DeviceError {}
 
 /** `file: message` when the error knows its file and the message does not already name it. */
 export function describe(err: unknown): string {

@@ -137,6 +137,8 @@ export interface IdentifyResponse {
   protocol: number;
   firmware: string;
   board: string;
+  /** A stable identifier of this chip (a scan records it; deploy refuses an artifact placed for another chip). */
+  serial: string;
   cellType: '1T1R';
   /** The device profile the chip follows (its name); the full profile is not sent. */
   device: string;

@@ -1,0 +1,229 @@
+/**
+ * Deploy: program every conductance of an artifact onto a board with program-and-verify, array by array:
+ * read the array, pulse every cell outside the tolerance towards its target (pulses.ts), read again, up to
+ * `maxAttempts` rounds; cells still outside are reported and become defects. The board is marked
+ * 'programming' before the first pulse and 'ready' only after every array has been programmed and
+ * verified, so a half-programmed network is never marked ready. A dropped link is survived: the
+ * driver retries each request, and if it gives up, deploy reconnects and resumes at the array it was on
+ * (reading back first, so nothing is programmed twice).
+ */
+import type { Artifact } from '../../../artifact/format.js';
+import { readArtifact } from '../../../artifact/read.js';
+import type { DefectMap, Fault } from '../../../common/defects.js';
+import { DeviceError, LinkError } from '../../../common/errors.js';
+import type { Board, Pulses } from './board.js';
+import { choosePulse } from './pulses.js';
+
+export interface DeployOptions {
+  /** Acceptable |G − target| in siemens; default half the level spacing, at least the pulse noise. */
+  tolerance?: number;
+  maxAttempts?: number;
+  /** Re-program even if the board already holds a ready deployment of this artifact. */
+  force?: boolean;
+  /** Reconnects after the driver gave up on a request (default 3). */
+  reconnects?: number;
+  onProgress?: (arraysDone: number, arrays: number, cellsDone: number, cells: number) => void;
+}
+
+export interface FailedCell {
+  array: number;
+  row: number;
+  col: number;
+  target: number;
+  reached: number;
+}
+
+export interface DeployReport {
+  artifact: string;
+  board: string;
+  serial: string;
+  device: string;
+  arrays: number;
+  cells: number;
+  /** Cells that needed no pulse at all. */
+  alreadyWithin: number;
+  /** Known stuck cells (from the artifact's chip map) that were not programmed. */
+  skippedStuck: number;
+  failed: FailedCell[];
+  pulses: number;
+  rounds: number;
+  reconnects: number;
+  seconds: number;
+  tolerance: number;
+  /** Final G − target over the programmed cells, in µS: histogram bin edges and counts. */
+  errorHistogram: { edges: number[]; counts: number[] };
+  /** Largest |G − target| over the cells that did not fail, µS. */
+  maxErrorMicroSiemens: number;
+  skipped?: 'already-deployed';
+}
+
+/** The artifact's identity: hex SHA-256 trailer of its file. */
+export function artifactId(bytes: Uint8Array): string {
+  return Buffer.from(bytes.subarray(bytes.length - 32)).toString('hex');
+}
+
+export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, options: DeployOptions = {}): Promise<{ report: DeployReport; defects: DefectMap }> {
+  const artifact = readArtifact(bytes);
+  const id = artifactId(bytes);
+  const profile = artifact.profile;
+  const pulse = profile.pulse;
+  if (!pulse) throw new DeviceError(`device profile '${profile.name}' has no pulse model; dendra cannot program it`);
+  const levels = profile.conductance.levels;
+  const spacing = levels ? (profile.conductance.max - profile.conductance.min) / (levels - 1) : 0;
+  const tolerance = options.tolerance ?? Math.max(spacing / 2, pulse.noise);
+  const maxAttempts = options.maxAttempts ?? 12;
+  const started = performance.now();
+
+  let board = await connect();
+  const identity = await board.identify();
+  checkCompatible(artifact, identity, board.url);
+  const status = await board.status();
+  if (!options.force && status.deployment?.artifact === id && status.deployment.state === 'ready') {
+    await board.close();
+    const report = emptyReport(artifact, id, board.url, identity, tolerance);
+    report.skipped = 'already-deployed';
+    return { report, defects: defectsAfter(artifact, identity, [], board.url) };
+  }
+
+  const report = emptyReport(artifact, id, board.url, identity, tolerance);
+  const failed: FailedCell[] = [];
+  const errors: number[] = [];
+  const cellsTotal = artifact.arrays.reduce((s, a) => s + a.rows * a.cols, 0);
+  let cellsDone = 0;
+  let reconnectsLeft = options.reconnects ?? 3;
+
+  /** Runs one step, reconnecting and retrying the step when the driver gives up on the link. */
+  const withLink = async <T>(step: (b: Board) => Promise<T>): Promise<T> => {
+    for (;;) {
+      try {
+        return await step(board);
+      } catch (e) {
+        if (!(e instanceof LinkError) || reconnectsLeft-- <= 0) throw e;
+        report.reconnects++;
+        await board.close().catch(() => {});
+        board = await connect();
+      }
+    }
+  };
+
+  await withLink((b) => b.mark({ artifact: id, state: 'programming' }));
+  for (const [i, a] of artifact.arrays.entries()) {
+    const chipArray = a.chipArray ?? i;
+    const region = { array: chipArray, row: 0, col: 0, rows: a.rows, cols: a.cols };
+    const target = a.conductance;
+    const skip = (cell: number) => a.stuck !== undefined && a.stuck[cell] !== 0;
+    let g = await withLink((b) => b.read(region));
+    for (let cell = 0; cell < target.length; cell++) {
+      if (skip(cell)) report.skippedStuck++;
+      else if (Math.abs(g[cell]! - target[cell]!) <= tolerance) report.alreadyWithin++;
+    }
+    for (let round = 0; round < maxAttempts; round++) {
+      const out: number[] = [];
+      for (let cell = 0; cell < target.length; cell++) if (!skip(cell) && Math.abs(g[cell]! - target[cell]!) > tolerance) out.push(cell);
+      if (out.length === 0) break;
+      const pulses: Pulses = { row: new Int32Array(out.length), col: new Int32Array(out.length), amplitude: new Float32Array(out.length), gate: new Float32Array(out.length) };
+      out.forEach((cell, n) => {
+        const choice = choosePulse(profile, g[cell]!, target[cell]!);
+        pulses.row[n] = Math.floor(cell / a.cols);
+        pulses.col[n] = cell % a.cols;
+        pulses.amplitude[n] = choice.amplitude;
+        pulses.gate[n] = choice.gate;
+      });
+      await withLink((b) => b.pulse(chipArray, Math.min(pulse.width[1], pulse.width[0] * 10), pulses));
+      report.pulses += out.length;
+      report.rounds = Math.max(report.rounds, round + 1);
+      g = await withLink((b) => b.read(region));
+    }
+    for (let cell = 0; cell < target.length; cell++) {
+      if (skip(cell)) continue;
+      const err = g[cell]! - target[cell]!;
+      if (Math.abs(err) > tolerance) failed.push({ array: chipArray, row: Math.floor(cell / a.cols), col: cell % a.cols, target: target[cell]!, reached: g[cell]! });
+      else errors.push(err * 1e6);
+    }
+    cellsDone += target.length;
+    options.onProgress?.(i + 1, artifact.arrays.length, cellsDone, cellsTotal);
+  }
+  await withLink((b) => b.mark({ artifact: id, state: 'ready' }));
+  await board.close();
+
+  report.failed = failed;
+  report.seconds = (performance.now() - started) / 1000;
+  report.errorHistogram = histogram(errors, tolerance * 1e6);
+  report.maxErrorMicroSiemens = errors.reduce((m, e) => Math.max(m, Math.abs(e)), 0);
+  return { report, defects: defectsAfter(artifact, identity, failed, board.url) };
+}
+
+
+function checkCompatible(artifact: Artifact, identity: Awaited<ReturnType<Board['identify']>>, url: string): void {
+  const p = artifact.profile;
+  if (identity.device !== p.name) throw new DeviceError(`the artifact was compiled for '${p.name}', but the board at ${url} is a '${identity.device}' chip`);
+  const serial = artifact.chip?.origin?.['serial'];
+  if (typeof serial === 'string' && serial !== identity.serial) {
+    throw new DeviceError(`the artifact was placed around the defects of chip ${serial}, but the board at ${url} is chip ${identity.serial}; scan this chip and recompile`);
+  }
+  for (const [i, a] of artifact.arrays.entries()) {
+    const chipArray = a.chipArray ?? i;
+    const g = identity.arrays[chipArray];
+    if (!g) throw new DeviceError(`the artifact needs chip array ${chipArray}, but the board at ${url} has ${identity.arrays.length} arrays`);
+    if (g.rows !== a.rows || g.cols !== a.cols) throw new DeviceError(`artifact array ${i} is ${a.rows} × ${a.cols}, but chip array ${chipArray} is ${g.rows} × ${g.cols}`);
+  }
+}
+
+function emptyReport(artifact: Artifact, id: string, url: string, identity: Awaited<ReturnType<Board['identify']>>, tolerance: number): DeployReport {
+  return {
+    artifact: id,
+    board: url,
+    serial: identity.serial,
+    device: identity.device,
+    arrays: artifact.arrays.length,
+    cells: artifact.arrays.reduce((s, a) => s + a.rows * a.cols, 0),
+    alreadyWithin: 0,
+    skippedStuck: 0,
+    failed: [],
+    pulses: 0,
+    rounds: 0,
+    reconnects: 0,
+    seconds: 0,
+    tolerance,
+    errorHistogram: { edges: [], counts: [] },
+    maxErrorMicroSiemens: 0,
+  };
+}
+
+function histogram(values: number[], halfWidth: number): { edges: number[]; counts: number[] } {
+  const bins = 20;
+  const edges = Array.from({ length: bins + 1 }, (_, i) => -halfWidth + (2 * halfWidth * i) / bins);
+  const counts = new Array<number>(bins).fill(0);
+  for (const v of values) counts[Math.min(bins - 1, Math.max(0, Math.floor(((v + halfWidth) / (2 * halfWidth)) * bins)))]!++;
+  return { edges, counts };
+}
+
+/** The chip's defect map after deploying: the artifact's known stuck cells plus the cells that failed. */
+function defectsAfter(artifact: Artifact, identity: Awaited<ReturnType<Board['identify']>>, failed: FailedCell[], url: string): DefectMap {
+  const arrays = identity.arrays.map((g) => ({ rows: g.rows, cols: g.cols, faults: [] as Fault[] }));
+  const seen = new Set<string>();
+  const add = (array: number, row: number, col: number, state: 'on' | 'off', g: number) => {
+    const key = `${array}:${row}:${col}`;
+    if (seen.has(key) || !arrays[array]) return;
+    seen.add(key);
+    arrays[array]!.faults.push([row, col, state, Math.max(0, g)]);
+  };
+  artifact.arrays.forEach((a, i) => {
+    if (!a.stuck) return;
+    const chipArray = a.chipArray ?? i;
+    for (let cell = 0; cell < a.stuck.length; cell++) {
+      if (a.stuck[cell]) add(chipArray, Math.floor(cell / a.cols), cell % a.cols, a.stuck[cell] === 1 ? 'on' : 'off', a.conductance[cell]!);
+    }
+  });
+  // A cell that would not come down to its target behaves as stuck ON; one that would not rise, as stuck OFF.
+  for (const f of failed) add(f.array, f.row, f.col, f.reached > f.target ? 'on' : 'off', f.reached);
+  for (const a of arrays) a.faults.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  return {
+    format: 'dendra-defects',
+    version: 1,
+    device: identity.device,
+    arrays,
+    origin: { ...(artifact.chip?.origin ?? {}), deploy: url, serial: identity.serial, date: new Date().toISOString(), note: 'known stuck cells plus cells that failed program-and-verify' },
+  };
+}
+
