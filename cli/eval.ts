@@ -10,6 +10,8 @@ export interface EvalArgs {
   seed?: number;
   threads?: number;
   time?: number;
+  /** Board URL: evaluate on the device backend instead of the simulator. */
+  device?: string;
 }
 
 export interface EvalReport {
@@ -39,7 +41,7 @@ export function readLabels(file: string, n: number): Int32Array {
 }
 
 export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalReport> {
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
   try {
     const { x, n } = readInputs(session, opts.input);
     const labels = readLabels(opts.labels, n);

@@ -12,6 +12,7 @@ import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
 import { defectsGenerateCommand } from './defects.js';
 import { sweepCommand } from './sweep.js';
+import { emulateCommand } from './emulate.js';
 import { parseIntOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -20,6 +21,7 @@ const timeOption = () => new Option('--time <seconds>', 'seconds since the chip 
   if (!(Number.isFinite(t) && t >= 0)) throw new InputError(`--time must be a number of seconds >= 0 (got '${v}')`);
   return t;
 });
+const boardOption = () => new Option('--device <URL>', 'run on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]) that `dendra deploy` programmed, instead of the simulator');
 const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
 
 export function program(): Command {
@@ -56,6 +58,7 @@ export function program(): Command {
     .argument('<artifact>', 'the .dendra file')
     .requiredOption('--input <X.npy>', 'inputs: float32, float16, float64 or uint8, trailing dims = the model input')
     .requiredOption('--output <Y.npy>', 'where to write the outputs (float32)')
+    .addOption(boardOption())
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
@@ -67,6 +70,7 @@ export function program(): Command {
     .requiredOption('--input <X.npy>', 'inputs')
     .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
     .option('--json', 'print one JSON object (accuracy, n, ...)')
+    .addOption(boardOption())
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
@@ -95,6 +99,19 @@ export function program(): Command {
     .addOption(threadsOption())
     .option('--json', 'print one JSON object')
     .action((model: string, opts) => sweepCommand(model, opts));
+  cli.command('emulate')
+    .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
+    .option('--listen <tcp://HOST:PORT>', 'serve on TCP (port 0: a free port, printed)')
+    .option('--pty <PATH>', 'serve on a virtual serial pair (socat): clients open PATH')
+    .requiredOption('--device <name|profile.json>', 'device profile of the chip (needs a pulse section)')
+    .option('--defects <MAP.json>', "the chip's hidden stuck cells")
+    .option('--fault-rate <R>', 'or: a random fraction of stuck cells (as defects generate)')
+    .option('--on-fraction <F>', 'with --fault-rate: fraction of the stuck cells stuck ON (default 0.5)')
+    .addOption(new Option('--pattern <p>', 'with --fault-rate: where faults fall (default random)').choices(['random', 'rows', 'columns', 'clustered']))
+    .addOption(new Option('--seed <n>', 'seed of the stuck cells, the as-fabricated state, the noise and the link faults').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
+    .addOption(new Option('--arrays <n>', "arrays on the board (default: the defect map's, else the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
+    .option('--link-faults <spec>', 'inject link faults: drop=P,corrupt=P,disconnect-after=N')
+    .action((opts) => emulateCommand(opts));
   return cli;
 }
 

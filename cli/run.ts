@@ -8,10 +8,12 @@ export interface RunArgs {
   seed?: number;
   threads?: number;
   time?: number;
+  /** Board URL: run on the device backend instead of the simulator. */
+  device?: string;
 }
 
 export async function runCommand(artifact: string, opts: RunArgs): Promise<void> {
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
   try {
     const { x, n } = readInputs(session, opts.input);
     const y = await runAll(session, x.data, n);

@@ -2,18 +2,25 @@
  * InferenceSession, shaped like onnxruntime-node's: `create`, `run(feeds)`, `inputNames`, `outputNames`,
  * `inputMetadata`, `release()`; plus what only dendra has: the artifact's device profile and layout.
  */
+import { readFileSync } from 'node:fs';
 import { readArtifact, readArtifactFile, isArtifact } from '../artifact/read.js';
 import type { Artifact } from '../artifact/format.js';
-import { InputError, DeviceError } from '../common/errors.js';
+import { ArtifactError, InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
 import type { NativeChip } from '../native/index.js';
 import { createSimChip } from './backends/sim.js';
+import { DeviceBackend } from './backends/device/backend.js';
+import type { ClientOptions } from './backends/device/client.js';
 import { Tensor } from './tensor.js';
 import { f16round, getFloat16 } from '@petamoriken/float16';
 
 export interface SessionOptions {
-  /** 'sim' (the native simulator) is the only backend so far. */
-  backend?: 'sim';
+  /** 'sim' (the native simulator, default) or 'device' (a board programmed by `dendra deploy`, at `device`). */
+  backend?: 'sim' | 'device';
+  /** The board for backend 'device': tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]. Implies backend 'device'. */
+  device?: string;
+  /** Link settings of the device backend (timeoutMs, retries, maxChunkBytes). */
+  link?: ClientOptions;
   /** Seed of the simulator's random number generator (noise, stuck cells): same seed, same results. */
   seed?: number;
   /** Threads used for a batch; default: all cores. */
@@ -40,11 +47,15 @@ export class InferenceSession {
   readonly outputMetadata: readonly ValueMetadata[];
   readonly artifact: Artifact;
   #chip: NativeChip | undefined;
+  /** Set for backend 'device' (then #chip is undefined). */
+  #device: DeviceBackend | undefined;
+  #released = false;
   readonly #macsPerSample: number;
 
-  private constructor(artifact: Artifact, chip: NativeChip) {
+  private constructor(artifact: Artifact, chip: NativeChip | undefined, device?: DeviceBackend) {
     this.artifact = artifact;
     this.#chip = chip;
+    this.#device = device;
     const batchName = typeof artifact.input.shape[0] === 'string' ? artifact.input.shape[0] : 'batch';
     this.inputNames = [artifact.input.name];
     this.outputNames = [artifact.output.name];
@@ -55,8 +66,15 @@ export class InferenceSession {
 
   /** Opens a compiled artifact (.dendra path or bytes). */
   static async create(pathOrBytes: string | Uint8Array, options: SessionOptions = {}): Promise<InferenceSession> {
-    const backend = options.backend ?? 'sim';
-    if (backend !== 'sim') throw new InputError(`backend '${String(backend)}' is not available (supported: sim)`);
+    const backend = options.backend ?? (options.device !== undefined ? 'device' : 'sim');
+    if (backend !== 'sim' && backend !== 'device') throw new InputError(`backend '${String(backend)}' is not available (supported: sim, device)`);
+    if (backend === 'device') {
+      if (typeof options.device !== 'string' || !options.device) throw new InputError("backend 'device' needs the board's URL: { device: 'tcp://HOST:PORT' | 'serial:///dev/ttyX' }");
+      const simOnly = (['seed', 'threads', 'time'] as const).filter((k) => options[k] !== undefined);
+      if (simOnly.length > 0) throw new InputError(`${simOnly.join(', ')} apply to the simulator only, not to backend 'device'`);
+    } else if (options.device !== undefined) {
+      throw new InputError(`device '${options.device}' needs backend 'device' (got '${backend}')`);
+    }
     if (options.seed !== undefined && !(Number.isInteger(options.seed) && options.seed >= 0 && options.seed <= 0xffffffff)) {
       throw new InputError(`seed must be an integer from 0 to 4294967295 (got ${options.seed})`);
     }
@@ -67,6 +85,26 @@ export class InferenceSession {
       throw new InputError(`time must be a number of seconds >= 0 (got ${options.time})`);
     }
     let artifact: Artifact;
+    if (backend === 'device') {
+      // The board is checked against the file's bytes (its SHA-256 trailer), so keep them.
+      let bytes: Uint8Array;
+      let file: string | undefined;
+      if (typeof pathOrBytes === 'string') {
+        file = pathOrBytes;
+        try {
+          bytes = readFileSync(pathOrBytes);
+        } catch (e) {
+          throw new ArtifactError(`cannot read artifact: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+        }
+      } else if (pathOrBytes instanceof Uint8Array) {
+        bytes = pathOrBytes;
+      } else {
+        throw new InputError('InferenceSession.create takes a .dendra path or its bytes');
+      }
+      if (!isArtifact(bytes)) throw new InputError('the bytes are not a dendra artifact; compile an ONNX model with `dendra compile` (or compile()) first');
+      artifact = readArtifact(bytes, file);
+      return new InferenceSession(artifact, undefined, await DeviceBackend.open(artifact, bytes, { device: options.device!, link: options.link, file }));
+    }
     if (typeof pathOrBytes === 'string') {
       artifact = readArtifactFile(pathOrBytes);
     } else if (pathOrBytes instanceof Uint8Array) {
@@ -85,29 +123,47 @@ export class InferenceSession {
   /** Runs a batch. Feeds: { [inputName]: Tensor } with dims [batch, ...input dims]. */
   async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor<'float32'>>> {
     const chip = this.#chip;
-    if (!chip) throw new DeviceError('session was released');
+    const device = this.#device;
+    if (this.#released || (!chip && !device)) throw new DeviceError('session was released');
     const { input, batch } = this.#checkFeeds(feeds);
     const macs = batch * this.#macsPerSample;
-    const out = macs <= SYNC_MACS ? chip.runSync(input, batch) : await chip.run(input, batch);
+    const out = device ? await device.run(input, batch) : macs <= SYNC_MACS ? chip!.runSync(input, batch) : await chip!.run(input, batch);
     return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
   }
 
   /**
    * Device state: the conductances (S, row-major) array `index` of the artifact actually holds on this
-   * session's chip, after programming error, stuck cells and drift.
+   * session's chip, after programming error, stuck cells and drift. Simulator only: with backend 'device'
+   * it throws; use `readConductances`, which reads the board.
    */
   conductances(index: number): Float32Array {
     const chip = this.#chip;
+    if (this.#device) throw new InputError("conductances() is synchronous and simulator-only; with backend 'device' use `await session.readConductances(i)`, which reads the board");
     if (!chip) throw new DeviceError('session was released');
-    if (!Number.isInteger(index) || index < 0 || index >= this.artifact.arrays.length) {
-      throw new InputError(`array index ${index} is outside 0..${this.artifact.arrays.length - 1}`);
-    }
+    this.#checkArrayIndex(index);
     return chip.conductances(index);
   }
 
+  /** The conductances array `index` of the artifact holds, on either backend: read back from the board for 'device'. */
+  async readConductances(index: number): Promise<Float32Array> {
+    if (this.#released || (!this.#chip && !this.#device)) throw new DeviceError('session was released');
+    this.#checkArrayIndex(index);
+    return this.#device ? this.#device.readConductances(index) : this.#chip!.conductances(index);
+  }
+
   async release(): Promise<void> {
+    this.#released = true;
     this.#chip?.release();
     this.#chip = undefined;
+    const device = this.#device;
+    this.#device = undefined;
+    await device?.release();
+  }
+
+  #checkArrayIndex(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.artifact.arrays.length) {
+      throw new InputError(`array index ${index} is outside 0..${this.artifact.arrays.length - 1}`);
+    }
   }
 
   #checkFeeds(feeds: Record<string, Tensor>): { input: Float32Array; batch: number } {

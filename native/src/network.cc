@@ -1,7 +1,6 @@
 #include "network.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -290,14 +289,12 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
             packedGroupSq = static_cast<size_t>(-1);
           }
         }
-        static const int dbg = getenv("DENDRA_DBG") ? atoi(getenv("DENDRA_DBG")) : 0;
-        if (readNoise_ && (dbg & 4)) noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, ldc);
+        if (readNoise_)  // I += sqrt(S) * N(0, 1), before the ADC
+          noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, ldc);
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;
           float* arow = acc + i * outF;
-          if (readNoise_ && !(dbg & 4))  // I += sqrt(S) * N(0, 1), before the ADC (row by row: the row stays in L1)
-            noiseKernel_.add(&s.noise[static_cast<size_t>(i)], 1, crow, s.cvar.data() + i * ldc, ldc, ldc);
           if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
           if (tile.contiguousOutput) {
             float* dst = arow + oi[0];

@@ -26,23 +26,30 @@ void seed(RowState& st, uint64_t key) {
 
 namespace {
 
-// Box-Muller with the factor 1/2 folded in: h = -ln(u) = r²/2 and the unit vector (cos, sin)(b + pi/4) =
-// ((cos b - sin b), (sin b + cos b)) / sqrt(2) for b uniform in [-pi/4, pi/4), so that
-//   x = sqrt(h) * (cos b - sin b),  y = sqrt(h) * (sin b + cos b)
-// are two independent N(0, 1) values once each gets a random sign (the signs spread b + pi/4 over the circle).
-// ln(u) = k ln 2 + ln(1 + t), t in [sqrt(1/2) - 1, sqrt(2) - 1); -ln(1 + t) = t * P(t), P a degree-5 fit
-// (|error| < 2e-6); sin and cos of b by degree-5 / degree-6 fits (|error| < 1e-6). Both kernels evaluate the
-// same formulas; the AVX2 one fuses multiply-adds and takes sqrt(v) as v * rsqrt(v) (the hardware estimate,
-// relative error < 4e-4 on the amplitude), so the two agree to that.
+// Box-Muller with the factor 1/2 folded in. From a 32-bit word H and 16 bits A of a second word:
+//   u = (2 (H >> 1) + 1) / 2^32 in (0, 1) (31 bits; as float, so at most 1), h = -ln(u) = r² / 2;
+//   b = pi/2 * (1 + F / 2^15) - 3 pi/4 in [-pi/4, pi/4) from F = the low 15 bits of A;
+//   x = ±sqrt(h) (cos b - sin b),  y = ±sqrt(h) (sin b + cos b)
+// i.e. r (cos, sin)(b + pi/4) with b + pi/4 spread over the circle by the two random signs (x's from A's top
+// bit, y's from H's bit 0): two independent N(0, 1) values. ln(u) = k ln 2 + ln(1 + t) with t in
+// [sqrt(1/2) - 1, sqrt(2) - 1): -ln(1 + t) = t P(t), P a degree-5 fit (|error| < 2e-6); sin and cos of b by
+// degree-5 / degree-6 fits (|error| < 1e-6). Both kernels evaluate the same formulas; the AVX2 one fuses
+// multiply-adds and takes sqrt(v) as v * rsqrt(v) (the hardware estimate: relative error < 4e-4 on the
+// amplitude), so the two agree to that.
+//
+// Stream use per row and tile: blocks of 16 columns in pairs; a pair takes 3 steps (H of the first block,
+// H of the second, then the word whose low / high 16 bits are the first / second block's A); a last odd
+// block takes 2 steps (its H, then a word whose low 16 bits are its A).
 constexpr float kP0 = -1.000012755393982f, kP1 = 0.4998505115509033f, kP2 = -0.33225876092910767f,
                 kP3 = 0.2547248303890228f, kP4 = -0.22330033779144287f, kP5 = 0.143197163939476f;
 constexpr float kMinusLn2 = -0.6931471805599453f;
-constexpr uint32_t kSqrtHalfBits = 0x3F3504F3u;  // sqrt(1/2)
+constexpr uint32_t kSqrtHalfBits = 0x3F3504F3u;               // sqrt(1/2)
+constexpr uint32_t kLogOffset = kSqrtHalfBits + (31u << 23);  // bits(q) - this = bits(q / 2^31) - bits(sqrt(1/2))
 constexpr float kS1 = -0.16662833094596863f, kS2 = 0.008152991533279419f;
 constexpr float kC1 = -0.49999895691871643f, kC2 = 0.04165629297494888f, kC3 = -0.0013597821816802025f;
-// b = f * pi/2 - 3 pi/4 for f in [1, 2) built from 23 random mantissa bits
 constexpr float kHalfPi = 1.5707963267948966f, kMinus3QuarterPi = -2.356194490192345f;
 constexpr uint32_t kSignBit = 0x80000000u;
+constexpr uint32_t kAngleMask = 0x007FFF00u;  // 15 random bits at the top of the mantissa
 
 /** One xoshiro128+ step of all lanes. */
 inline void step(uint32_t (&s)[4][kLanes], uint32_t* out) {
@@ -71,39 +78,52 @@ inline uint32_t toBits(float f) {
 }
 
 /**
- * Box-Muller of one pair of words: h = -ln(u) (u from hi's top 31 bits, in (0, 1]) and the signed directions
- * (x, y) (b from lo's low 23 bits; x's sign from lo's bit 31, y's from hi's bit 0).
+ * Box-Muller of H and A (A's bits 0..14: angle, bit 15: x's sign): h = -ln(u) and the signed directions (x, y).
  */
-inline void boxMuller(uint32_t hi, uint32_t lo, float& h, float& x, float& y) {
-  const float u = static_cast<float>(static_cast<int32_t>(hi >> 1)) * 0x1p-31f + 0x1p-32f;
-  const int32_t ix = static_cast<int32_t>(toBits(u) - kSqrtHalfBits);
-  const int32_t k = ix >> 23;  // arithmetic: u = 2^k z, z in [sqrt(1/2), sqrt(2))
-  const float t = fromBits(toBits(u) - (static_cast<uint32_t>(ix) & 0xFF800000u)) - 1.0f;
+inline void boxMuller(uint32_t hw, uint32_t a, float& h, float& x, float& y) {
+  const float q = static_cast<float>(static_cast<int32_t>((hw >> 1) | 1u));  // u = q / 2^31
+  const uint32_t ix = toBits(q) - kLogOffset;
+  const float k = static_cast<float>(static_cast<int32_t>(ix) >> 23);  // u = 2^k z, z in [sqrt(1/2), sqrt(2))
+  const float t = fromBits((ix & 0x007FFFFFu) + kSqrtHalfBits) - 1.0f;
   const float poly = ((((kP5 * t + kP4) * t + kP3) * t + kP2) * t + kP1) * t + kP0;
-  h = std::max(0.0f, static_cast<float>(k) * kMinusLn2 + t * poly);  // >= 0 anyway, up to rounding
+  h = std::max(0.0f, k * kMinusLn2 + t * poly);  // >= 0 anyway, up to rounding
 
-  const float b = fromBits((lo & 0x007FFFFFu) | 0x3F800000u) * kHalfPi + kMinus3QuarterPi;
+  const float b = fromBits(((a << 8) & kAngleMask) | 0x3F800000u) * kHalfPi + kMinus3QuarterPi;
   const float b2 = b * b;
   const float sn = (kS2 * b2 + kS1) * (b * b2) + b;
   const float cs = ((kC3 * b2 + kC2) * b2 + kC1) * b2 + 1.0f;
-  x = fromBits(toBits(cs - sn) ^ (lo & kSignBit));
-  y = fromBits(toBits(sn + cs) ^ (hi << 31));
+  x = fromBits(toBits(cs - sn) ^ ((a << 16) & kSignBit));
+  y = fromBits(toBits(sn + cs) ^ (hw << 31));
+}
+
+/** One block: 16 columns at c / s from the H words and the A half-words (shift 0: low 16 bits, 16: high). */
+inline void blockScalar(const uint32_t* hw, const uint32_t* aw, int shift, float* c, const float* s) {
+  for (int l = 0; l < kLanes; ++l) {
+    float h, x, y;
+    boxMuller(hw[l], aw[l] >> shift, h, x, y);
+    c[l] += std::sqrt(s[l] * h) * x;
+    c[kLanes + l] += std::sqrt(s[kLanes + l] * h) * y;
+  }
 }
 
 void addScalar(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t cols) {
+  const int64_t nb = cols / kBlock;
   for (int64_t i = 0; i < rows; ++i) {
     float* ci = c + i * ld;
     const float* si = s + i * ld;
-    for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
-      uint32_t hi[kLanes], lo[kLanes];
-      step(st[i].s, hi);
-      step(st[i].s, lo);
-      for (int l = 0; l < kLanes; ++l) {
-        float h, x, y;
-        boxMuller(hi[l], lo[l], h, x, y);
-        ci[j0 + l] += std::sqrt(si[j0 + l] * h) * x;
-        ci[j0 + kLanes + l] += std::sqrt(si[j0 + kLanes + l] * h) * y;
-      }
+    uint32_t h0[kLanes], h1[kLanes], a[kLanes];
+    int64_t j = 0;
+    for (; j + 2 <= nb; j += 2) {
+      step(st[i].s, h0);
+      step(st[i].s, h1);
+      step(st[i].s, a);
+      blockScalar(h0, a, 0, ci + j * kBlock, si + j * kBlock);
+      blockScalar(h1, a, 16, ci + (j + 1) * kBlock, si + (j + 1) * kBlock);
+    }
+    if (j < nb) {
+      step(st[i].s, h0);
+      step(st[i].s, a);
+      blockScalar(h0, a, 0, ci + j * kBlock, si + j * kBlock);
     }
   }
 }
@@ -124,36 +144,38 @@ DENDRA_AVX2 inline __m256i stepAvx2(__m256i& s0, __m256i& s1, __m256i& s2, __m25
   return out;
 }
 
-/** One step's 16 columns at c / s: 8 Box-Muller pairs, x to c[0, 8), y to c[8, 16). */
-DENDRA_AVX2 inline void blockAvx2(__m256i hi, __m256i lo, float* c, const float* s) {
-  const __m256 u = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(hi, 1)), _mm256_set1_ps(0x1p-31f),
-                                   _mm256_set1_ps(0x1p-32f));
-  const __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(static_cast<int>(kSqrtHalfBits)));
+/** One block: 8 Box-Muller pairs, x to c[0, 8), y to c[8, 16). High: A in the high 16 bits of aw. */
+template <bool High>
+DENDRA_AVX2 inline void blockAvx2(__m256i hw, __m256i aw, float* c, const float* s) {
+  const __m256 q = _mm256_cvtepi32_ps(_mm256_or_si256(_mm256_srli_epi32(hw, 1), _mm256_set1_epi32(1)));
+  const __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(q), _mm256_set1_epi32(static_cast<int>(kLogOffset)));
   const __m256 t = _mm256_sub_ps(
-      _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_castps_si256(u),
-                                           _mm256_and_si256(ix, _mm256_set1_epi32(static_cast<int>(0xFF800000u))))),
+      _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x007FFFFF)),
+                                           _mm256_set1_epi32(static_cast<int>(kSqrtHalfBits)))),
       _mm256_set1_ps(1.0f));
-  const __m256 t2 = _mm256_mul_ps(t, t);  // Estrin: a shorter dependency chain than Horner
-  const __m256 p01 = _mm256_fmadd_ps(_mm256_set1_ps(kP1), t, _mm256_set1_ps(kP0));
-  const __m256 p23 = _mm256_fmadd_ps(_mm256_set1_ps(kP3), t, _mm256_set1_ps(kP2));
-  const __m256 p45 = _mm256_fmadd_ps(_mm256_set1_ps(kP5), t, _mm256_set1_ps(kP4));
-  const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, t2, p23), t2, p01);
-  // h >= 0: t * poly >= 0 for k = 0 (t <= 0), and k ln 2 outweighs ln(1 + t) for k < 0
+  __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kP5), t, _mm256_set1_ps(kP4));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kP3));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kP2));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kP1));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kP0));
+  // h >= 0: t * poly >= 0 for k = 0 (t <= 0), and -k ln 2 outweighs ln(1 + t) for k < 0
   const __m256 h = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23)), _mm256_set1_ps(kMinusLn2),
                                    _mm256_mul_ps(t, poly));
 
+  const __m256i mant = High ? _mm256_srli_epi32(aw, 8) : _mm256_slli_epi32(aw, 8);
+  const __m256i sign0 = High ? aw : _mm256_slli_epi32(aw, 16);
   const __m256 b = _mm256_fmadd_ps(
-      _mm256_castsi256_ps(
-          _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F800000))),
+      _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(mant, _mm256_set1_epi32(static_cast<int>(kAngleMask))),
+                                          _mm256_set1_epi32(0x3F800000))),
       _mm256_set1_ps(kHalfPi), _mm256_set1_ps(kMinus3QuarterPi));
   const __m256 b2 = _mm256_mul_ps(b, b);
   const __m256 sn = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(kS2), b2, _mm256_set1_ps(kS1)), _mm256_mul_ps(b, b2), b);
   __m256 cs = _mm256_fmadd_ps(_mm256_set1_ps(kC3), b2, _mm256_set1_ps(kC2));
   cs = _mm256_fmadd_ps(cs, b2, _mm256_set1_ps(kC1));
   cs = _mm256_fmadd_ps(cs, b2, _mm256_set1_ps(1.0f));
-  const __m256 x = _mm256_xor_ps(_mm256_sub_ps(cs, sn),
-                                 _mm256_castsi256_ps(_mm256_and_si256(lo, _mm256_set1_epi32(static_cast<int>(kSignBit)))));
-  const __m256 y = _mm256_xor_ps(_mm256_add_ps(sn, cs), _mm256_castsi256_ps(_mm256_slli_epi32(hi, 31)));
+  const __m256 x = _mm256_xor_ps(
+      _mm256_sub_ps(cs, sn), _mm256_castsi256_ps(_mm256_and_si256(sign0, _mm256_set1_epi32(static_cast<int>(kSignBit)))));
+  const __m256 y = _mm256_xor_ps(_mm256_add_ps(sn, cs), _mm256_castsi256_ps(_mm256_slli_epi32(hw, 31)));
 
   // c + sqrt(var * h) * dir with sqrt(v) = v * rsqrt(v) (0 stays 0)
   const __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(s), h);
@@ -165,6 +187,7 @@ DENDRA_AVX2 inline void blockAvx2(__m256i hi, __m256i lo, float* c, const float*
 }
 
 DENDRA_AVX2 void addAvx2(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t cols) {
+  const int64_t nb = cols / kBlock;
   for (int64_t i = 0; i < rows; ++i) {
     float* ci = c + i * ld;
     const float* si = s + i * ld;
@@ -172,10 +195,18 @@ DENDRA_AVX2 void addAvx2(RowState* st, int64_t rows, float* c, const float* s, i
     __m256i s1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(st[i].s[1]));
     __m256i s2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(st[i].s[2]));
     __m256i s3 = _mm256_load_si256(reinterpret_cast<const __m256i*>(st[i].s[3]));
-    for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
-      const __m256i hi = stepAvx2(s0, s1, s2, s3);
-      const __m256i lo = stepAvx2(s0, s1, s2, s3);
-      blockAvx2(hi, lo, ci + j0, si + j0);
+    int64_t j = 0;
+    for (; j + 2 <= nb; j += 2) {
+      const __m256i h0 = stepAvx2(s0, s1, s2, s3);
+      const __m256i h1 = stepAvx2(s0, s1, s2, s3);
+      const __m256i a = stepAvx2(s0, s1, s2, s3);
+      blockAvx2<false>(h0, a, ci + j * kBlock, si + j * kBlock);
+      blockAvx2<true>(h1, a, ci + (j + 1) * kBlock, si + (j + 1) * kBlock);
+    }
+    if (j < nb) {
+      const __m256i h0 = stepAvx2(s0, s1, s2, s3);
+      const __m256i a = stepAvx2(s0, s1, s2, s3);
+      blockAvx2<false>(h0, a, ci + j * kBlock, si + j * kBlock);
     }
     _mm256_store_si256(reinterpret_cast<__m256i*>(st[i].s[0]), s0);
     _mm256_store_si256(reinterpret_cast<__m256i*>(st[i].s[1]), s1);

@@ -3,10 +3,9 @@
 // Every sample (a row of the batch) owns a stream: 8 interleaved xoshiro128+ generators (one per AVX2
 // lane), seeded through splitmix64 from a key that depends only on (program seed, run number, the
 // sample's row in the batch). A sample draws from its stream in a fixed order (layer by layer, tile by
-// tile in execution order, 16 output columns per step), so its noise never depends on the thread or the
-// row block that computes it. Each step takes two 32-bit words per lane and turns them into two N(0, 1)
-// values by Box-Muller (31 bits for the radius, 22 bits for the angle within a quadrant, 3 bits for a
-// symmetry of the square: quarter turns and a reflection).
+// tile in execution order, blocks of 16 output columns), so its noise never depends on the thread or the
+// row block that computes it. Each block turns 48 bits per lane into two N(0, 1) values by Box-Muller
+// (31 bits for the radius, 15 for the angle, 2 signs); noise.cc has the exact bit layout and formulas.
 #pragma once
 
 #include <cstdint>

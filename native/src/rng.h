@@ -1,5 +1,6 @@
 // Per-instance pseudo-random generator (xoshiro256**, seeded through splitmix64).
-// Nothing draws from it yet; read noise and programming noise will.
+// Programming error and drift draw from it at construction (array by array, cell by cell); read noise
+// has its own per-sample streams (noise.h).
 #pragma once
 
 #include <cstdint>

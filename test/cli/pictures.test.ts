@@ -85,7 +85,7 @@ describe('inspect --png', () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/defect map of a hfo2-1t1r chip/);
     expect(r.out).toMatch(/arrays\s+2 of 128 × 64 \(16384 cells\)/);
-    expect(r.out).toContain(`${faults} stuck cells (rate ${((100 * faults) / 16384).toFixed(2)} %): ${on} ON at 276.8 uS, ${faults - on} OFF at 10.00 uS`);
+    expect(r.out).toContain(`${faults} stuck cells (rate ${((100 * faults) / 16384).toFixed(2)} %): ${on} ON at 250.0 uS, ${faults - on} OFF at 10.00 uS`);
     expect(r.out).toMatch(/origin\s+generator dendra defects generate, rate 0\.1, onFraction 0\.5, pattern random, seed 1/);
     const j = JSON.parse(dendra('inspect', mapFile, '--json').out);
     expect(j).toMatchObject({ kind: 'defects', device: 'hfo2-1t1r', arrays: 2, cells: 16384, faults, on, off: faults - on });

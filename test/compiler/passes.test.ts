@@ -22,7 +22,7 @@ describe('map-conductances', () => {
     }
   });
 
-  it('hfo2-1t1r: every device on one of 32 levels inside 0–276.8 µS, largest weight of a column at Gmax', () => {
+  it('hfo2-1t1r: every device on one of 32 levels inside the 0–250 µS window, largest weight of a column at Gmax', () => {
     const p = loadProfile('hfo2-1t1r');
     const step = p.conductance.max / 31;
     const mapped = mapConductances(model, p);

@@ -12,7 +12,7 @@ import { readArtifact } from '../../../artifact/read.js';
 import type { DefectMap, Fault } from '../../../common/defects.js';
 import { DeviceError, LinkError } from '../../../common/errors.js';
 import type { Board, Pulses } from './board.js';
-import { choosePulse } from './pulses.js';
+import { choosePulse, setLevel } from './pulses.js';
 
 export interface DeployOptions {
   /** Acceptable |G − target| in siemens; default half the level spacing, at least the pulse noise. */
@@ -113,6 +113,8 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
     const target = a.conductance;
     const skip = (cell: number) => a.stuck !== undefined && a.stuck[cell] !== 0;
     let g = await withLink((b) => b.read(region));
+    // Per cell: how its SETs have landed against the model (reached ÷ expected), to aim the next one.
+    const gain = new Float32Array(target.length).fill(1);
     for (let cell = 0; cell < target.length; cell++) {
       if (skip(cell)) report.skippedStuck++;
       else if (Math.abs(g[cell]! - target[cell]!) <= tolerance) report.alreadyWithin++;
@@ -123,7 +125,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
       if (out.length === 0) break;
       const pulses: Pulses = { row: new Int32Array(out.length), col: new Int32Array(out.length), amplitude: new Float32Array(out.length), gate: new Float32Array(out.length) };
       out.forEach((cell, n) => {
-        const choice = choosePulse(profile, g[cell]!, target[cell]!);
+        const choice = choosePulse(profile, g[cell]!, target[cell]!, gain[cell]!);
         pulses.row[n] = Math.floor(cell / a.cols);
         pulses.col[n] = cell % a.cols;
         pulses.amplitude[n] = choice.amplitude;
@@ -132,7 +134,14 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
       await withLink((b) => b.pulse(chipArray, Math.min(pulse.width[1], pulse.width[0] * 10), pulses));
       report.pulses += out.length;
       report.rounds = Math.max(report.rounds, round + 1);
+      const before = g;
       g = await withLink((b) => b.read(region));
+      out.forEach((cell, n) => {
+        // A SET that raised the cell tells how its response compares with the model.
+        if (pulses.amplitude[n]! > 0 && g[cell]! > before[cell]! + pulse.noise) {
+          gain[cell] = Math.min(2, Math.max(0.5, g[cell]! / setLevel(pulse, pulses.gate[n]!)));
+        }
+      });
     }
     for (let cell = 0; cell < target.length; cell++) {
       if (skip(cell)) continue;

@@ -170,8 +170,7 @@ export interface ReadRequest {
 /**
  * Pulse: SET (amplitude > 0) or RESET (amplitude < 0) pulses of one array, applied in order.
  * A pulse with col = -1 drives the whole row (every column, with the same gate voltage), as 1T1R rows are driven.
- * Request data (optional) = float32 gate voltages per pulse, overriding `gate` (one value per pulse).
- * Binary form for bulk programming: `cells` = n, data = n × (int32 row, int32 col, float32 amplitude, float32 gate).
+ * Request data = n × (int32 row, int32 col, float32 amplitude, float32 gate), n = `cells`, little-endian.
  */
 export interface PulseRequest {
   array: number;

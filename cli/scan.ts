@@ -1,0 +1,29 @@
+import { writeDefectMap } from '../common/defects.js';
+import { loadProfile } from '../common/profile.js';
+import { connectBoard } from '../runtime/backends/device/client.js';
+import { scan } from '../runtime/backends/device/scan.js';
+import { progressBar } from './progress.js';
+
+export interface ScanArgs {
+  device: string;
+  profile?: string;
+  output: string;
+}
+
+export async function scanCommand(opts: ScanArgs): Promise<void> {
+  const board = await connectBoard(opts.device);
+  try {
+    const id = await board.identify();
+    const profile = loadProfile(opts.profile ?? id.device);
+    const bar = progressBar('scanning', id.arrays.length, 'arrays');
+    const map = await scan(board, profile, { onProgress: (done) => bar.update(done) });
+    bar.stop();
+    writeDefectMap(opts.output, map);
+    const faults = map.arrays.reduce((s, a) => s + a.faults.length, 0);
+    const on = map.arrays.reduce((s, a) => s + a.faults.filter((f) => f[2] === 'on').length, 0);
+    const cells = map.arrays.reduce((s, a) => s + a.rows * a.cols, 0);
+    console.log(`scanned ${opts.device} (${id.device}, chip ${id.serial}): ${map.arrays.length} arrays, ${faults} stuck cells (${((100 * faults) / cells).toFixed(2)} %, ${on} ON / ${faults - on} OFF) -> ${opts.output}`);
+  } finally {
+    await board.close();
+  }
+}

@@ -1,0 +1,394 @@
+/**
+ * The board driver: protocol v1 (protocol.ts, docs/protocol.md) over a TCP or serial link (transport.ts).
+ *
+ * One request is outstanding at a time (calls queue). Each request gets the next id; it is sent, and
+ * resent with the SAME id (a board answers a duplicate from its cache instead of executing it twice)
+ * after a timeout, a damaged or mismatched reply, or a dropped link (reconnected with backoff first), up
+ * to `retries` times. Replies whose id is not the outstanding one are ignored. An error response (0xFF)
+ * is the board's answer and is not retried: it becomes a BoardRequestError (a DeviceError). Giving up on
+ * the link throws a LinkError (a DeviceError) that says how many tries were made and why they failed.
+ */
+import { randomInt } from 'node:crypto';
+import { DeviceError, InputError, LinkError } from '../../../common/errors.js';
+import type { Board, ConnectOptions, LinkStats, Pulses } from './board.js';
+import {
+  encodeFrame,
+  floats,
+  FrameDecoder,
+  MessageType,
+  RESPONSE,
+  type ErrorResponse,
+  type Frame,
+  type IdentifyResponse,
+  type InferRequest,
+  type MarkRequest,
+  type PulseRequest,
+  type PulseResponse,
+  type ReadRequest,
+  type StatusResponse,
+} from './protocol.js';
+import { openLink, parseDeviceUrl, type DeviceAddress, type Link } from './transport.js';
+
+export interface ClientOptions extends ConnectOptions {
+  /**
+   * Largest binary part (bytes) of one read, pulse or infer request or response; bigger calls are split
+   * into several requests. Default 2 MiB on TCP; on a serial line what the line carries in about a second.
+   */
+  maxChunkBytes?: number;
+}
+
+export const DEFAULT_TIMEOUT_MS = 2000;
+export const DEFAULT_RETRIES = 5;
+const DEFAULT_CHUNK_TCP = 2 * 1024 * 1024;
+/** Reconnect backoff: 50 ms, doubling, at most 1 s. */
+const BACKOFF_MS = 50;
+const BACKOFF_MAX_MS = 1000;
+
+/** The board answered a request with an error response (0xFF). */
+export class BoardRequestError extends DeviceError {
+  readonly url: string;
+  readonly request: string;
+  readonly code: ErrorResponse['code'] | string;
+  readonly boardMessage: string;
+  constructor(url: string, request: string, code: string, boardMessage: string, array?: number) {
+    super(`the board at ${url} refused ${request}: ${boardMessage} (${code})`, array === undefined ? {} : { array });
+    this.url = url;
+    this.request = request;
+    this.code = code;
+    this.boardMessage = boardMessage;
+  }
+}
+
+/** Connects to the board at `url` (tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]). */
+export async function connectBoard(url: string, options: ClientOptions = {}): Promise<Board> {
+  const address = parseDeviceUrl(url);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const retries = options.retries ?? DEFAULT_RETRIES;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new InputError(`timeoutMs must be a number of milliseconds > 0 (got ${timeoutMs})`);
+  if (!(Number.isInteger(retries) && retries >= 0 && retries <= 1000)) throw new InputError(`retries must be an integer from 0 to 1000 (got ${retries})`);
+  const chunk = options.maxChunkBytes ?? (address.kind === 'tcp' ? DEFAULT_CHUNK_TCP : Math.max(16 * 1024, Math.min(DEFAULT_CHUNK_TCP, address.baud / 10)));
+  if (!(Number.isInteger(chunk) && chunk >= 64 && chunk <= 32 * 1024 * 1024)) throw new InputError(`maxChunkBytes must be an integer from 64 to 33554432 (got ${chunk})`);
+  const client = new BoardClient(url, address, timeoutMs, retries, chunk);
+  await client.open();
+  return client;
+}
+
+type Outcome =
+  | { kind: 'reply'; frame: Frame }
+  | { kind: 'timeout' }
+  | { kind: 'damaged' }
+  | { kind: 'down'; reason: string }
+  | { kind: 'closed' };
+
+interface Waiter {
+  id: number;
+  settle(outcome: Outcome): void;
+  /** Bytes arrived; `damaged`: the decoder skipped a damaged frame among them. */
+  activity(damaged: boolean): void;
+}
+
+/** After a damaged frame, the line must stay quiet this long (the rest of the frame drains) before the resend. */
+const QUIET_MS = 25;
+
+const typeNames: Record<number, string> = Object.fromEntries(Object.entries(MessageType).map(([k, v]) => [v, k.toLowerCase()]));
+
+class BoardClient implements Board {
+  readonly url: string;
+  readonly #address: DeviceAddress;
+  readonly #timeoutMs: number;
+  readonly #retries: number;
+  readonly #chunk: number;
+  readonly #decoder = new FrameDecoder();
+  readonly #stats = { requests: 0, retries: 0, timeouts: 0, reconnects: 0 };
+  #link: Link | undefined;
+  #waiter: Waiter | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #nextId: number;
+  #closed = false;
+  /** Cancels a pending backoff sleep or connect (close() calls it). */
+  #cancel: (() => void) | undefined;
+  #failedConnects = 0;
+
+  constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number) {
+    this.url = url;
+    this.#address = address;
+    this.#timeoutMs = timeoutMs;
+    this.#retries = retries;
+    this.#chunk = chunk;
+    // A random start: a board's duplicate cache never mistakes this session's first ids for another's.
+    this.#nextId = randomInt(1, 0x40000000);
+  }
+
+  /** First connection, with the same retries and backoff as a reconnect. */
+  async open(): Promise<void> {
+    const reasons: string[] = [];
+    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+      try {
+        await this.#connect(attempt > 0);
+        return;
+      } catch (e) {
+        if (this.#closed) throw new DeviceError(`the link to the board at ${this.url} was closed`);
+        reasons.push((e as Error).message);
+      }
+    }
+    throw new LinkError(`cannot reach the board at ${this.url} after ${this.#retries + 1} tries (${summarise(reasons)})`);
+  }
+
+  identify(): Promise<IdentifyResponse> {
+    return this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) =>
+      typeof j['protocol'] === 'number' && Array.isArray(j['arrays']) ? null : 'identify reply without protocol/arrays');
+  }
+
+  status(): Promise<StatusResponse> {
+    return this.#json<StatusResponse>(MessageType.Status, {}, 'status', (j) => (typeof j['state'] === 'string' ? null : 'status reply without state'));
+  }
+
+  async mark(request: MarkRequest): Promise<void> {
+    await this.#json(MessageType.Mark, request, `mark '${request.state}'`);
+  }
+
+  async read(region: ReadRequest): Promise<Float32Array> {
+    const { array, row, col, rows, cols } = region;
+    for (const [k, v] of Object.entries({ array, row, col, rows, cols })) {
+      if (!Number.isInteger(v) || v < 0) throw new InputError(`read: ${k} must be an integer >= 0 (got ${v})`);
+    }
+    const out = new Float32Array(rows * cols);
+    if (out.length === 0) return out;
+    const colStep = Math.max(1, Math.min(cols, Math.floor(this.#chunk / 4)));
+    const rowStep = Math.max(1, Math.floor(this.#chunk / (4 * colStep)));
+    for (let r = 0; r < rows; r += rowStep) {
+      const nr = Math.min(rowStep, rows - r);
+      for (let c = 0; c < cols; c += colStep) {
+        const nc = Math.min(colStep, cols - c);
+        const req: ReadRequest = { array, row: row + r, col: col + c, rows: nr, cols: nc };
+        const what = `read of array ${array} (rows ${req.row}..${req.row + nr - 1}, cols ${req.col}..${req.col + nc - 1})`;
+        const frame = await this.#exchange(MessageType.Read, req, new Uint8Array(0), what, nr * nc * 4, array, (f) =>
+          f.data.length === nr * nc * 4 ? null : `read reply of ${f.data.length} bytes, expected ${nr * nc * 4}`);
+        const g = floats(frame.data);
+        for (let i = 0; i < nr; i++) out.set(g.subarray(i * nc, (i + 1) * nc), (r + i) * cols + c);
+      }
+    }
+    return out;
+  }
+
+  async pulse(array: number, width: number, pulses: Pulses): Promise<number> {
+    const n = pulses.row.length;
+    if (pulses.col.length !== n || pulses.amplitude.length !== n || pulses.gate.length !== n) {
+      throw new InputError(`pulse: row, col, amplitude and gate must have the same length (${n}, ${pulses.col.length}, ${pulses.amplitude.length}, ${pulses.gate.length})`);
+    }
+    const step = Math.max(1, Math.floor(this.#chunk / 16));
+    let applied = 0;
+    for (let start = 0; start < n; start += step) {
+      const m = Math.min(step, n - start);
+      const data = new Uint8Array(m * 16);
+      const view = new DataView(data.buffer);
+      for (let i = 0; i < m; i++) {
+        view.setInt32(i * 16, pulses.row[start + i]!, true);
+        view.setInt32(i * 16 + 4, pulses.col[start + i]!, true);
+        view.setFloat32(i * 16 + 8, pulses.amplitude[start + i]!, true);
+        view.setFloat32(i * 16 + 12, pulses.gate[start + i]!, true);
+      }
+      const req: PulseRequest = { array, width, cells: m };
+      const frame = await this.#exchange(MessageType.Pulse, req, data, `pulse of ${m} cells on array ${array}`, 64, array, (f) =>
+        typeof (f.json as Partial<PulseResponse>)?.applied === 'number' ? null : 'pulse reply without applied');
+      applied += (frame.json as PulseResponse).applied;
+    }
+    return applied;
+  }
+
+  async infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Promise<Float32Array> {
+    const k = rows.length;
+    const m = cols.length;
+    if (!Number.isInteger(batch) || batch < 0) throw new InputError(`infer: batch must be an integer >= 0 (got ${batch})`);
+    if (voltages.length !== batch * k) throw new InputError(`infer: ${voltages.length} voltages for batch ${batch} × ${k} rows`);
+    const out = new Float32Array(batch * m);
+    if (batch === 0 || m === 0) return out;
+    const step = Math.max(1, Math.floor(this.#chunk / (4 * Math.max(k, m, 1))));
+    const rowList = Array.from(rows);
+    const colList = Array.from(cols);
+    for (let start = 0; start < batch; start += step) {
+      const b = Math.min(step, batch - start);
+      const req: InferRequest = { array, rows: rowList, cols: colList, batch: b };
+      const v = voltages.subarray(start * k, (start + b) * k);
+      const data = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      const frame = await this.#exchange(MessageType.Infer, req, data, `infer on array ${array} (batch ${b}, ${k} rows, ${m} cols)`, b * m * 4, array, (f) =>
+        f.data.length === b * m * 4 ? null : `infer reply of ${f.data.length} bytes, expected ${b * m * 4}`);
+      out.set(floats(frame.data), start * m);
+    }
+    return out;
+  }
+
+  stats(): LinkStats {
+    return { ...this.#stats, dropped: this.#decoder.dropped };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#cancel?.();
+    this.#waiter?.settle({ kind: 'closed' });
+    const link = this.#link;
+    this.#link = undefined;
+    await link?.close();
+    await this.#queue.catch(() => {});
+  }
+
+  // ---- internals ----
+
+  async #json<T>(type: number, json: unknown, what: string, check?: (j: Record<string, unknown>) => string | null): Promise<T> {
+    const frame = await this.#exchange(type, json, new Uint8Array(0), what, 4096, undefined, (f) => {
+      if (typeof f.json !== 'object' || f.json === null) return `${what} reply is not a JSON object`;
+      return check ? check(f.json as Record<string, unknown>) : null;
+    });
+    return frame.json as T;
+  }
+
+  /** Queues one request (one id) and runs it through the retry loop. */
+  #exchange(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null): Promise<Frame> {
+    const run = this.#queue.then(() => this.#send(type, json, data, what, replyBytes, array, check));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #send(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null): Promise<Frame> {
+    const closedError = () => new DeviceError(`the link to the board at ${this.url} is closed (${what})`);
+    if (this.#closed) throw closedError();
+    const id = this.#takeId();
+    const bytes = encodeFrame({ type, id, json, data });
+    this.#stats.requests++;
+    const reasons: string[] = [];
+    const tries = this.#retries + 1;
+    for (let attempt = 0; attempt < tries; attempt++) {
+      if (attempt > 0) this.#stats.retries++;
+      if (!this.#link) {
+        try {
+          await this.#connect(true);
+          this.#stats.reconnects++;
+        } catch (e) {
+          if (this.#closed) throw closedError();
+          reasons.push((e as Error).message);
+          continue;
+        }
+      }
+      const link = this.#link!;
+      const timeout = Math.ceil(this.#timeoutMs + 2000 * link.transferSeconds(bytes.length + replyBytes));
+      const outcome = await this.#attempt(link, bytes, id, timeout);
+      switch (outcome.kind) {
+        case 'closed':
+          throw closedError();
+        case 'timeout':
+          this.#stats.timeouts++;
+          reasons.push(`no reply within ${timeout} ms`);
+          break;
+        case 'damaged':
+          reasons.push('damaged reply');
+          break;
+        case 'down':
+          reasons.push(`link dropped: ${outcome.reason}`);
+          break;
+        case 'reply': {
+          const f = outcome.frame;
+          if (f.type === MessageType.Error) {
+            const e = (typeof f.json === 'object' && f.json !== null ? f.json : {}) as Partial<ErrorResponse>;
+            throw new BoardRequestError(this.url, what, String(e.code ?? 'unknown'), String(e.message ?? 'no message'), array);
+          }
+          const bad = f.type !== (type | RESPONSE) ? `reply of type 0x${f.type.toString(16)} to a ${typeNames[type] ?? type} request` : check(f);
+          if (bad === null) return f;
+          reasons.push(bad);
+          break;
+        }
+      }
+    }
+    throw new LinkError(`no valid reply from the board at ${this.url} to ${what} after ${tries} tries (${summarise(reasons)})`, array === undefined ? {} : { array });
+  }
+
+  /** Sends the frame once and waits for the reply with its id, a timeout, damage or a drop. */
+  #attempt(link: Link, bytes: Uint8Array, id: number, timeoutMs: number): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      const timer = setTimeout(() => waiter.settle({ kind: 'timeout' }), timeoutMs);
+      let quiet: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        id,
+        settle: (outcome) => {
+          if (this.#waiter !== waiter) return;
+          this.#waiter = undefined;
+          clearTimeout(timer);
+          clearTimeout(quiet);
+          resolve(outcome);
+        },
+        // A damaged frame may have been our reply: resend once the line has been quiet for QUIET_MS (so
+        // the damaged frame's tail has drained) rather than wait out the timeout. More bytes restart the wait.
+        activity: (damaged) => {
+          if (!damaged && quiet === undefined) return;
+          clearTimeout(quiet);
+          quiet = setTimeout(() => waiter.settle({ kind: 'damaged' }), QUIET_MS);
+        },
+      };
+      this.#waiter = waiter;
+      link.write(bytes);
+    });
+  }
+
+  #takeId(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
+    return id;
+  }
+
+  #onData(link: Link, chunk: Uint8Array): void {
+    if (link !== this.#link) return;
+    const before = this.#decoder.dropped;
+    for (const frame of this.#decoder.push(chunk)) {
+      // Only replies (responses and error responses) to the outstanding id count; anything else is stale.
+      if (this.#waiter && frame.id === this.#waiter.id && (frame.type & RESPONSE) !== 0) this.#waiter.settle({ kind: 'reply', frame });
+    }
+    this.#waiter?.activity(this.#decoder.dropped > before);
+  }
+
+  #onClose(link: Link, reason: string): void {
+    if (link !== this.#link) return;
+    this.#link = undefined;
+    this.#waiter?.settle({ kind: 'down', reason });
+  }
+
+  /** Opens the link, after a backoff sleep when `backoff` and an earlier connect or link failed. */
+  async #connect(backoff: boolean): Promise<void> {
+    if (backoff) await this.#sleep(Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** Math.min(this.#failedConnects, 10)));
+    if (this.#closed) throw new Error('closed');
+    let link: Link | undefined;
+    try {
+      link = await openLink(this.#address, {
+        onData: (chunk) => link && this.#onData(link, chunk),
+        onClose: (reason) => link && this.#onClose(link, reason),
+      }, this.#timeoutMs);
+    } catch (e) {
+      this.#failedConnects++;
+      throw e;
+    }
+    if (this.#closed) {
+      await link.close();
+      throw new Error('closed');
+    }
+    this.#failedConnects = 0;
+    this.#decoder.reset();
+    this.#link = link;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#cancel = done;
+    });
+  }
+}
+
+/** "3× no reply within 2000 ms, 2× link dropped: ECONNRESET" in order of first appearance. */
+function summarise(reasons: string[]): string {
+  const counts = new Map<string, number>();
+  for (const r of reasons) counts.set(r, (counts.get(r) ?? 0) + 1);
+  return [...counts].map(([r, n]) => (n > 1 ? `${n}× ${r}` : r)).join(', ');
+}
