@@ -54,7 +54,7 @@ export function program(): Command {
     .action((opts) => defectsGenerateCommand(opts));
 
   cli.command('run')
-    .description('run an artifact on the simulator: X.npy in, Y.npy (float32) out')
+    .description('run an artifact on the simulator (or a board, with --device): X.npy in, Y.npy (float32) out')
     .argument('<artifact>', 'the .dendra file')
     .requiredOption('--input <X.npy>', 'inputs: float32, float16, float64 or uint8, trailing dims = the model input')
     .requiredOption('--output <Y.npy>', 'where to write the outputs (float32)')

@@ -32,13 +32,13 @@ struct alignas(32) RowState {
 /** Seeds a stream from its key (splitmix64 outputs; a lane is never all zero). */
 void seed(RowState& st, uint64_t key);
 
-/** Columns served by one step of a stream (one Box-Muller pair per lane): the x normals then the y normals. */
+/** Columns served by one block (one Box-Muller pair per lane): the x normals, then the y normals. */
 constexpr int64_t kBlock = 2 * kLanes;
 
 /**
  * For each row i < rows (stream st[i], currents c + i*ld, variances s + i*ld) and each block of 16 columns
- * j0 = 0, 16, ... < cols (cols a multiple of 16, e.g. a packed tile's padded width): one step of the stream
- * gives 8 Box-Muller pairs (x_l, y_l); c[j0 + l] += sqrt(s[j0 + l]) * x_l and c[j0 + 8 + l] += sqrt(s[j0 + 8 + l]) * y_l.
+ * j0 = 0, 16, ... < cols (cols a multiple of 16, e.g. a packed tile's padded width): 8 Box-Muller pairs
+ * (x_l, y_l) from the stream; c[j0 + l] += sqrt(s[j0 + l]) * x_l and c[j0 + 8 + l] += sqrt(s[j0 + 8 + l]) * y_l.
  * Padding columns (variance 0) are left as they are.
  */
 using AddKernel = void (*)(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t cols);

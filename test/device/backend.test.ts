@@ -141,7 +141,7 @@ describe('device backend against a board holding the exact conductances', () => 
     const bytes = writeArtifact(compile(MODEL, { device: quiet({ rows: 64, cols: 32, count: null }) }));
     const fake = boardFor(bytes);
     const url = await fake.listen();
-    const dev = await InferenceSession.create(bytes, { device: url, link: { timeoutMs: 150, retries: 5 } });
+    const dev = await InferenceSession.create(bytes, { device: url, link: { timeoutMs: 300, retries: 8 } });
     try {
       const clean = (await dev.run({ input: x })).logits!.data;
       fake.dropReplies = 2;
@@ -287,7 +287,7 @@ describe('end to end: board emulator, deploy, inference through the device backe
     const emu = new BoardEmulator({ profile, arrays: 4, seed: 6, linkFaults: { drop: 0.01, corrupt: 0.01, disconnectAfter: 40 } });
     const url = await emu.listen('tcp://127.0.0.1:0');
     // Small chunks: many requests (some 600 frames), so 1 % faults hit a few of them.
-    const link = { timeoutMs: 200, retries: 8, maxChunkBytes: 4096 };
+    const link = { timeoutMs: 300, retries: 8, maxChunkBytes: 4096 };
     try {
       const { report } = await deploy(bytes, () => connectBoard(url, link));
       expect(report.failed).toHaveLength(0);

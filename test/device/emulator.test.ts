@@ -109,7 +109,7 @@ describe('hidden physics', () => {
     expect(Math.abs(diff.mean)).toBeLessThan(0.3e-6); // only noise
     expect(diff.sd / P.noise).toBeGreaterThan(0.9);
     expect(diff.sd / P.noise).toBeLessThan(1.1);
-    for (const i of h1) expect(after[i]!).toBeLessThanOrEqual(1.2 * GMAX);
+    for (const i of h1) expect(after[i]!).toBeLessThanOrEqual(Math.fround(1.2 * GMAX));
   });
 
   it('RESET lowers G − Gmin by exp(−(|a| − threshold)/scale); at the threshold it does nothing', () => {

@@ -87,7 +87,7 @@ describe('client over TCP', () => {
   let fake: FakeBoard;
   let url: string;
   let board: Board | undefined;
-  const open = async (options = {}) => (board = await connectBoard(url, { timeoutMs: 300, retries: 3, ...options }));
+  const open = async (options = {}) => (board = await connectBoard(url, { timeoutMs: 1000, retries: 3, ...options }));
 
   beforeAll(async () => {
     fake = FakeBoard.blank(2, 8, 6);
@@ -144,17 +144,19 @@ describe('client over TCP', () => {
   });
 
   it('dropped replies: resent with the same id after the timeout, applied once (duplicate cache)', async () => {
-    const b = await open();
+    const b = await open({ timeoutMs: 300 });
     const before = fake.seen.length;
     const applied = fake.applied;
     fake.dropReplies = 2;
     const pulses = { row: Int32Array.of(3), col: Int32Array.of(3), amplitude: Float32Array.of(1), gate: Float32Array.of(1) };
     expect(await b.pulse(0, 1e-6, pulses)).toBe(1);
     const sent = fake.seen.slice(before);
-    expect(sent).toHaveLength(3);
+    expect(sent.length).toBeGreaterThanOrEqual(3); // more only if a loaded machine delays a reply past 300 ms
     expect(new Set(sent.map((s) => s.id)).size).toBe(1);
     expect(fake.applied - applied).toBe(1);
-    expect(b.stats()).toMatchObject({ requests: 1, retries: 2, timeouts: 2 });
+    expect(b.stats().requests).toBe(1);
+    expect(b.stats().retries).toBe(sent.length - 1);
+    expect(b.stats().timeouts).toBeGreaterThanOrEqual(2);
   });
 
   it('corrupted replies are caught by the CRC and resent without waiting for the timeout', async () => {
@@ -270,7 +272,7 @@ describe('client: unreachable boards', () => {
           resolve(c);
         });
       });
-      expect(out).toMatch(/"retries":1/);
+      expect(out).toMatch(/"retries":[1-9]/);
       expect(code).toBe(0);
     } finally {
       await fake.close();
@@ -303,7 +305,7 @@ describe.skipIf(!socat)('client over a virtual serial pair (socat)', () => {
   });
 
   it('requests complete over the line, with a dropped and a corrupted reply', async () => {
-    const b = await connectBoard(`serial://${join(dir, 'a')}?baud=115200`, { timeoutMs: 300, retries: 4 });
+    const b = await connectBoard(`serial://${join(dir, 'a')}?baud=115200`, { timeoutMs: 500, retries: 5 });
     try {
       expect((await b.identify()).arrays).toEqual([{ rows: 16, cols: 8 }]);
       const pulses = { row: Int32Array.of(2, 15), col: Int32Array.of(1, 7), amplitude: Float32Array.of(1, 1), gate: Float32Array.of(1, 0.5) };
@@ -317,7 +319,10 @@ describe.skipIf(!socat)('client over a virtual serial pair (socat)', () => {
       expect(i[0]).toBeCloseTo(0.2e-4, 10);
       expect(i[1]).toBeCloseTo(0.1e-4, 10);
       expect(fake.applied).toBe(2);
-      expect(b.stats()).toMatchObject({ requests: 4, retries: 2, timeouts: 1 });
+      expect(b.stats().requests).toBe(4);
+      expect(b.stats().retries).toBeGreaterThanOrEqual(2);
+      expect(b.stats().timeouts).toBeGreaterThanOrEqual(1);
+      expect(b.stats().dropped).toBeGreaterThanOrEqual(1);
     } finally {
       await b.close();
     }
