@@ -11,6 +11,8 @@ import { runCommand } from './run.js';
 import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
 import { defectsGenerateCommand } from './defects.js';
+import { scanCommand } from './scan.js';
+import { deployCommand } from './deploy.js';
 import { sweepCommand } from './sweep.js';
 import { emulateCommand } from './emulate.js';
 import { parseIntOption } from './io.js';
@@ -112,6 +114,24 @@ export function program(): Command {
     .addOption(new Option('--arrays <n>', "arrays on the board (default: the defect map's, else the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
     .option('--link-faults <spec>', 'inject link faults: drop=P,corrupt=P,disconnect-after=N')
     .action((opts) => emulateCommand(opts));
+
+  cli.command('scan')
+    .description("measure a chip's defect map through the protocol (test pulses and reads)")
+    .requiredOption('--device <URL>', 'the board: tcp://HOST:PORT or serial:///dev/ttyX')
+    .option('--profile <name|profile.json>', "device profile (default: the one the board names)")
+    .requiredOption('-o, --output <MAP.json>', 'where to write the defect map')
+    .action((opts) => scanCommand(opts));
+
+  cli.command('deploy')
+    .description('program an artifact onto a board with program-and-verify')
+    .argument('<artifact>', 'the .dendra file')
+    .requiredOption('--device <URL>', 'the board: tcp://HOST:PORT or serial:///dev/ttyX')
+    .option('--tolerance <uS>', 'acceptable |G - target| in microsiemens (default: half a level)')
+    .addOption(new Option('--max-attempts <n>', 'program-and-verify rounds per array (default 20)').argParser((v) => parseIntOption(v, '--max-attempts', 1, 1000)))
+    .option('--report <FILE.json>', 'verify report (default: ART.verify.json)')
+    .option('--defects-out <MAP.json>', "the chip's defect map after deploying: known stuck cells plus cells that failed (default: ART.defects.json)")
+    .option('--force', 'program again even if the board already holds this artifact, verified')
+    .action((artifact: string, opts) => deployCommand(artifact, opts));
   return cli;
 }
 

@@ -89,6 +89,8 @@ interface Waiter {
 
 /** After a damaged frame, the line must stay quiet this long (the rest of the frame drains) before the resend. */
 const QUIET_MS = 25;
+/** The shortest wait for a reply once round trips have been measured (ms). */
+const MIN_RTO_MS = 200;
 
 const typeNames: Record<number, string> = Object.fromEntries(Object.entries(MessageType).map(([k, v]) => [v, k.toLowerCase()]));
 
@@ -108,6 +110,9 @@ class BoardClient implements Board {
   /** Cancels a pending backoff sleep or connect (close() calls it). */
   #cancel: (() => void) | undefined;
   #failedConnects = 0;
+  /** Smoothed round-trip time and its variation (ms), as TCP estimates them (RFC 6298). */
+  #srtt: number | undefined;
+  #rttvar = 0;
 
   constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number) {
     this.url = url;
@@ -271,8 +276,14 @@ class BoardClient implements Board {
         }
       }
       const link = this.#link!;
-      const timeout = Math.ceil(this.#timeoutMs + 2000 * link.transferSeconds(bytes.length + replyBytes));
+      const transfer = 2000 * link.transferSeconds(bytes.length + replyBytes);
+      // A lost frame costs a timeout: once replies have been timed, wait srtt + 4·rttvar (at least
+      // MIN_RTO_MS) rather than the full configured timeout; never longer than the configured one.
+      const rto = this.#srtt === undefined ? this.#timeoutMs : Math.min(this.#timeoutMs, Math.max(MIN_RTO_MS, this.#srtt + 4 * this.#rttvar));
+      const timeout = Math.ceil(rto + transfer);
+      const sent = performance.now();
       const outcome = await this.#attempt(link, bytes, id, timeout);
+      if (outcome.kind === 'reply' && attempt === 0) this.#sample(performance.now() - sent - transfer);
       switch (outcome.kind) {
         case 'closed':
           throw closedError();
@@ -327,6 +338,17 @@ class BoardClient implements Board {
       this.#waiter = waiter;
       link.write(bytes);
     });
+  }
+
+  #sample(rtt: number): void {
+    const r = Math.max(0, rtt);
+    if (this.#srtt === undefined) {
+      this.#srtt = r;
+      this.#rttvar = r / 2;
+    } else {
+      this.#rttvar = 0.75 * this.#rttvar + 0.25 * Math.abs(this.#srtt - r);
+      this.#srtt = 0.875 * this.#srtt + 0.125 * r;
+    }
   }
 
   #takeId(): number {
