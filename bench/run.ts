@@ -13,6 +13,10 @@ import { packageRoot } from '../common/paths.js';
 import { InferenceSession, Tensor } from '../runtime/index.js';
 import { native } from '../native/index.js';
 import { generateDefects } from '../common/defects.js';
+import { BoardEmulator } from '../runtime/backends/device/emulator.js';
+import { connectBoard } from '../runtime/backends/device/client.js';
+import { deploy } from '../runtime/backends/device/deploy.js';
+import { scan } from '../runtime/backends/device/scan.js';
 import { loadProfile, type DeviceProfile } from '../common/profile.js';
 
 const hfo2 = loadProfile('hfo2-1t1r');
@@ -139,6 +143,34 @@ async function main() {
   console.log(`  hfo2-1t1r on a chip with 20 % stuck cells, remap auto: ${remapTimes[1]!.toFixed(0)} ms   target < 2000 ms ${remapTimes[1]! < 2000 ? 'met' : 'MISSED'}`);
   mkdirSync(join(root, 'out'), { recursive: true });
   writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes }, null, 2));
+  // The device path: deploy the 784-500-10 network onto an emulated hfo2-1t1r board over loopback TCP,
+  // then inference through the board against the simulator on the same artifact.
+  console.log('\ndevice path (board emulator over loopback TCP, 10 % hidden stuck cells; scan, compile for the scanned map, deploy):');
+  const emulator = new BoardEmulator({ profile: hfo2, arrays: 120, faultRate: 0.1, seed: 1 });
+  const url = await emulator.listen('tcp://127.0.0.1:0');
+  const scanner = await connectBoard(url);
+  const scanned = await scan(scanner, hfo2);
+  await scanner.close();
+  const artifactBytes = writeArtifact(compile(nets[0]!.model, { device: 'hfo2-1t1r', defects: scanned }));
+  const t0 = performance.now();
+  const { report } = await deploy(artifactBytes, () => connectBoard(url));
+  const deploySeconds = (performance.now() - t0) / 1000;
+  console.log(`  deploy 784-500-10: ${deploySeconds.toFixed(1)} s (${report.pulses} pulses, ${report.failed.length} cells failed)   target < 60 s ${deploySeconds < 60 ? 'met' : 'MISSED'}`);
+  const onBoard = await InferenceSession.create(artifactBytes, { device: url });
+  const onSim = await InferenceSession.create(artifactBytes, { threads });
+  const device: Record<string, number> = {};
+  for (const batch of [1, 256]) {
+    const x = randomInput(batch * 784);
+    const feed = { [onBoard.inputNames[0]!]: new Tensor('float32', x, [batch, 1, 28, 28]) };
+    const boardIps = batch * (await rate(() => onBoard.run(feed)));
+    const simIps = batch * (await rate(() => onSim.run(feed)));
+    device[`batch${batch}`] = boardIps;
+    console.log(`  inference through the board, batch ${String(batch).padStart(3)}: ${Math.round(boardIps)} inferences/s (simulator on the same artifact: ${Math.round(simIps)})`);
+  }
+  await onBoard.release();
+  await onSim.release();
+  await emulator.close();
+  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device }, null, 2));
   console.log('\nwritten: out/bench.json');
 }
 
