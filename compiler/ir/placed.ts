@@ -3,6 +3,7 @@
  * (PlacedModel, which is what an artifact stores and a runtime runs).
  */
 import type { DeviceProfile } from '../../common/profile.js';
+import type { NativeTile } from '../../native/index.js';
 import type { Activation, DenseLayer, Head, LayerModel, ModelInterface, Origin } from './layers.js';
 
 export interface MappedLayer extends DenseLayer {
@@ -30,18 +31,8 @@ export interface PlacedArray {
   chipArray?: number;
 }
 
-/** The part of one layer held by one array (see runtime/native.ts for the index semantics). */
-export interface PlacedTile {
-  array: number;
-  inputIndex: Int32Array;
-  rowPos: Int32Array;
-  rowNeg: Int32Array;
-  outputIndex: Int32Array;
-  colPos: Int32Array;
-  colNeg: Int32Array;
-  /** ADC full-scale current (A). */
-  adcFullScale: number;
-}
+/** The part of one layer held by one array: the same record the native simulator takes (native/index.ts). */
+export type PlacedTile = NativeTile;
 
 export interface PlacedLayer {
   name: string;

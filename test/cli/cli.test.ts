@@ -1,26 +1,13 @@
 /** The CLI contract, as scripts use it: compile → run → eval → inspect, and one-line errors. */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { encodeNpy, readNpyFile } from '../../common/npy.js';
 import { mnist, extra, relError } from '../helpers/fixtures.js';
+import { dendra, expectOneLineError } from '../helpers/cli.js';
 
-const MAIN = join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'dendra-cli-'));
-
-function dendra(...args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-function expectOneLineError(r: ReturnType<typeof dendra>, pattern: RegExp) {
-  expect(r.code).toBe(1);
-  expect(r.err).toMatch(pattern);
-  expect(r.err.trim().split('\n')).toHaveLength(1);
-  expect(r.err).not.toMatch(/\n\s+at /);
-}
 
 describe('compile → run → eval → inspect', () => {
   const art = join(dir, 'm.dendra');

@@ -1,5 +1,4 @@
 /** dendra inspect --png: an artifact's arrays and a defect map's faults as pictures; defect map summaries. */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,14 +6,9 @@ import { PNG } from 'pngjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mnist } from '../helpers/fixtures.js';
 import { readArtifactFile } from '../../artifact/read.js';
+import { dendra } from '../helpers/cli.js';
 
-const MAIN = join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'dendra-png-'));
-
-function dendra(...args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
 
 type Fault = [number, number, 'on' | 'off', number];
 interface MapJson { arrays: { rows: number; cols: number; faults: Fault[] }[] }

@@ -1,25 +1,12 @@
 /** dendra sweep: naive and remapped placements over random chips, the table, --json and --out. */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mnist } from '../helpers/fixtures.js';
+import { dendra, expectOneLineError } from '../helpers/cli.js';
 
-const MAIN = join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'dendra-sweep-'));
-
-function dendra(...args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-function expectOneLineError(r: ReturnType<typeof dendra>, pattern: RegExp) {
-  expect(r.code).toBe(1);
-  expect(r.err).toMatch(pattern);
-  expect(r.err.trim().split('\n')).toHaveLength(1);
-  expect(r.err).not.toMatch(/\n\s+at /);
-}
 
 const model = mnist('mnist8x8-64x54x10.onnx');
 const base = ['sweep', model, '--device', 'hfo2-1t1r', '--input', mnist('digits8x8-f32.npy'), '--labels', mnist('labels.npy')];
