@@ -8,6 +8,7 @@
 import { ModelError } from '../../common/errors.js';
 import type { Graph, GraphNode, GraphTensor } from '../ir/graph.js';
 import type { Activation, ChainOp, LayerChain, Origin } from '../ir/layers.js';
+import { evaluateShapeNode, type ShapeValue } from './shape-values.js';
 
 export const SUPPORTED_OPS = [
   'Gemm', 'MatMul', 'Add', 'Flatten', 'Reshape', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip',
@@ -45,8 +46,10 @@ export function lower(graph: Graph): LayerChain {
   const inputFeatures = (featureDims as number[]).reduce((a, b) => a * b, 1);
 
   let current = input.name;
-  let rank = shape!.length; // rank of the current value, batch included
+  const batch: 'B' | number = typeof shape![0] === 'number' ? shape![0] : 'B';
+  let dims: ShapeValue = [batch, ...(featureDims as number[])]; // dims of the current value, batch included
   let features = inputFeatures;
+  const shapes = new Map<string, ShapeValue>(); // shape arithmetic evaluated at compile time
   const ops: ChainOp[] = [];
 
   const constant = (name: string | undefined, node: GraphNode, role: string): GraphTensor => {
@@ -60,6 +63,7 @@ export function lower(graph: Graph): LayerChain {
   const optionalConstant = (name: string | undefined, node: GraphNode, role: string) =>
     name ? constant(name, node, role) : undefined;
   const requireFlat = (node: GraphNode) => {
+    const rank = dims.length;
     if (rank !== 2) fail(`node '${node.name}' (${node.op}) gets a rank-${rank} input; dendra needs [batch, features] here (add Flatten before it)`, node);
   };
   const attr = (node: GraphNode, key: string, dflt: number): number => {
@@ -73,6 +77,11 @@ export function lower(graph: Graph): LayerChain {
       const value = node.attrs['value'];
       if (typeof value !== 'object' || Array.isArray(value)) fail(`Constant node '${node.name}' has no tensor 'value' attribute`, node);
       constants.set(node.outputs[0] ?? '', { ...(value as GraphTensor), name: node.outputs[0] ?? '' });
+      continue;
+    }
+    const shapeValue = evaluateShapeNode(node, shapes, constants, { name: current, dims });
+    if (shapeValue !== undefined) {
+      shapes.set(node.outputs[0] ?? '', shapeValue);
       continue;
     }
     const dataInput = node.inputs.indexOf(current);
@@ -89,17 +98,18 @@ export function lower(graph: Graph): LayerChain {
         break;
       case 'Flatten': {
         const axis = attr(node, 'axis', 1);
-        if (axis !== 1 && !(axis === -1 && rank === 2)) fail(`Flatten '${node.name}' with axis=${axis}: dendra needs axis=1 (keep the batch dimension)`, node);
-        rank = 2;
+        if (axis !== 1 && !(axis === -1 && dims.length === 2)) fail(`Flatten '${node.name}' with axis=${axis}: dendra needs axis=1 (keep the batch dimension)`, node);
+        dims = [batch, features];
         break;
       }
       case 'Reshape': {
-        const target = constant(node.inputs[1], node, 'shape');
-        const dims = Array.from(target.data);
-        const ok = dims.length === 2 && (dims[0] === -1 || dims[0] === 0 || (typeof shape![0] === 'number' && dims[0] === shape![0])) &&
-          (dims[1] === features || (dims[1] === -1 && dims[0] !== -1));
-        if (!ok) fail(`Reshape '${node.name}' to [${dims.join(', ')}]: dendra supports only reshaping to [batch, ${features}]`, node);
-        rank = 2;
+        const computed = shapes.get(node.inputs[1] ?? '');
+        const to: ShapeValue = computed ?? Array.from(constant(node.inputs[1], node, 'shape').data);
+        // The first entry keeps the batch: -1, 0 (copy), the symbolic batch itself, or the fixed batch size.
+        const keepsBatch = to[0] === -1 || to[0] === 0 || to[0] === 'B' || (typeof batch === 'number' && to[0] === batch);
+        const ok = to.length === 2 && keepsBatch && (to[1] === features || (to[1] === -1 && to[0] !== -1));
+        if (!ok) fail(`Reshape '${node.name}' to [${to.join(', ')}]: dendra supports only reshaping to [batch, ${features}]`, node);
+        dims = [batch, features];
         break;
       }
       case 'Gemm': {
@@ -127,6 +137,7 @@ export function lower(graph: Graph): LayerChain {
         }
         ops.push({ kind: 'dense', origin, inFeatures: inF, outFeatures: outF, weight, bias });
         features = outF;
+        dims = [batch, outF];
         break;
       }
       case 'MatMul': {
@@ -138,6 +149,7 @@ export function lower(graph: Graph): LayerChain {
         const outF = w.dims[1]!;
         ops.push({ kind: 'dense', origin, inFeatures: features, outFeatures: outF, weight: Float32Array.from(w.data), bias: new Float32Array(outF) });
         features = outF;
+        dims = [batch, outF];
         break;
       }
       case 'Add': {

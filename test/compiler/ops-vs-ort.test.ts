@@ -133,6 +133,47 @@ describe('ops match ONNX Runtime (ideal profile)', () => {
     }, [BATCH, 2, 3, 4]);
   });
 
+  it('x.view(x.size(0), -1) as exporters write it: Shape → Gather → Unsqueeze → Concat → Reshape (opsets 9 and 13)', async () => {
+    for (const opset of [9, 13]) {
+      const unsqueeze = opset < 13
+        ? { op: 'Unsqueeze', inputs: ['n'], outputs: ['n1'], attrs: { axes: [0] } }
+        : { op: 'Unsqueeze', inputs: ['n', 'ax'], outputs: ['n1'] };
+      await expectSameAsOrt({
+        opset,
+        input: { dims: ['batch', 2, 3, 4] },
+        nodes: [
+          { op: 'Shape', inputs: ['x'], outputs: ['s'] },
+          { op: 'Constant', inputs: [], outputs: ['zero'], attrs: { value: tensor('zero', [], [0], 'int64') } },
+          { op: 'Gather', inputs: ['s', 'zero'], outputs: ['n'], attrs: { axis: 0 } },
+          unsqueeze,
+          { op: 'Concat', inputs: ['n1', 'minus1'], outputs: ['shape'], attrs: { axis: 0 } },
+          { op: 'Reshape', inputs: ['x', 'shape'], outputs: ['f'] },
+          { op: 'Gemm', inputs: ['f', 'W1', 'b1'], outputs: ['y'] },
+        ],
+        initializers: [W('W1', 24, 5, 9), B('b1', 5, 3), tensor('minus1', [1], [-1], 'int64'), tensor('ax', [1], [0], 'int64')],
+      }, [BATCH, 2, 3, 4]);
+    }
+  });
+
+  it('a shape computed as the product of the feature dims: x.view(-1, x.size(1) * x.size(2) * x.size(3))', async () => {
+    await expectSameAsOrt({
+      opset: 13,
+      input: { dims: ['batch', 2, 3, 4] },
+      nodes: [
+        { op: 'Shape', inputs: ['x'], outputs: ['s'] },
+        { op: 'Slice', inputs: ['s', 'one', 'two'], outputs: ['d1'] },
+        { op: 'Slice', inputs: ['s', 'two', 'three'], outputs: ['d2'] },
+        { op: 'Slice', inputs: ['s', 'three', 'four'], outputs: ['d3'] },
+        { op: 'Mul', inputs: ['d1', 'd2'], outputs: ['p'] },
+        { op: 'Mul', inputs: ['p', 'd3'], outputs: ['f'] },
+        { op: 'Concat', inputs: ['minus1', 'f'], outputs: ['shape'], attrs: { axis: 0 } },
+        { op: 'Reshape', inputs: ['x', 'shape'], outputs: ['flat'] },
+        { op: 'Gemm', inputs: ['flat', 'W1'], outputs: ['y'] },
+      ],
+      initializers: [W('W1', 24, 5, 9), ...[['one', 1], ['two', 2], ['three', 3], ['four', 4], ['minus1', -1]].map(([n, v]) => tensor(n as string, [1], [v as number], 'int64'))],
+    }, [BATCH, 2, 3, 4]);
+  });
+
   it('weights in an external data file at offsets, loaded from the model path', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dendra-ext-'));
     const w1 = randomValues(6 * 4, 7);
