@@ -21,7 +21,7 @@ function inputsFile(name: string): string {
   return existsSync(local) ? local : join(FIXTURES, 'mnist', `${name}.npy`);
 }
 
-function manifest(dir: 'mnist' | 'extra'): Fixture[] {
+function manifest(dir: 'mnist' | 'extra' | 'patterns'): Fixture[] {
   const m = JSON.parse(readFileSync(join(FIXTURES, dir, 'manifest.json'), 'utf8')) as Record<string, Record<string, unknown>>;
   return Object.entries(m)
     .filter(([, v]) => typeof v === 'object' && v !== null && 'ort_accuracy' in v)
@@ -36,6 +36,7 @@ function manifest(dir: 'mnist' | 'extra'): Fixture[] {
 
 export const mnistFixtures = () => manifest('mnist');
 export const extraFixtures = () => manifest('extra');
+export const patternFixtures = () => manifest('patterns');
 
 export const labels = (inputs = mnist('digits28-f32.npy')) =>
   readNpyFile(inputs.includes('svhn') ? extra('svhn-shaped-labels.npy') : mnist('labels.npy')).data;

@@ -7,9 +7,9 @@ import { compile } from '../../compiler/index.js';
 import { writeArtifact } from '../../artifact/write.js';
 import { readNpyFile } from '../../common/npy.js';
 import { InferenceSession, Tensor } from '../../runtime/index.js';
-import { argmaxAccuracy, extraFixtures, labels, mnistFixtures, relError } from '../helpers/fixtures.js';
+import { argmaxAccuracy, extraFixtures, labels, mnistFixtures, patternFixtures, relError } from '../helpers/fixtures.js';
 
-const fixtures = [...mnistFixtures(), ...extraFixtures()];
+const fixtures = [...mnistFixtures(), ...extraFixtures(), ...patternFixtures()];
 
 async function runFixture(model: string, inputs: string, device: string) {
   const session = await InferenceSession.create(writeArtifact(compile(model, { device })), { seed: 1 });
