@@ -1,6 +1,7 @@
 import { readNpyFile } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
 import { InferenceSession } from '../runtime/index.js';
+import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
 import { argmaxRows, readInputs, runAll } from './io.js';
 
 export interface EvalArgs {
@@ -22,6 +23,9 @@ export interface EvalReport {
   accuracy: number;
   seconds: number;
   inferencesPerSecond: number;
+  /** Energy model (docs/energy.md), per inference, averaged over the whole evaluation. */
+  energyPerInferenceJ: number;
+  energy: EnergyBreakdown;
 }
 
 /** Labels as class indices: an integer vector [n], or one-hot / scores [n, classes]. */
@@ -51,7 +55,11 @@ export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalRe
     const predicted = argmaxRows(y, n, session.artifact.output.features);
     let correct = 0;
     for (let i = 0; i < n; i++) if (predicted[i] === labels[i]) correct++;
-    return { artifact, device: session.profile.name, n, correct, accuracy: correct / n, seconds, inferencesPerSecond: n / seconds };
+    const energy = session.energy('all');
+    return {
+      artifact, device: session.profile.name, n, correct, accuracy: correct / n, seconds, inferencesPerSecond: n / seconds,
+      energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown,
+    };
   } finally {
     await session.release();
   }
@@ -62,6 +70,6 @@ export async function evalCommand(artifact: string, opts: EvalArgs): Promise<voi
   if (opts.json) {
     console.log(JSON.stringify(r));
   } else {
-    console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}, ${Math.round(r.inferencesPerSecond)} inferences/s`);
+    console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}, ${Math.round(r.inferencesPerSecond)} inferences/s, ${formatJoules(r.energyPerInferenceJ)} per inference`);
   }
 }

@@ -59,6 +59,13 @@ export interface DeviceProfile {
   dac: { bits: number };
   /** Output ADC resolution per array column; full scale = range × the tile's worst-case column current. */
   adc: { bits: number; range: number };
+  /**
+   * Energy constants of the runtime's energy model (docs/energy.md): the read time of one crossbar read (s),
+   * the energy of one DAC conversion (one per driven physical row of a tile per inference), of one ADC
+   * conversion (one per read output column of a tile per inference) and of one digital periphery
+   * operation (J). Optional: absent fields take ENERGY_DEFAULTS.
+   */
+  energy: { readTime: number; dacConversion: number; adcConversion: number; digitalOp: number };
   /** Where each constant comes from: dotted field path → citation. */
   cite: Record<string, string>;
 }
@@ -68,7 +75,24 @@ export const PROFILE_FIELDS_CITED = [
   'read.voltage', 'dac.bits', 'adc.bits', 'adc.range',
   'read.sigma', 'read.relative', 'programming.sigma', 'programming.relative', 'drift.nu', 'drift.nuSigma',
   'wire.resistance', 'stuck.on', 'stuck.off',
+  'energy.readTime', 'energy.dacConversion', 'energy.adcConversion', 'energy.digitalOp',
 ] as const;
+
+/**
+ * The energy constants a profile without an `energy` section (or a field of it) gets: an 8-bit ISAAC-class
+ * periphery at 32 nm (Shafiee et al., ISCA 2016, per-action figures as tabulated in Accelergy's
+ * hwcomponents-library, isaac.py) and the 10 ns read pulse of docs/anchors.md. Sources in docs/energy.md.
+ */
+export const ENERGY_DEFAULTS: Readonly<DeviceProfile['energy']> = Object.freeze({
+  /** 10 ns read pulse (docs/anchors.md: read pulses of 10 ns at 0.15–0.55 V). */
+  readTime: 1e-8,
+  /** 8 × 0.41667 pJ: an 8-bit input priced as 8 one-bit ISAAC DAC drives (assumption, docs/energy.md). */
+  dacConversion: 3.33336e-12,
+  /** 1.6667 pJ: ISAAC's 8-bit 1.2 GS/s SAR ADC, 16 mW for 8 ADCs (docs/anchors.md: about 1.6 pJ). */
+  adcConversion: 1.66667e-12,
+  /** 0.021 pJ: one operation of ISAAC's 16-bit shift-and-add unit (assumption for every periphery op). */
+  digitalOp: 2.1e-14,
+});
 
 export function devicesDir(): string {
   return join(packageRoot(), 'models', 'devices');
@@ -171,6 +195,14 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   const c = obj(root['adc'], 'adc');
   const adcBits = number(c, 'bits', 'adc.bits', bitsRule, '0 (ideal) or an integer from 2 to 16');
   const range = c['range'] === undefined ? 1 : number(c, 'range', 'adc.range', (x) => x > 0 && x <= 1, 'a fraction in (0, 1]');
+  const en = section('energy');
+  const joules = (x: number) => x >= 0 && x < 1e-6;
+  const energy = {
+    readTime: optional(en, 'readTime', 'energy.readTime', ENERGY_DEFAULTS.readTime, (x) => x > 0 && x <= 1, 'a time in seconds, > 0 and <= 1'),
+    dacConversion: optional(en, 'dacConversion', 'energy.dacConversion', ENERGY_DEFAULTS.dacConversion, joules, 'an energy in joules, >= 0 and < 1e-6'),
+    adcConversion: optional(en, 'adcConversion', 'energy.adcConversion', ENERGY_DEFAULTS.adcConversion, joules, 'an energy in joules, >= 0 and < 1e-6'),
+    digitalOp: optional(en, 'digitalOp', 'energy.digitalOp', ENERGY_DEFAULTS.digitalOp, joules, 'an energy in joules, >= 0 and < 1e-6'),
+  };
   const citeRaw = root['cite'] === undefined ? {} : obj(root['cite'], 'cite');
   let pulse: DeviceProfile['pulse'] = null;
   if (root['pulse'] !== undefined && root['pulse'] !== null) {
@@ -212,6 +244,7 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     pulse,
     dac: { bits: dacBits },
     adc: { bits: adcBits, range },
+    energy,
     cite,
   };
 }

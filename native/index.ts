@@ -124,10 +124,26 @@ export interface NativeProgram {
 export interface NativeChip {
   readonly inFeatures: number;
   readonly outFeatures: number;
-  /** Runs `batch` samples synchronously on the calling thread's pool. input.length == batch*inFeatures. */
-  runSync(input: Float32Array, batch: number): Float32Array;
-  /** Same computation off the main thread (Napi::AsyncWorker); the input is copied before it starts. */
-  run(input: Float32Array, batch: number): Promise<Float32Array>;
+  /**
+   * Runs `batch` samples synchronously on the calling thread's pool. input.length == batch*inFeatures.
+   * `stats`, if given (a Float64Array of length >= 1), receives in stats[0] the run's crossbar read power
+   * summed over its samples, in watts (see lastRunCrossbarPower).
+   */
+  runSync(input: Float32Array, batch: number, stats?: Float64Array): Float32Array;
+  /**
+   * Same computation off the main thread (Napi::AsyncWorker); the input is copied before it starts.
+   * `stats[0]` is written just before the promise resolves, so concurrent runs each get their own figure.
+   */
+  run(input: Float32Array, batch: number, stats?: Float64Array): Promise<Float32Array>;
+  /**
+   * The crossbar read power of the last completed run, summed over its samples, in watts: for every sample,
+   * layer and tile, Σ over the tile's driven physical rows ρ of V_ρ² · Σ_c G_ρc, with V_ρ the voltage the row
+   * is driven with (the DAC output times vRead; −V on the negative row of a pair on rows) and G the held
+   * conductances of every cell of the row (after programming error and drift, stuck cells included, before
+   * IR drop). Multiplied by the read time it is the run's crossbar energy (docs/energy.md). A sample whose
+   * term is not finite (an input holding NaN or ±Infinity) adds 0. 0 before any run.
+   */
+  lastRunCrossbarPower(): number;
   /** The conductances the chip actually holds after programming error, stuck cells and drift (a copy), row-major. */
   conductances(array: number): Float32Array;
   /** Frees the native memory; later calls throw. */

@@ -1,2 +1,2 @@
-export { InferenceSession, type SessionOptions, type ValueMetadata } from './session.js';
+export { InferenceSession, type SessionOptions, type ValueMetadata, type EnergyReport } from './session.js';
 export { Tensor, type TensorType } from './tensor.js';

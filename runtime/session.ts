@@ -12,6 +12,8 @@ import { createSimChip } from './backends/sim.js';
 import { DeviceBackend } from './backends/device/backend.js';
 import type { ClientOptions } from './backends/device/client.js';
 import { Tensor } from './tensor.js';
+import { EnergyMeter, type EnergyReport } from './energy.js';
+export type { EnergyReport, EnergyBreakdown } from './energy.js';
 import { f16round, getFloat16 } from '@petamoriken/float16';
 
 export interface SessionOptions {
@@ -51,6 +53,7 @@ export class InferenceSession {
   #device: DeviceBackend | undefined;
   #released = false;
   readonly #macsPerSample: number;
+  readonly #energy: EnergyMeter;
 
   private constructor(artifact: Artifact, chip: NativeChip | undefined, device?: DeviceBackend) {
     this.artifact = artifact;
@@ -62,6 +65,7 @@ export class InferenceSession {
     this.inputMetadata = [{ name: artifact.input.name, isTensor: true, type: 'float32', shape: [batchName, ...(artifact.input.shape.slice(1) as number[])] }];
     this.outputMetadata = [{ name: artifact.output.name, isTensor: true, type: 'float32', shape: [batchName, artifact.output.features] }];
     this.#macsPerSample = artifact.layers.reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
+    this.#energy = new EnergyMeter(artifact);
   }
 
   /** Opens a compiled artifact (.dendra path or bytes). */
@@ -127,8 +131,24 @@ export class InferenceSession {
     if (this.#released || (!chip && !device)) throw new DeviceError('session was released');
     const { input, batch } = this.#checkFeeds(feeds);
     const macs = batch * this.#macsPerSample;
-    const out = device ? await device.run(input, batch) : macs <= SYNC_MACS ? chip!.runSync(input, batch) : await chip!.run(input, batch);
+    const stats = new Float64Array(1); // the run's crossbar read power, summed over its samples (W)
+    const out = device ? await device.run(input, batch, stats) : macs <= SYNC_MACS ? chip!.runSync(input, batch, stats) : await chip!.run(input, batch, stats);
+    this.#energy.record(stats[0]!, batch);
     return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
+  }
+
+  /**
+   * The energy model's figures (docs/energy.md), per inference: `energyPerInferenceJ` and its `breakdown`
+   * into crossbar read, DAC, ADC and digital periphery, averaged over the last run's samples (scope 'last',
+   * the default) or over every run of this session (scope 'all'). The crossbar term is data-dependent: the
+   * simulator sums V² · G over the conductances the chip holds; the device backend estimates it from the
+   * voltages it applies and the artifact's target conductances. Throws before the first run.
+   */
+  energy(scope: 'last' | 'all' = 'last'): EnergyReport {
+    if (scope !== 'last' && scope !== 'all') throw new InputError(`energy scope must be 'last' or 'all' (got '${String(scope)}')`);
+    const r = this.#energy.report(scope);
+    if (!r) throw new InputError('session.energy() reports on runs: call run() first');
+    return r;
   }
 
   /**

@@ -43,18 +43,32 @@ BatchInput readBatch(const Napi::CallbackInfo& info, int64_t inF, int64_t outF, 
   return BatchInput{arr.Data(), batch};
 }
 
+/** The optional third argument of run/runSync: a Float64Array of length >= 1 that receives the run's crossbar power. */
+Napi::Value readStats(const Napi::CallbackInfo& info, const char* method) {
+  Napi::Value v = info[2];
+  if (v.IsUndefined()) return v;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      v.As<Napi::Float64Array>().ElementLength() < 1)
+    throwTypeError(info.Env(), std::string(method) + ": stats must be a Float64Array of length >= 1 (got " + describe(v) + ")");
+  return v;
+}
+
+}  // namespace
+
 /** Runs the network on a libuv worker thread; resolves a Promise with a new Float32Array. */
 class RunWorker : public Napi::AsyncWorker {
  public:
   RunWorker(Napi::Env env, Napi::Object chip, std::shared_ptr<Network> net, std::vector<float> input, int64_t batch,
-            uint64_t run)
+            uint64_t run, Napi::Value stats)
       : Napi::AsyncWorker(env, "dendra:run"),
         deferred_(Napi::Promise::Deferred::New(env)),
         chip_(Napi::Persistent(chip)),
         net_(std::move(net)),
         input_(std::move(input)),
         batch_(batch),
-        run_(run) {}
+        run_(run) {
+    if (!stats.IsUndefined()) stats_ = Napi::Persistent(stats.As<Napi::Object>());
+  }
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -62,7 +76,7 @@ class RunWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       output_.resize(static_cast<size_t>(batch_) * static_cast<size_t>(net_->outFeatures()));
-      net_->forward(input_.data(), output_.data(), batch_, run_);
+      power_ = net_->forward(input_.data(), output_.data(), batch_, run_);
     } catch (const std::bad_alloc&) {
       SetError("dendra native: run: out of memory");
     } catch (const std::exception& e) {
@@ -74,6 +88,9 @@ class RunWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     auto result = Napi::Float32Array::New(env, output_.size());
     if (!output_.empty()) std::memcpy(result.Data(), output_.data(), output_.size() * sizeof(float));
+    // On the main thread, just before the promise resolves: the caller's continuation reads this run's value.
+    Chip::Unwrap(chip_.Value())->lastPower_ = power_;
+    if (!stats_.IsEmpty()) stats_.Value().As<Napi::Float64Array>()[0] = power_;
     deferred_.Resolve(result);
   }
 
@@ -82,14 +99,14 @@ class RunWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference chip_;  // keeps the JS chip alive while the work runs
+  Napi::ObjectReference stats_;  // the caller's Float64Array, or empty
   std::shared_ptr<Network> net_;
   std::vector<float> input_;
   std::vector<float> output_;
   int64_t batch_;
   uint64_t run_;  // numbered at call time, so concurrent runs keep the call order's noise
+  double power_ = 0.0;
 };
-
-}  // namespace
 
 Napi::Function Chip::define(Napi::Env env) {
   return DefineClass(env, "Chip",
@@ -98,6 +115,7 @@ Napi::Function Chip::define(Napi::Env env) {
                          InstanceMethod<&Chip::run>("run"),
                          InstanceMethod<&Chip::release>("release"),
                          InstanceMethod<&Chip::conductances>("conductances"),
+                         InstanceMethod<&Chip::lastRunCrossbarPower>("lastRunCrossbarPower"),
                          InstanceAccessor<&Chip::inFeatures>("inFeatures"),
                          InstanceAccessor<&Chip::outFeatures>("outFeatures"),
                      });
@@ -125,10 +143,12 @@ Napi::Value Chip::runSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Network> net = network(env);
   const BatchInput in = readBatch(info, inFeatures_, outFeatures_, "runSync");
+  Napi::Value stats = readStats(info, "runSync");
   const size_t n = static_cast<size_t>(in.batch) * static_cast<size_t>(outFeatures_);
   auto out = Napi::Float32Array::New(env, n);
   try {
-    net->forward(in.data, out.Data(), in.batch, net->beginRun());
+    lastPower_ = net->forward(in.data, out.Data(), in.batch, net->beginRun());
+    if (!stats.IsUndefined()) stats.As<Napi::Float64Array>()[0] = lastPower_;
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "runSync: out of memory");
   } catch (const std::system_error& e) {
@@ -141,6 +161,7 @@ Napi::Value Chip::run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Network> net = network(env);
   const BatchInput in = readBatch(info, inFeatures_, outFeatures_, "run");
+  Napi::Value stats = readStats(info, "run");
   std::vector<float> copy;
   try {
     copy.assign(in.data, in.data + in.batch * inFeatures_);
@@ -149,7 +170,7 @@ Napi::Value Chip::run(const Napi::CallbackInfo& info) {
   }
   const uint64_t runIndex = net->beginRun();
   auto* worker =
-      new RunWorker(env, info.This().As<Napi::Object>(), std::move(net), std::move(copy), in.batch, runIndex);
+      new RunWorker(env, info.This().As<Napi::Object>(), std::move(net), std::move(copy), in.batch, runIndex, stats);
   Napi::Promise promise = worker->promise();
   worker->Queue();  // the worker deletes itself after OnOK / OnError
   return promise;
@@ -169,6 +190,10 @@ Napi::Value Chip::conductances(const Napi::CallbackInfo& info) {
   auto out = Napi::Float32Array::New(env, g.size());
   if (!g.empty()) std::memcpy(out.Data(), g.data(), g.size() * sizeof(float));
   return out;
+}
+
+Napi::Value Chip::lastRunCrossbarPower(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), lastPower_);
 }
 
 Napi::Value Chip::release(const Napi::CallbackInfo& info) {

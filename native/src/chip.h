@@ -20,6 +20,7 @@ class Chip : public Napi::ObjectWrap<Chip> {
   Napi::Value run(const Napi::CallbackInfo& info);
   Napi::Value release(const Napi::CallbackInfo& info);
   Napi::Value conductances(const Napi::CallbackInfo& info);
+  Napi::Value lastRunCrossbarPower(const Napi::CallbackInfo& info);
   Napi::Value inFeatures(const Napi::CallbackInfo& info);
   Napi::Value outFeatures(const Napi::CallbackInfo& info);
 
@@ -29,6 +30,9 @@ class Chip : public Napi::ObjectWrap<Chip> {
   std::shared_ptr<Network> net_;  // shared with in-flight workers so release() during run() is safe
   int32_t inFeatures_ = 0;
   int32_t outFeatures_ = 0;
+  double lastPower_ = 0.0;  // crossbar read power (W) summed over the samples of the last completed run
+
+  friend class RunWorker;
 };
 
 }  // namespace dendra

@@ -9,9 +9,57 @@
 #include <thread>
 #include <utility>
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define DENDRA_X86_DISPATCH 1
+#include <immintrin.h>
+#endif
+
 namespace dendra {
 
 namespace {
+
+/** Σ_j u_j² · w_j in float64 (the per-sample crossbar read power before vRead²), portable. */
+double weightedSquaresPortable(const float* u, const double* w, int64_t n) {
+  double a[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double x = u[j + l];
+      a[l] += x * x * w[j + l];
+    }
+  double sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+  for (; j < n; ++j) {
+    const double x = u[j];
+    sum += x * x * w[j];
+  }
+  return sum;
+}
+
+#ifdef DENDRA_X86_DISPATCH
+/** The same with AVX2/FMA: 16 inputs per step in four float64 accumulators. */
+__attribute__((target("avx2,fma"))) double weightedSquaresAvx2(const float* u, const double* w, int64_t n) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), a2 = _mm256_setzero_pd(), a3 = _mm256_setzero_pd();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256d x0 = _mm256_cvtps_pd(_mm_loadu_ps(u + j));
+    const __m256d x1 = _mm256_cvtps_pd(_mm_loadu_ps(u + j + 4));
+    const __m256d x2 = _mm256_cvtps_pd(_mm_loadu_ps(u + j + 8));
+    const __m256d x3 = _mm256_cvtps_pd(_mm_loadu_ps(u + j + 12));
+    a0 = _mm256_fmadd_pd(_mm256_mul_pd(x0, x0), _mm256_loadu_pd(w + j), a0);
+    a1 = _mm256_fmadd_pd(_mm256_mul_pd(x1, x1), _mm256_loadu_pd(w + j + 4), a1);
+    a2 = _mm256_fmadd_pd(_mm256_mul_pd(x2, x2), _mm256_loadu_pd(w + j + 8), a2);
+    a3 = _mm256_fmadd_pd(_mm256_mul_pd(x3, x3), _mm256_loadu_pd(w + j + 12), a3);
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
+  double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; j < n; ++j) {
+    const double x = u[j];
+    sum += x * x * w[j];
+  }
+  return sum;
+}
+#endif
 
 // Rough single-core throughput target per spawned thread: below this much work a thread costs more than it saves.
 constexpr double kMinFlopsPerThread = 4.0e6;
@@ -34,6 +82,63 @@ std::vector<float> irDrop(const ArraySpec& a, double r) {
 }
 
 }  // namespace
+
+void Network::prepareReadPower(Layer& layer) const {
+  const LayerSpec& ls = layer.spec;
+  layer.rowPower.assign(static_cast<size_t>(ls.inFeatures), 0.0);
+  for (const TileSpec& ts : ls.tiles) {
+    const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
+    const size_t k = ts.inputIndex.size();
+    // Σ_c G of a physical row: every cell of the row sits between the driven row and a virtual-ground column.
+    auto rowSum = [&](int32_t row) {
+      const float* g = arr.conductance.data() + static_cast<int64_t>(row) * arr.cols;
+      double sum = 0.0;
+      for (int64_t c = 0; c < arr.cols; ++c) sum += g[c];
+      return sum;
+    };
+    // Driven rows: rowPos[p] with +v, and rowNeg[p] with −v where it is another row (pairs on rows).
+    std::vector<int32_t> drives(static_cast<size_t>(arr.rows), 0);
+    bool shared = false;
+    for (size_t p = 0; p < k; ++p) {
+      shared |= ++drives[static_cast<size_t>(ts.rowPos[p])] > 1;
+      if (ts.rowNeg[p] != ts.rowPos[p]) shared |= ++drives[static_cast<size_t>(ts.rowNeg[p])] > 1;
+    }
+    if (!shared) {
+      for (size_t p = 0; p < k; ++p)
+        layer.rowPower[static_cast<size_t>(ts.inputIndex[p])] +=
+            rowSum(ts.rowPos[p]) + (ts.rowNeg[p] != ts.rowPos[p] ? rowSum(ts.rowNeg[p]) : 0.0);
+      continue;
+    }
+    SharedRows sr;
+    std::vector<int32_t> slotOf(static_cast<size_t>(arr.rows), -1);
+    auto drive = [&](int32_t input, int32_t row, float sign) {
+      int32_t& slot = slotOf[static_cast<size_t>(row)];
+      if (slot < 0) {
+        slot = static_cast<int32_t>(sr.rowSum.size());
+        sr.rowSum.push_back(rowSum(row));
+      }
+      sr.input.push_back(input);
+      sr.slot.push_back(slot);
+      sr.sign.push_back(sign);
+    };
+    for (size_t p = 0; p < k; ++p) {
+      drive(ts.inputIndex[p], ts.rowPos[p], 1.0f);
+      if (ts.rowNeg[p] != ts.rowPos[p]) drive(ts.inputIndex[p], ts.rowNeg[p], -1.0f);
+    }
+    layer.sharedRows.push_back(std::move(sr));
+  }
+}
+
+double Network::readPower(const Layer& layer, const float* u) const {
+  double sum = weightedSquares_(u, layer.rowPower.data(), layer.spec.inFeatures);
+  for (const SharedRows& sr : layer.sharedRows) {
+    thread_local std::vector<double> v;
+    v.assign(sr.rowSum.size(), 0.0);
+    for (size_t d = 0; d < sr.input.size(); ++d) v[static_cast<size_t>(sr.slot[d])] += sr.sign[d] * static_cast<double>(u[sr.input[d]]);
+    for (size_t r = 0; r < v.size(); ++r) sum += v[r] * v[r] * sr.rowSum[r];
+  }
+  return sum * layer.spec.vRead * layer.spec.vRead;
+}
 
 void Network::programCells(const Physics& ph) {
   const bool error = ph.programError();
@@ -72,6 +177,10 @@ Network::Network(Program program)
       threads_(program.threads),
       kernel_(gemm::selectKernel()),
       rng_(program.seed) {
+  weightedSquares_ = &weightedSquaresPortable;
+#ifdef DENDRA_X86_DISPATCH
+  if (std::strcmp(kernel_.name, "avx2-fma") == 0) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
+#endif
   programCells(physics_);  // the constructor is the only user of rng_ so far: no lock needed
 
   // IR drop: the effective conductances of every array, computed once.
@@ -154,6 +263,7 @@ Network::Network(Program program)
     std::stable_sort(layer.order.begin(), layer.order.end(),
                      [&](size_t a, size_t b) { return layer.inputGroup[a] < layer.inputGroup[b]; });
     flopsPerRow += 8.0 * ls.outFeatures;
+    prepareReadPower(layer);
     layers_.push_back(std::move(layer));
   }
   const int64_t widest = std::max({maxIn_, maxOut_, maxPaddedCols_, int64_t{1}});
@@ -198,8 +308,8 @@ void Network::giveBack(std::vector<std::unique_ptr<Scratch>>& scratches) {
   scratches.clear();
 }
 
-void Network::forward(const float* in, float* out, int64_t batch, uint64_t run) {
-  if (batch <= 0) return;
+double Network::forward(const float* in, float* out, int64_t batch, uint64_t run) {
+  if (batch <= 0) return 0.0;
   const int64_t inF = inFeatures();
   const int64_t outF = outFeatures();
 
@@ -212,11 +322,13 @@ void Network::forward(const float* in, float* out, int64_t batch, uint64_t run) 
   const uint64_t runKey = noise::streamKey(noiseSeed_, run);
   auto scratches = acquire(static_cast<size_t>(workers));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  std::vector<double> power(static_cast<size_t>(workers), 0.0);
   auto job = [&](int64_t t) {
     try {
       const int64_t r0 = t * chunk;
       const int64_t rows = std::min(chunk, batch - r0);
-      forwardRows(in + r0 * inF, out + r0 * outF, rows, r0, runKey, *scratches[static_cast<size_t>(t)]);
+      power[static_cast<size_t>(t)] =
+          forwardRows(in + r0 * inF, out + r0 * outF, rows, r0, runKey, *scratches[static_cast<size_t>(t)]);
     } catch (...) {
       errors[static_cast<size_t>(t)] = std::current_exception();
     }
@@ -236,9 +348,13 @@ void Network::forward(const float* in, float* out, int64_t batch, uint64_t run) 
   giveBack(scratches);
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+  double total = 0.0;
+  for (const double p : power) total += p;
+  return total;
 }
 
-void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& s) const {
+double Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& s) const {
+  double power = 0.0;
   const size_t nLayers = layers_.size();
   const int64_t inF0 = layers_.front().spec.inFeatures;
   const int64_t outLast = layers_.back().spec.outFeatures;
@@ -262,6 +378,11 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
         u = s.u.data();
       } else {
         std::fill(s.scale.begin(), s.scale.begin() + nr, 1.0f);
+      }
+      // Crossbar read power of each sample (the only data-dependent energy term).
+      for (int64_t i = 0; i < nr; ++i) {
+        const double p = readPower(layer, u + i * inF);
+        if (std::isfinite(p)) power += p;
       }
 
       std::fill(acc, acc + nr * outF, 0.0f);
@@ -311,6 +432,7 @@ void Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row
       x = acc;
     }
   }
+  return power;
 }
 
 }  // namespace dendra

@@ -40,8 +40,11 @@ class Network {
    * out[batch x outFeatures] = network(in[batch x inFeatures]). Safe to call concurrently on one instance
    * (each call takes its own scratch from a locked pool). Blocks until every worker thread has joined.
    * run: from beginRun(); with read noise, the noise of sample b is a function of (seed, run, b) only.
+   * Returns the crossbar read power summed over the batch's samples, in watts (docs/energy.md): for every
+   * sample, layer and tile, Σ over the tile's driven physical rows ρ of V_ρ² · Σ_c G_ρc (all cells of the
+   * row, held conductances). A sample whose term is not finite (an input holding NaN or ±∞) adds 0.
    */
-  void forward(const float* in, float* out, int64_t batch, uint64_t run);
+  double forward(const float* in, float* out, int64_t batch, uint64_t run);
 
  private:
   struct Tile {
@@ -53,11 +56,23 @@ class Network {
     bool quantiseOutput = false;        // adcBits > 0
     periphery::Adc adc;
   };
+  /**
+   * Crossbar read power of a tile in which one physical row is driven by several inputs (never written by
+   * the compiler, but a valid program): the row's voltage is the signed sum of its inputs' voltages.
+   */
+  struct SharedRows {
+    std::vector<double> rowSum;         // per driven row slot: Σ_c G of the row (S)
+    std::vector<int32_t> input, slot;   // per drive: logical input and row slot
+    std::vector<float> sign;            // +1 (rowPos) or −1 (rowNeg)
+  };
   struct Layer {
     LayerSpec spec;                     // including the raw tile specs (indices) for later physics
     std::vector<Tile> tiles;
     std::vector<size_t> order;          // execution order: tiles sharing an inputIndex run back to back
     std::vector<size_t> inputGroup;     // per tile: id of its inputIndex (equal ids => identical gathers)
+    // Crossbar read power per sample = vRead² · (Σ_j u_j² · rowPower_j + the sharedRows terms), u the DAC output.
+    std::vector<double> rowPower;       // per logical input: Σ_c G over every physical row it drives (S)
+    std::vector<SharedRows> sharedRows;
   };
   /** Per-thread buffers for one row block (at most blockRows_ rows). */
   struct Scratch {
@@ -74,10 +89,14 @@ class Network {
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
   static constexpr int64_t kBlockBudget = int64_t{1} << 22;  // floats per row-block buffer (16 MiB)
 
-  /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. */
-  void forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
+  /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. Returns their crossbar read power (W). */
+  double forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
   /** Programming error and drift of every healthy cell, in place (constructor only). */
   void programCells(const Physics& ph);
+  /** layer.rowPower and layer.sharedRows from the held conductances (constructor only, after programCells). */
+  void prepareReadPower(Layer& layer) const;
+  /** Crossbar read power (W) of one sample's layer, from its DAC output u (normalised, length inFeatures). */
+  double readPower(const Layer& layer, const float* u) const;
   std::vector<std::unique_ptr<Scratch>> acquire(size_t count);
   void giveBack(std::vector<std::unique_ptr<Scratch>>& scratches);
 
@@ -91,6 +110,7 @@ class Network {
   int32_t threads_ = 1;
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
+  double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0;
   int64_t blockRows_ = kMaxBlockRows;  // fewer rows per block for very wide layers (bounded scratch)
 

@@ -13,6 +13,7 @@ import { connectBoard, type ClientOptions } from './client.js';
 import { artifactId } from './deploy.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { adc, dacRow, finishRow, makeAdc, type Adc } from './periphery.js';
+import { rowSums } from '../../energy.js';
 
 export interface DeviceBackendOptions {
   /** Board URL: tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]. */
@@ -37,6 +38,8 @@ interface BoardTile {
   posCol: Int32Array;
   negCol: Int32Array;
   adc: Adc | undefined;
+  /** For each driven row slot: Σ_c G of the row's target conductances in the artifact (S), for the energy estimate. */
+  rowSum: Float64Array;
 }
 
 interface BoardLayer {
@@ -80,6 +83,7 @@ function prepare(artifact: Artifact, file: string): BoardLayer[] {
       };
       const rs = slots([t.rowPos, t.rowNeg], a.rows, 'row');
       const cs = slots([t.colPos, t.colNeg], a.cols, 'column');
+      const sums = rowSums(a.conductance, a.rows, a.cols);
       return {
         chipArray: chipArrayOf(artifact, t.array),
         inputIndex: t.inputIndex,
@@ -91,6 +95,7 @@ function prepare(artifact: Artifact, file: string): BoardLayer[] {
         posCol: Int32Array.from(t.colPos, (v) => cs.slotOf.get(v)!),
         negCol: Int32Array.from(t.colNeg, (v, q) => (v === t.colPos[q] ? -1 : cs.slotOf.get(v)!)),
         adc: makeAdc(p.adc.bits, t.adcFullScale, p.read.voltage),
+        rowSum: Float64Array.from(rs.list, (row) => sums[row]!),
       };
     }),
   }));
@@ -150,13 +155,19 @@ export class DeviceBackend {
     }
   }
 
-  /** Runs `batch` samples (input: batch × inFeatures) and returns batch × outFeatures. */
-  async run(input: Float32Array, batch: number): Promise<Float32Array> {
+  /**
+   * Runs `batch` samples (input: batch × inFeatures) and returns batch × outFeatures. `stats[0]`, if given,
+   * receives the crossbar read power summed over the samples (W), estimated as the simulator computes it
+   * (Σ over driven rows of V² · Σ_c G) from the voltages applied and the artifact's target conductances:
+   * the board's real conductances are not read back for it.
+   */
+  async run(input: Float32Array, batch: number, stats?: Float64Array): Promise<Float32Array> {
     if (this.#released) throw new DeviceError('session was released');
     const artifact = this.#artifact;
     const vRead = artifact.profile.read.voltage;
     const dacBits = artifact.profile.dac.bits;
     const last = this.#layers.length - 1;
+    let power = 0;
     let x = input;
     for (const [li, layer] of this.#layers.entries()) {
       const inF = layer.inFeatures;
@@ -188,6 +199,9 @@ export class DeviceBackend {
             volts[ob + tile.posRow[r]!] += value;
             if (tile.negRow[r]! >= 0) volts[ob + tile.negRow[r]!] -= value;
           }
+          let p = 0;
+          for (let j = 0; j < nRows; j++) p += volts[ob + j]! * volts[ob + j]! * tile.rowSum[j]!;
+          if (Number.isFinite(p)) power += p;
         }
         const currents = await this.board.infer(tile.chipArray, tile.rows, tile.cols, volts, batch);
         const m = tile.outputIndex.length;
@@ -208,6 +222,7 @@ export class DeviceBackend {
       }
       x = acc;
     }
+    if (stats) stats[0] = power;
     return x;
   }
 
