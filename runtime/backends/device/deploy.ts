@@ -67,7 +67,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
   const id = artifactId(bytes);
   const profile = artifact.profile;
   const pulse = profile.pulse;
-  if (!pulse) throw new DeviceError(`device profile '${profile.name}' has no pulse model; dendra cannot program it`);
+  if (!pulse) throw new DeviceError(`the artifact's device profile '${profile.name}' has no pulse model, so dendra cannot program it; recompile with a profile that has one (models/devices/hfo2-1t1r.json does)`);
   const levels = profile.conductance.levels;
   const spacing = levels ? (profile.conductance.max - profile.conductance.min) / (levels - 1) : 0;
   // Every pulse lands with noise σ = pulse.noise: a window narrower than ~1.5σ is hit too rarely per try.
@@ -77,104 +77,107 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
   const started = performance.now();
 
   let board = await connect();
-  const identity = await board.identify();
-  checkCompatible(artifact, identity, board.url);
-  const status = await board.status();
-  if (!options.force && status.deployment?.artifact === id && status.deployment.state === 'ready') {
-    await board.close();
+  try {
+    const identity = await board.identify();
+    checkCompatible(artifact, identity, board.url);
+    const status = await board.status();
+    if (!options.force && status.deployment?.artifact === id && status.deployment.state === 'ready') {
+      const report = emptyReport(artifact, id, board.url, identity, tolerance);
+      report.skipped = 'already-deployed';
+      return { report, defects: defectsAfter(artifact, identity, [], board.url) };
+    }
+
     const report = emptyReport(artifact, id, board.url, identity, tolerance);
-    report.skipped = 'already-deployed';
-    return { report, defects: defectsAfter(artifact, identity, [], board.url) };
-  }
+    const failed: FailedCell[] = [];
+    const errors: number[] = [];
+    const cellsTotal = artifact.arrays.reduce((s, a) => s + a.rows * a.cols, 0);
+    let cellsDone = 0;
+    let reconnectsLeft = options.reconnects ?? 3;
 
-  const report = emptyReport(artifact, id, board.url, identity, tolerance);
-  const failed: FailedCell[] = [];
-  const errors: number[] = [];
-  const cellsTotal = artifact.arrays.reduce((s, a) => s + a.rows * a.cols, 0);
-  let cellsDone = 0;
-  let reconnectsLeft = options.reconnects ?? 3;
-
-  /** Runs one step, reconnecting and retrying the step when the driver gives up on the link. */
-  const withLink = async <T>(step: (b: Board) => Promise<T>): Promise<T> => {
-    for (;;) {
-      try {
-        return await step(board);
-      } catch (e) {
-        if (!(e instanceof LinkError) || reconnectsLeft-- <= 0) throw e;
-        report.reconnects++;
-        await board.close().catch(() => {});
-        board = await connect();
-      }
-    }
-  };
-
-  await withLink((b) => b.mark({ artifact: id, state: 'programming' }));
-  for (const [i, a] of artifact.arrays.entries()) {
-    const chipArray = a.chipArray ?? i;
-    const region = { array: chipArray, row: 0, col: 0, rows: a.rows, cols: a.cols };
-    const target = a.conductance;
-    const skip = (cell: number) => a.stuck !== undefined && a.stuck[cell] !== 0;
-    let g = await withLink((b) => b.read(region));
-    // Per cell: how its SETs have landed against the model (reached ÷ expected), to aim the next one.
-    const gain = new Float32Array(target.length).fill(1);
-    for (let cell = 0; cell < target.length; cell++) {
-      if (skip(cell)) report.skippedStuck++;
-      else if (Math.abs(g[cell]! - target[cell]!) <= tolerance) report.alreadyWithin++;
-    }
-    for (let round = 0; round < maxAttempts; round++) {
-      const out: number[] = [];
-      // Aim inside the tolerance (75 % of it), so read noise does not push accepted cells back out.
-      for (let cell = 0; cell < target.length; cell++) if (!skip(cell) && Math.abs(g[cell]! - target[cell]!) > aim) out.push(cell);
-      if (out.length === 0) break;
-      const plan = out.map((cell) => choosePulses(profile, g[cell]!, target[cell]!, gain[cell]!));
-      const count = plan.reduce((s, p) => s + p.length, 0);
-      const pulses: Pulses = { row: new Int32Array(count), col: new Int32Array(count), amplitude: new Float32Array(count), gate: new Float32Array(count) };
-      let n = 0;
-      out.forEach((cell, k) => {
-        for (const choice of plan[k]!) {
-          pulses.row[n] = Math.floor(cell / a.cols);
-          pulses.col[n] = cell % a.cols;
-          pulses.amplitude[n] = choice.amplitude;
-          pulses.gate[n] = choice.gate;
-          n++;
+    /** Runs one step, reconnecting and retrying the step when the driver gives up on the link. */
+    const withLink = async <T>(step: (b: Board) => Promise<T>): Promise<T> => {
+      for (;;) {
+        try {
+          return await step(board);
+        } catch (e) {
+          if (!(e instanceof LinkError) || reconnectsLeft-- <= 0) throw e;
+          report.reconnects++;
+          await board.close().catch(() => {});
+          board = await connect();
         }
-      });
-      await withLink((b) => b.pulse(chipArray, Math.min(pulse.width[1], pulse.width[0] * 10), pulses));
-      report.pulses += count;
-      report.rounds = Math.max(report.rounds, round + 1);
-      const before = g;
-      g = await withLink((b) => b.read(region));
-      out.forEach((cell, k) => {
-        // What the SET pulses did tells how this cell's SET response compares with the model (its gain):
-        // a lone SET that was expected to lift the cell reached gain·level(Vg); a SET followed by a partial
-        // RESET lands at (gain_true / gain_assumed)·target.
-        const steps = plan[k]!;
-        const first = steps[0]!;
-        if (first.amplitude <= 0) return;
-        const level = setLevel(pulse, first.gate);
-        let next = gain[cell]!;
-        if (steps.length === 1 && gain[cell]! * level > before[cell]!) next = g[cell]! / level;
-        else if (steps.length === 2) next = gain[cell]! * (g[cell]! / target[cell]!);
-        gain[cell] = Math.min(2, Math.max(0.5, next));
-      });
-    }
-    for (let cell = 0; cell < target.length; cell++) {
-      if (skip(cell)) continue;
-      const err = g[cell]! - target[cell]!;
-      if (Math.abs(err) > tolerance) failed.push({ array: chipArray, row: Math.floor(cell / a.cols), col: cell % a.cols, target: target[cell]!, reached: g[cell]! });
-      else errors.push(err * 1e6);
-    }
-    cellsDone += target.length;
-    options.onProgress?.(i + 1, artifact.arrays.length, cellsDone, cellsTotal);
-  }
-  await withLink((b) => b.mark({ artifact: id, state: 'ready' }));
-  await board.close();
+      }
+    };
 
-  report.failed = failed;
-  report.seconds = (performance.now() - started) / 1000;
-  report.errorHistogram = histogram(errors, tolerance * 1e6);
-  report.maxErrorMicroSiemens = errors.reduce((m, e) => Math.max(m, Math.abs(e)), 0);
-  return { report, defects: defectsAfter(artifact, identity, failed, board.url) };
+    await withLink((b) => b.mark({ artifact: id, state: 'programming' }));
+    for (const [i, a] of artifact.arrays.entries()) {
+      const chipArray = a.chipArray ?? i;
+      const region = { array: chipArray, row: 0, col: 0, rows: a.rows, cols: a.cols };
+      const target = a.conductance;
+      const skip = (cell: number) => a.stuck !== undefined && a.stuck[cell] !== 0;
+      let g = await withLink((b) => b.read(region));
+      // Per cell: how its SETs have landed against the model (reached ÷ expected), to aim the next one.
+      const gain = new Float32Array(target.length).fill(1);
+      for (let cell = 0; cell < target.length; cell++) {
+        if (skip(cell)) report.skippedStuck++;
+        else if (Math.abs(g[cell]! - target[cell]!) <= tolerance) report.alreadyWithin++;
+      }
+      for (let round = 0; round < maxAttempts; round++) {
+        const out: number[] = [];
+        // Aim inside the tolerance (75 % of it), so read noise does not push accepted cells back out.
+        for (let cell = 0; cell < target.length; cell++) if (!skip(cell) && Math.abs(g[cell]! - target[cell]!) > aim) out.push(cell);
+        if (out.length === 0) break;
+        const plan = out.map((cell) => choosePulses(profile, g[cell]!, target[cell]!, gain[cell]!));
+        const count = plan.reduce((s, p) => s + p.length, 0);
+        const pulses: Pulses = { row: new Int32Array(count), col: new Int32Array(count), amplitude: new Float32Array(count), gate: new Float32Array(count) };
+        let n = 0;
+        out.forEach((cell, k) => {
+          for (const choice of plan[k]!) {
+            pulses.row[n] = Math.floor(cell / a.cols);
+            pulses.col[n] = cell % a.cols;
+            pulses.amplitude[n] = choice.amplitude;
+            pulses.gate[n] = choice.gate;
+            n++;
+          }
+        });
+        await withLink((b) => b.pulse(chipArray, Math.min(pulse.width[1], pulse.width[0] * 10), pulses));
+        report.pulses += count;
+        report.rounds = Math.max(report.rounds, round + 1);
+        const before = g;
+        g = await withLink((b) => b.read(region));
+        out.forEach((cell, k) => {
+          // What the SET pulses did tells how this cell's SET response compares with the model (its gain):
+          // a lone SET that was expected to lift the cell reached gain·level(Vg); a SET followed by a partial
+          // RESET lands at (gain_true / gain_assumed)·target.
+          const steps = plan[k]!;
+          const first = steps[0]!;
+          if (first.amplitude <= 0) return;
+          const level = setLevel(pulse, first.gate);
+          let next = gain[cell]!;
+          if (steps.length === 1 && gain[cell]! * level > before[cell]!) next = g[cell]! / level;
+          else if (steps.length === 2) next = gain[cell]! * (g[cell]! / target[cell]!);
+          gain[cell] = Math.min(2, Math.max(0.5, next));
+        });
+      }
+      for (let cell = 0; cell < target.length; cell++) {
+        if (skip(cell)) continue;
+        const err = g[cell]! - target[cell]!;
+        if (Math.abs(err) > tolerance) failed.push({ array: chipArray, row: Math.floor(cell / a.cols), col: cell % a.cols, target: target[cell]!, reached: g[cell]! });
+        else errors.push(err * 1e6);
+      }
+      cellsDone += target.length;
+      options.onProgress?.(i + 1, artifact.arrays.length, cellsDone, cellsTotal);
+    }
+    await withLink((b) => b.mark({ artifact: id, state: 'ready' }));
+
+    report.failed = failed;
+    report.seconds = (performance.now() - started) / 1000;
+    report.errorHistogram = histogram(errors, tolerance * 1e6);
+    report.maxErrorMicroSiemens = errors.reduce((m, e) => Math.max(m, Math.abs(e)), 0);
+    return { report, defects: defectsAfter(artifact, identity, failed, board.url) };
+  } finally {
+    // Every way out, errors included, leaves no connection open.
+    await board.close().catch(() => {});
+  }
 }
 
 
