@@ -311,3 +311,23 @@ describe('end to end: board emulator, deploy, inference through the device backe
     }
   });
 });
+
+describe.skipIf(!existsSync(MAIN))('dendra deploy refusals', () => {
+  it('refuses an artifact that needs more arrays than the board has, in one line, and exits', async () => {
+    const emu = new BoardEmulator({ profile: loadProfile('hfo2-1t1r'), arrays: 1, seed: 2 });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'dendra-deploy-'));
+      const art = join(dir, 'm.dendra');
+      writeFileSync(art, writeArtifact(compile(MODEL, { device: 'hfo2-1t1r' })));
+      const t0 = performance.now();
+      const r = await dendra('deploy', art, '--device', url);
+      expect(r.code).toBe(1);
+      expect(r.err.trim()).toMatch(/^dendra: the artifact needs chip array 1, but the board at .* has 1 arrays$/);
+      // The process ends by itself: no connection is left open after a refusal.
+      expect(performance.now() - t0).toBeLessThan(20_000);
+    } finally {
+      await emu.close();
+    }
+  });
+});
