@@ -6,7 +6,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import cliProgress from 'cli-progress';
+import { progressBar } from './progress.js';
 import { compile } from '../compiler/index.js';
 import { dendraVersion, writeArtifact } from '../artifact/write.js';
 import { generateDefects, type DefectPattern } from '../common/defects.js';
@@ -165,21 +165,14 @@ export async function sweep(model: string, opts: SweepArgs): Promise<SweepReport
     }
   };
 
-  const bar = new cliProgress.SingleBar({
-    stream: process.stderr,
-    format: 'sweep |{bar}| {value}/{total} chips | {stage}',
-    barsize: 30,
-    clearOnComplete: true,
-    hideCursor: false,
-  }, cliProgress.Presets.shades_classic);
   const total = trials * (1 + rates.length);
   const pct = (r: number) => `${+(100 * r).toFixed(4)} %`;
   const baselineTrials: { sessionSeed: number; accuracy: number }[] = [];
   const perRate: { rate: number; trials: SweepTrial[] }[] = [];
-  bar.start(total, 0, { stage: `fault-free, trial 1/${trials}` });
+  const bar = progressBar('sweep', total, 'chips', true);
   try {
     for (let t = 0; t < trials; t++) {
-      bar.update({ stage: `fault-free, trial ${t + 1}/${trials}` });
+      bar.stage(`fault-free, trial ${t + 1}/${trials}`);
       baselineTrials.push({ sessionSeed: t, accuracy: await accuracy(baseBytes, t) });
       bar.increment();
     }
@@ -187,7 +180,7 @@ export async function sweep(model: string, opts: SweepArgs): Promise<SweepReport
       const rate = rates[ri]!;
       const done: SweepTrial[] = [];
       for (let t = 0; t < trials; t++) {
-        bar.update({ stage: `rate ${pct(rate)}, trial ${t + 1}/${trials}` });
+        bar.stage(`rate ${pct(rate)}, trial ${t + 1}/${trials}`);
         const chipSeed = seed * 1000003 + ri * 1009 + t;
         const map = generateDefects(profile, { rate, onFraction, pattern, seed: chipSeed, arrays: chipArrays });
         const faults = map.arrays.reduce((s, a) => s + a.faults.length, 0);

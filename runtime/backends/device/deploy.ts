@@ -12,7 +12,7 @@ import { readArtifact } from '../../../artifact/read.js';
 import type { DefectMap, Fault } from '../../../common/defects.js';
 import { DeviceError, LinkError } from '../../../common/errors.js';
 import type { Board, Pulses } from './board.js';
-import { choosePulses, setLevel } from './pulses.js';
+import { choosePulses, programmingWidth, setLevel } from './pulses.js';
 
 export interface DeployOptions {
   /** Acceptable |G − target| in siemens; default half the level spacing, at least 1.5 × the pulse noise. */
@@ -139,7 +139,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
             n++;
           }
         });
-        await withLink((b) => b.pulse(chipArray, Math.min(pulse.width[1], pulse.width[0] * 10), pulses));
+        await withLink((b) => b.pulse(chipArray, programmingWidth(pulse), pulses));
         report.pulses += count;
         report.rounds = Math.max(report.rounds, round + 1);
         const before = g;

@@ -24,6 +24,7 @@
 import { faultGrid, STUCK_NONE, type DefectMap, type FaultGrid } from '../../../common/defects.js';
 import type { DeviceProfile } from '../../../common/profile.js';
 import { Random } from '../../../common/random.js';
+import { setLevel } from './pulses.js';
 
 type PulseModel = NonNullable<DeviceProfile['pulse']>;
 
@@ -114,7 +115,7 @@ export class ChipPhysics {
       const first = row * cols + (col < 0 ? 0 : col);
       const last = col < 0 ? row * cols + cols : first + 1;
       if (amp > 0) {
-        const level = m.slope * Math.min(m.gate[1], Math.max(m.gate[0], p.gate[k]!)) + m.offset;
+        const level = setLevel(m, p.gate[k]!);
         for (let i = first; i < last; i++) {
           if (state[i] !== STUCK_NONE) continue;
           const v = Math.max(g[i]!, d[i]! * level) + (noise > 0 ? noise * rng.normal() : 0);

@@ -16,6 +16,9 @@ type PulseModel = NonNullable<DeviceProfile['pulse']>;
 /** The conductance a SET with gate voltage vg reaches from below (mean, no variation). */
 export const setLevel = (p: PulseModel, vg: number) => p.slope * Math.min(p.gate[1], Math.max(p.gate[0], vg)) + p.offset;
 
+/** The pulse width scan and deploy use: ten times the shortest the board takes, within its range. */
+export const programmingWidth = (p: PulseModel) => Math.min(p.width[1], p.width[0] * 10);
+
 /** The partial RESET that brings a cell at g down to target. */
 function resetTowards(profile: DeviceProfile, g: number, target: number): PulseChoice {
   const p = profile.pulse!;

@@ -8,7 +8,7 @@ import type { DefectMap, Fault } from '../../../common/defects.js';
 import { DeviceError } from '../../../common/errors.js';
 import type { DeviceProfile } from '../../../common/profile.js';
 import type { Board, Pulses } from './board.js';
-import { setLevel } from './pulses.js';
+import { programmingWidth, setLevel } from './pulses.js';
 
 export interface ScanOptions {
   onProgress?: (done: number, total: number) => void;
@@ -30,7 +30,7 @@ export async function scan(board: Board, profile: DeviceProfile, options: ScanOp
   if (id.device !== profile.name) throw new DeviceError(`the board at ${board.url} is a '${id.device}' chip, not '${profile.name}'`);
   const high = setLevel(p, p.gate[1]);
   const mid = (high + profile.conductance.min) / 2;
-  const width = Math.min(p.width[1], p.width[0] * 10);
+  const width = programmingWidth(p);
   const arrays: DefectMap['arrays'] = [];
   for (const [a, geometry] of id.arrays.entries()) {
     const { rows, cols } = geometry;
