@@ -21,11 +21,12 @@ import { artifactId, deploy } from '../../runtime/backends/device/deploy.js';
 import { connectBoard } from '../../runtime/backends/device/client.js';
 import { BoardEmulator } from '../../runtime/backends/device/emulator.js';
 import { FakeBoard } from './fake-board.js';
+import { examples } from '../helpers/fixtures.js';
 
 const ROOT = join(__dirname, '..', '..');
-const MODEL = join(ROOT, 'models', 'examples', 'mnist8x8-64x54x10.onnx');
-const DIGITS = join(ROOT, 'models', 'examples', 'digits8x8-f32.npy');
-const LABELS = join(ROOT, 'models', 'examples', 'labels.npy');
+const MODEL = examples('mnist8x8-64x54x10.onnx');
+const DIGITS = examples('digits8x8-f32.npy');
+const LABELS = examples('labels.npy');
 const digits = readNpyFile(DIGITS);
 const N = 256;
 const x = new Tensor('float32', digits.data.subarray(0, N * 64), [N, 64]);

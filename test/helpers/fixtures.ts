@@ -7,6 +7,8 @@ import { readNpyFile } from '../../common/npy.js';
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 export const mnist = (f: string) => join(FIXTURES, 'mnist', f);
 export const extra = (f: string) => join(FIXTURES, 'extra', f);
+/** The example model and data the README's demo ships (models/examples). */
+export const examples = (f: string) => join(FIXTURES, '..', '..', 'models', 'examples', f);
 
 export interface Fixture {
   name: string;

@@ -22,11 +22,11 @@ import { artifactId } from '../../runtime/backends/device/deploy.js';
 import { model, randomValues, tensor } from '../helpers/onnx-builder.js';
 import { dendra } from '../helpers/cli.js';
 import { FakeBoard } from '../device/fake-board.js';
+import { examples } from '../helpers/fixtures.js';
 
-const ROOT = join(__dirname, '..', '..');
-const MNIST8 = join(ROOT, 'models', 'examples', 'mnist8x8-64x54x10.onnx');
-const DIGITS = join(ROOT, 'models', 'examples', 'digits8x8-f32.npy');
-const LABELS = join(ROOT, 'models', 'examples', 'labels.npy');
+const MNIST8 = examples('mnist8x8-64x54x10.onnx');
+const DIGITS = examples('digits8x8-f32.npy');
+const LABELS = examples('labels.npy');
 const digits = readNpyFile(DIGITS);
 
 const IN = 20;
