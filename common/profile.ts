@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ProfileError } from './errors.js';
 import { packageRoot } from './paths.js';
+import type { DendriteDevice, SomaDevice } from './dendrite.js';
 
 export interface DeviceProfile {
   name: string;
@@ -66,6 +67,10 @@ export interface DeviceProfile {
    * operation (J). Optional: absent fields take ENERGY_DEFAULTS.
    */
   energy: { readTime: number; dacConversion: number; adcConversion: number; digitalOp: number };
+  /** The chip's dendrite devices (common/dendrite.ts, docs/dendrites.md), or null: no dendrites on this chip. */
+  dendrite: DendriteDevice | null;
+  /** The chip's soma devices (their energy), or null: the periphery computes activations digitally. */
+  soma: SomaDevice | null;
   /** Where each constant comes from: dotted field path → citation. */
   cite: Record<string, string>;
 }
@@ -225,6 +230,35 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
       variation: number(pu, 'variation', 'pulse.variation', (x) => x >= 0 && x < 1, 'a fraction from 0 to 1'),
     };
   }
+  let dendrite: DendriteDevice | null = null;
+  if (root['dendrite'] !== undefined && root['dendrite'] !== null) {
+    const de = obj(root['dendrite'], 'dendrite');
+    const kind = de['kind'] ?? 'exponential';
+    if (kind !== 'exponential' && kind !== 'threshold-linear') bad('dendrite.kind', 'must be "exponential" or "threshold-linear"');
+    const rectify = de['rectify'] ?? false;
+    if (typeof rectify !== 'boolean') bad('dendrite.rectify', 'must be true or false');
+    dendrite = {
+      kind: kind as DendriteDevice['kind'],
+      nonlinearity: optional(de, 'nonlinearity', 'dendrite.nonlinearity', 0.1, (x) => x >= 0 && x < 0.95, 'the I-V nonlinearity n, from 0 to 0.95'),
+      onOffRatio: optional(de, 'onOffRatio', 'dendrite.onOffRatio', 100, (x) => x >= 1 && x <= 1e9, 'an ON/OFF ratio >= 1'),
+      voltage: optional(de, 'voltage', 'dendrite.voltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0'),
+      onVoltage: optional(de, 'onVoltage', 'dendrite.onVoltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0'),
+      threshold: optional(de, 'threshold', 'dendrite.threshold', 0.5, (x) => x > 0 && x <= 1, 'a normalised voltage in (0, 1]'),
+      rectify: rectify as boolean,
+      variation: optional(de, 'variation', 'dendrite.variation', 0, (x) => x >= 0 && x <= 1, 'a fraction from 0 to 1'),
+      onCurrent: optional(de, 'onCurrent', 'dendrite.onCurrent', 1e-6, (x) => x > 0 && x < 1, 'a current in amperes, > 0'),
+      time: optional(de, 'time', 'dendrite.time', 1e-5, (x) => x > 0 && x <= 1, 'a time in seconds, > 0'),
+    };
+  }
+  let soma: SomaDevice | null = null;
+  if (root['soma'] !== undefined && root['soma'] !== null) {
+    const so = obj(root['soma'], 'soma');
+    soma = {
+      voltage: optional(so, 'voltage', 'soma.voltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0'),
+      onCurrent: optional(so, 'onCurrent', 'soma.onCurrent', 1e-6, (x) => x > 0 && x < 1, 'a current in amperes, > 0'),
+      time: optional(so, 'time', 'soma.time', 1e-5, (x) => x > 0 && x <= 1, 'a time in seconds, > 0'),
+    };
+  }
   const cite: Record<string, string> = {};
   for (const [k, v] of Object.entries(citeRaw)) {
     if (typeof v !== 'string') bad(`cite.${k}`, 'must be a string');
@@ -245,6 +279,8 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     dac: { bits: dacBits },
     adc: { bits: adcBits, range },
     energy,
+    dendrite,
+    soma,
     cite,
   };
 }

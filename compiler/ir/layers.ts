@@ -6,6 +6,7 @@
  */
 import type { Graph } from './graph.js';
 import type { DType } from '../../common/dtypes.js';
+import type { Soma } from '../../common/dendrite.js';
 
 export type Activation =
   | { kind: 'none' }
@@ -50,6 +51,34 @@ export interface DenseLayer {
   weight: Float32Array;
   bias: Float32Array;
   activation: Activation;
+  /** Dendritic branches of every neuron (common/dendrite.ts); absent = a point neuron. */
+  dendrites?: Dendrites;
+}
+
+/**
+ * A layer's dendrites (the model of common/dendrite.ts): every neuron splits its inputs the same way.
+ * Set by `assign-branches` (or imported from a dendritic ONNX layer) and tuned by `calibrate-dendrites`.
+ */
+export interface Dendrites {
+  /** Branches per neuron (>= 1). */
+  count: number;
+  /** Branch of each input, in [0, count); length inFeatures. */
+  branchOf: Int32Array;
+  /** F: the branch signal (weight units) that applies the profile's dendrite voltage; u = z / F. > 0. */
+  fullScale: number;
+  /** κ: the bias (soma threshold) is added as κ·bias, matching the dendrites' attenuation. */
+  biasScale: number;
+  /** What the soma computes. */
+  soma: Soma;
+  /** How the branches were chosen ('contiguous', 'spatial', ..., or 'onnx' when imported), for `inspect` and reports. */
+  strategy: string;
+  /** true once fullScale and biasScale were set on sample inputs (or imported from a trained dendritic model). */
+  calibrated: boolean;
+  /**
+   * Imported from a dendritic ONNX layer: the dendrite function it was trained with, so the compiler can warn
+   * when the profile's devices differ.
+   */
+  trained?: { kind: 'exponential' | 'threshold-linear'; nonlinearity: number; onOffRatio: number; ratio: number; threshold: number; rectify: boolean };
 }
 
 export interface LayerModel extends ModelInterface {

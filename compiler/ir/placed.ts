@@ -4,7 +4,7 @@
  */
 import type { DeviceProfile } from '../../common/profile.js';
 import type { NativeTile } from '../../native/index.js';
-import type { Activation, DenseLayer, Head, LayerModel, ModelInterface, Origin } from './layers.js';
+import type { Activation, DenseLayer, Dendrites, Head, LayerModel, ModelInterface, Origin } from './layers.js';
 
 export interface MappedLayer extends DenseLayer {
   /** Target conductances of the positive and negative devices, [in][out] row-major, siemens, quantised. */
@@ -43,6 +43,13 @@ export interface PlacedLayer {
   bias: Float32Array;
   gPerWeight: Float32Array;
   tiles: PlacedTile[];
+  /** Dendritic branches; each tile then holds inputs of one branch only (tile.branch). */
+  dendrites?: Dendrites;
+  /**
+   * The soma output at which a soma draws the profile's soma.onCurrent (energy only): calibrated on sample
+   * inputs, else a bound from the weights. Set when the profile has a soma.
+   */
+  somaFullScale?: number;
 }
 
 export interface PlacedModel extends ModelInterface {

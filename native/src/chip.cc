@@ -43,7 +43,10 @@ BatchInput readBatch(const Napi::CallbackInfo& info, int64_t inF, int64_t outF, 
   return BatchInput{arr.Data(), batch};
 }
 
-/** The optional third argument of run/runSync: a Float64Array of length >= 1 that receives the run's crossbar power. */
+/**
+ * The optional third argument of run/runSync: a Float64Array of length >= 1 that receives the run's crossbar
+ * power in [0] and, where it is long enough, the dendrites' energy in [1] and the somas' in [2].
+ */
 Napi::Value readStats(const Napi::CallbackInfo& info, const char* method) {
   Napi::Value v = info[2];
   if (v.IsUndefined()) return v;
@@ -51,6 +54,12 @@ Napi::Value readStats(const Napi::CallbackInfo& info, const char* method) {
       v.As<Napi::Float64Array>().ElementLength() < 1)
     throwTypeError(info.Env(), std::string(method) + ": stats must be a Float64Array of length >= 1 (got " + describe(v) + ")");
   return v;
+}
+
+void writeStats(Napi::Float64Array a, const RunStats& r) {
+  a[0] = r.crossbarPower;
+  if (a.ElementLength() >= 2) a[1] = r.dendriteEnergy;
+  if (a.ElementLength() >= 3) a[2] = r.somaEnergy;
 }
 
 }  // namespace
@@ -89,8 +98,8 @@ class RunWorker : public Napi::AsyncWorker {
     auto result = Napi::Float32Array::New(env, output_.size());
     if (!output_.empty()) std::memcpy(result.Data(), output_.data(), output_.size() * sizeof(float));
     // On the main thread, just before the promise resolves: the caller's continuation reads this run's value.
-    Chip::Unwrap(chip_.Value())->lastPower_ = power_;
-    if (!stats_.IsEmpty()) stats_.Value().As<Napi::Float64Array>()[0] = power_;
+    Chip::Unwrap(chip_.Value())->lastPower_ = power_.crossbarPower;
+    if (!stats_.IsEmpty()) writeStats(stats_.Value().As<Napi::Float64Array>(), power_);
     deferred_.Resolve(result);
   }
 
@@ -105,7 +114,7 @@ class RunWorker : public Napi::AsyncWorker {
   std::vector<float> output_;
   int64_t batch_;
   uint64_t run_;  // numbered at call time, so concurrent runs keep the call order's noise
-  double power_ = 0.0;
+  RunStats power_;
 };
 
 Napi::Function Chip::define(Napi::Env env) {
@@ -147,8 +156,9 @@ Napi::Value Chip::runSync(const Napi::CallbackInfo& info) {
   const size_t n = static_cast<size_t>(in.batch) * static_cast<size_t>(outFeatures_);
   auto out = Napi::Float32Array::New(env, n);
   try {
-    lastPower_ = net->forward(in.data, out.Data(), in.batch, net->beginRun());
-    if (!stats.IsUndefined()) stats.As<Napi::Float64Array>()[0] = lastPower_;
+    const RunStats r = net->forward(in.data, out.Data(), in.batch, net->beginRun());
+    lastPower_ = r.crossbarPower;
+    if (!stats.IsUndefined()) writeStats(stats.As<Napi::Float64Array>(), r);
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "runSync: out of memory");
   } catch (const std::system_error& e) {

@@ -263,6 +263,15 @@ Network::Network(Program program)
     std::stable_sort(layer.order.begin(), layer.order.end(),
                      [&](size_t a, size_t b) { return layer.inputGroup[a] < layer.inputGroup[b]; });
     flopsPerRow += 8.0 * ls.outFeatures;
+    if (ls.dendrites.active()) {
+      const DendriteSpec& d = ls.dendrites;
+      layer.expm1Alpha = d.alpha < 1e-9 ? 1.0 : std::expm1(d.alpha);
+      layer.eps.assign(static_cast<size_t>(d.count) * static_cast<size_t>(ls.outFeatures), 1.0f);
+      if (d.variation > 0.0)  // device-to-device variation, drawn once per chip (constructor only: no lock)
+        for (float& e : layer.eps) e = static_cast<float>(std::max(0.0, 1.0 + d.variation * rng_.normal()));
+      maxBranchOut_ = std::max<int64_t>(maxBranchOut_, static_cast<int64_t>(d.count) * ls.outFeatures);
+      flopsPerRow += 30.0 * static_cast<double>(d.count) * ls.outFeatures;
+    }
     prepareReadPower(layer);
     layers_.push_back(std::move(layer));
   }
@@ -297,6 +306,7 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
       s->noise.resize(block);
     }
     s->scale.resize(block);
+    if (maxBranchOut_ > 0) s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
     out.push_back(std::move(s));
   }
   return out;
@@ -308,8 +318,8 @@ void Network::giveBack(std::vector<std::unique_ptr<Scratch>>& scratches) {
   scratches.clear();
 }
 
-double Network::forward(const float* in, float* out, int64_t batch, uint64_t run) {
-  if (batch <= 0) return 0.0;
+RunStats Network::forward(const float* in, float* out, int64_t batch, uint64_t run) {
+  if (batch <= 0) return {};
   const int64_t inF = inFeatures();
   const int64_t outF = outFeatures();
 
@@ -322,7 +332,7 @@ double Network::forward(const float* in, float* out, int64_t batch, uint64_t run
   const uint64_t runKey = noise::streamKey(noiseSeed_, run);
   auto scratches = acquire(static_cast<size_t>(workers));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
-  std::vector<double> power(static_cast<size_t>(workers), 0.0);
+  std::vector<RunStats> power(static_cast<size_t>(workers));
   auto job = [&](int64_t t) {
     try {
       const int64_t r0 = t * chunk;
@@ -348,13 +358,14 @@ double Network::forward(const float* in, float* out, int64_t batch, uint64_t run
   giveBack(scratches);
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
-  double total = 0.0;
-  for (const double p : power) total += p;
+  RunStats total;
+  for (const RunStats& p : power) total += p;
   return total;
 }
 
-double Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& s) const {
-  double power = 0.0;
+RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& s) const {
+  RunStats stats;
+  double& power = stats.crossbarPower;
   const size_t nLayers = layers_.size();
   const int64_t inF0 = layers_.front().spec.inFeatures;
   const int64_t outLast = layers_.back().spec.outFeatures;
@@ -385,7 +396,12 @@ double Network::forwardRows(const float* in, float* out, int64_t rows, int64_t r
         if (std::isfinite(p)) power += p;
       }
 
-      std::fill(acc, acc + nr * outF, 0.0f);
+      const bool dendritic = ls.dendrites.active();
+      const int64_t branchStride = dendritic ? static_cast<int64_t>(ls.dendrites.count) * outF : 0;
+      if (dendritic)
+        std::fill(s.branch.data(), s.branch.data() + nr * branchStride, 0.0f);
+      else
+        std::fill(acc, acc + nr * outF, 0.0f);
       size_t packedGroup = static_cast<size_t>(-1);    // input group whose gathered block is in s.apack
       size_t packedGroupSq = static_cast<size_t>(-1);  // ... whose squared block is in s.apack2
       for (const size_t ti : layer.order) {
@@ -415,7 +431,8 @@ double Network::forwardRows(const float* in, float* out, int64_t rows, int64_t r
         const int32_t* oi = ts.outputIndex.data();
         for (int64_t i = 0; i < nr; ++i) {
           float* crow = s.c.data() + i * ldc;
-          float* arow = acc + i * outF;
+          float* arow = dendritic ? s.branch.data() + i * branchStride + static_cast<int64_t>(ts.branch) * outF
+                                  : acc + i * outF;
           if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
           if (tile.contiguousOutput) {
             float* dst = arow + oi[0];
@@ -426,13 +443,58 @@ double Network::forwardRows(const float* in, float* out, int64_t rows, int64_t r
         }
       }
 
-      for (int64_t i = 0; i < nr; ++i)
-        periphery::finishRow(acc + i * outF, outF, s.scale[i], ls.outScale.data(), ls.bias.data(), ls.activation,
-                             ls.alpha, ls.beta, ls.head);
+      if (dendritic) {
+        dendriticFinish(layer, s, nr, acc, stats);
+      } else {
+        for (int64_t i = 0; i < nr; ++i) {
+          float* y = acc + i * outF;
+          const float sc = s.scale[i];
+          for (int64_t j = 0; j < outF; ++j) y[j] = y[j] * sc * ls.outScale[j] + ls.bias[j];
+          periphery::activate(y, outF, ls.activation, ls.alpha, ls.beta);
+        }
+      }
+      for (int64_t i = 0; i < nr; ++i) {
+        float* y = acc + i * outF;
+        if (ls.somaEnergy > 0.0) {  // the somas' output current over the integration time
+          double sum = 0.0;
+          for (int64_t j = 0; j < outF; ++j) sum += std::fabs(static_cast<double>(y[j]));
+          const double e = sum / ls.somaFullScale * ls.somaEnergy;
+          if (std::isfinite(e)) stats.somaEnergy += e;
+        }
+        periphery::applyHead(y, outF, ls.head);
+      }
       x = acc;
     }
   }
-  return power;
+  return stats;
+}
+
+void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const {
+  const LayerSpec& ls = layer.spec;
+  const DendriteSpec& d = ls.dendrites;
+  const int64_t outF = ls.outFeatures;
+  const int64_t nb = d.count;
+  const float kappa = d.bypass ? 1.0f : static_cast<float>(d.biasScale);
+  for (int64_t i = 0; i < nr; ++i) {
+    const float* z = s.branch.data() + i * nb * outF;
+    float* y = acc + i * outF;
+    const float sc = s.scale[i];
+    double power = 0.0;  // Σ over the row's dendrites of (a|u|)·i(a|u|)·ε
+    for (int64_t j = 0; j < outF; ++j) y[j] = kappa * ls.bias[j];
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* zb = z + b * outF;
+      const float* eb = layer.eps.data() + b * outF;
+      if (d.bypass) {
+        for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
+      } else {
+        for (int64_t j = 0; j < outF; ++j)
+          y[j] += dendrite::transfer(d, layer.expm1Alpha, zb[j] * sc * ls.outScale[j], eb[j], power);
+      }
+    }
+    const double e = power * d.energyUnit;
+    if (std::isfinite(e)) stats.dendriteEnergy += e;
+    periphery::activate(y, outF, ls.activation, ls.alpha, ls.beta);
+  }
 }
 
 }  // namespace dendra

@@ -16,6 +16,19 @@
 
 namespace dendra {
 
+/** What one run measured, summed over its samples (docs/energy.md). */
+struct RunStats {
+  double crossbarPower = 0.0;  // W (times the read time: joules)
+  double dendriteEnergy = 0.0;  // J
+  double somaEnergy = 0.0;      // J
+  RunStats& operator+=(const RunStats& o) {
+    crossbarPower += o.crossbarPower;
+    dendriteEnergy += o.dendriteEnergy;
+    somaEnergy += o.somaEnergy;
+    return *this;
+  }
+};
+
 class Network {
  public:
   /**
@@ -43,8 +56,9 @@ class Network {
    * Returns the crossbar read power summed over the batch's samples, in watts (docs/energy.md): for every
    * sample, layer and tile, Σ over the tile's driven physical rows ρ of V_ρ² · Σ_c G_ρc (all cells of the
    * row, held conductances). A sample whose term is not finite (an input holding NaN or ±∞) adds 0.
+   * With dendrites and somas, also their energy (J), summed over the samples, with the same rule.
    */
-  double forward(const float* in, float* out, int64_t batch, uint64_t run);
+  RunStats forward(const float* in, float* out, int64_t batch, uint64_t run);
 
  private:
   struct Tile {
@@ -73,6 +87,9 @@ class Network {
     // Crossbar read power per sample = vRead² · (Σ_j u_j² · rowPower_j + the sharedRows terms), u the DAC output.
     std::vector<double> rowPower;       // per logical input: Σ_c G over every physical row it drives (S)
     std::vector<SharedRows> sharedRows;
+    // Dendrites (spec.dendrites.active()): each device's factor ε, [branch][output], and e^α − 1.
+    std::vector<float> eps;
+    double expm1Alpha = 1.0;
   };
   /** Per-thread buffers for one row block (at most blockRows_ rows). */
   struct Scratch {
@@ -84,13 +101,16 @@ class Network {
     gemm::FloatBuffer apack2;  // read noise: packed squared A micro-panels
     std::vector<noise::RowState> noise;  // read noise: each row's random stream
     std::vector<float> scale;  // per-row DAC scale s
+    gemm::FloatBuffer branch;  // dendrites: per-branch partial sums, [row][branch][output]
   };
 
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
   static constexpr int64_t kBlockBudget = int64_t{1} << 22;  // floats per row-block buffer (16 MiB)
 
   /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. Returns their crossbar read power (W). */
-  double forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
+  RunStats forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
+  /** Dendrites and soma of rows [0, nr) of a dendritic layer: branch sums s.branch → acc (before the head). */
+  void dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const;
   /** Programming error and drift of every healthy cell, in place (constructor only). */
   void programCells(const Physics& ph);
   /** layer.rowPower and layer.sharedRows from the held conductances (constructor only, after programCells). */
@@ -111,7 +131,7 @@ class Network {
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
-  int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0;
+  int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
   int64_t blockRows_ = kMaxBlockRows;  // fewer rows per block for very wide layers (bounded scratch)
 
   std::mutex rngMutex_;

@@ -63,8 +63,6 @@ void adcInPlace(const Adc& a, float* p, int64_t n) {
   }
 }
 
-namespace {
-
 void activate(float* y, int64_t n, Activation act, float alpha, float beta) {
   switch (act) {
     case Activation::None:
@@ -83,6 +81,12 @@ void activate(float* y, int64_t n, Activation act, float alpha, float beta) {
       break;
     case Activation::Clip:
       for (int64_t j = 0; j < n; ++j) y[j] = std::min(std::max(y[j], alpha), beta);
+      break;
+    case Activation::ThresholdSoma:
+      for (int64_t j = 0; j < n; ++j) {
+        const float s = 2.0f / (1.0f + std::exp(-(y[j] / beta - alpha))) - 1.0f;
+        y[j] = s > 0.0f ? beta * s : (std::isnan(s) ? s : 0.0f);
+      }
       break;
   }
 }
@@ -105,8 +109,6 @@ void applyHead(float* y, int64_t n, Head head) {
     for (int64_t j = 0; j < n; ++j) y[j] = (y[j] - mx) - logSum;
   }
 }
-
-}  // namespace
 
 void finishRow(float* y, int64_t n, float s, const float* outScale, const float* bias, Activation act, float alpha,
                float beta, Head head) {

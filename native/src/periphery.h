@@ -36,6 +36,12 @@ void adcInPlace(const Adc& a, float* p, int64_t n);
 void finishRow(float* y, int64_t n, float s, const float* outScale, const float* bias, Activation act, float alpha,
                float beta, Head head);
 
+/** The activation, in place (Activation::ThresholdSoma: alpha = θ, beta = scale). */
+void activate(float* y, int64_t n, Activation act, float alpha, float beta);
+
+/** The head over one row, in place. */
+void applyHead(float* y, int64_t n, Head head);
+
 /**
  * Round half away from zero (symmetric quantiser) for |x| < 2^31 (callers clamp first):
  * trunc(x + copysign(0.5 - 2^-25, x)). Adding the float just below 0.5 keeps x = 0.49999997 at 0 while

@@ -121,6 +121,11 @@ TileSpec readTile(Reader& rd, Napi::Value v, const std::string& path, const Laye
   rd.indices(path + ".colPos", t.colPos, arr.cols, colsWhat);
   rd.indices(path + ".colNeg", t.colNeg, arr.cols, colsWhat);
 
+  if (layer.dendrites.active()) {
+    t.branch = static_cast<int32_t>(rd.integer(o, "branch", path + ".branch", 0, layer.dendrites.count - 1));
+  } else if (!o.Get("branch").IsUndefined()) {
+    t.branch = static_cast<int32_t>(rd.integer(o, "branch", path + ".branch", 0, 0));
+  }
   t.adcFullScale = rd.number(o, "adcFullScale", path + ".adcFullScale");
   if (layer.adcBits > 0 && !(t.adcFullScale > 0.0))
     throwRangeError(rd.env(), path + ".adcFullScale = " + formatNumber(t.adcFullScale) + " must be > 0 (" +
@@ -133,6 +138,37 @@ void readBits(Reader& rd, Napi::Object o, const char* key, const std::string& pa
   if (out == 1)
     throwRangeError(rd.env(), path + " = 1 is not supported: a signed 1-bit converter has no nonzero level "
                                      "(use 0 for ideal, or 2..16)");
+}
+
+DendriteSpec readDendrites(Reader& rd, Napi::Value v, const std::string& path, int32_t inFeatures) {
+  DendriteSpec d;
+  if (v.IsUndefined()) return d;
+  Napi::Object o = rd.object(v, path);
+  auto positive = [&](const char* key, double lo, bool inclusive) {
+    const std::string fp = path + "." + key;
+    const double x = rd.number(o, key, fp);
+    if (inclusive ? !(x >= lo) : !(x > lo))
+      throwRangeError(rd.env(), fp + " = " + formatNumber(x) + " must be " + (inclusive ? ">= " : "> ") + formatNumber(lo));
+    return x;
+  };
+  d.count = static_cast<int32_t>(rd.integer(o, "count", path + ".count", 1, inFeatures));
+  d.kind = static_cast<DendriteKind>(rd.integer(o, "kind", path + ".kind", 0, 1));
+  d.alpha = positive("alpha", 0.0, true);
+  d.onOffRatio = positive("onOffRatio", 1.0, true);
+  d.ratio = positive("ratio", 0.0, false);
+  d.threshold = positive("threshold", 0.0, false);
+  d.variation = positive("variation", 0.0, true);
+  d.fullScale = positive("fullScale", 0.0, false);
+  d.biasScale = rd.number(o, "biasScale", path + ".biasScale");
+  d.energyUnit = positive("energyUnit", 0.0, true);
+  d.rectify = rd.boolean(o, "rectify", path + ".rectify");
+  d.bypass = rd.boolean(o, "bypass", path + ".bypass");
+  if (d.alpha > 700.0) throwRangeError(rd.env(), path + ".alpha = " + formatNumber(d.alpha) + " must be <= 700 (e^alpha overflows)");
+  if (d.threshold > 1.0) throwRangeError(rd.env(), path + ".threshold = " + formatNumber(d.threshold) + " must be <= 1");
+  if (!std::isfinite(d.biasScale)) throwRangeError(rd.env(), path + ".biasScale = " + formatNumber(d.biasScale) + " must be finite");
+  for (double x : {d.onOffRatio, d.ratio, d.variation, d.fullScale, d.energyUnit})
+    if (!std::isfinite(x)) throwRangeError(rd.env(), path + ": every field must be finite");
+  return d;
 }
 
 LayerSpec readLayer(Reader& rd, Napi::Value v, const std::string& path, const std::vector<ArraySpec>& arrays,
@@ -149,13 +185,25 @@ LayerSpec readLayer(Reader& rd, Napi::Value v, const std::string& path, const st
   readBits(rd, o, "dacBits", path + ".dacBits", l.dacBits);
   readBits(rd, o, "adcBits", path + ".adcBits", l.adcBits);
 
-  l.activation = static_cast<Activation>(rd.integer(o, "activation", path + ".activation", 0, 5));
+  l.activation = static_cast<Activation>(rd.integer(o, "activation", path + ".activation", 0, 6));
   l.alpha = toFloatSaturating(rd.number(o, "alpha", path + ".alpha"));
   l.beta = toFloatSaturating(rd.number(o, "beta", path + ".beta"));
   if (l.activation == Activation::Clip && l.alpha > l.beta)
     throwRangeError(rd.env(), path + ": Clip min (alpha = " + formatNumber(l.alpha) + ") > max (beta = " +
                                   formatNumber(l.beta) + ")");
+  if (l.activation == Activation::ThresholdSoma && !(l.beta > 0.0f && std::isfinite(l.beta)))
+    throwRangeError(rd.env(), path + ": the threshold soma's scale (beta = " + formatNumber(l.beta) + ") must be > 0");
   l.head = static_cast<Head>(rd.integer(o, "head", path + ".head", 0, 2));
+  l.dendrites = readDendrites(rd, o.Get("dendrites"), path + ".dendrites", l.inFeatures);
+  if (!o.Get("soma").IsUndefined()) {
+    Napi::Object so = rd.object(o.Get("soma"), path + ".soma");
+    l.somaFullScale = rd.number(so, "fullScale", path + ".soma.fullScale");
+    l.somaEnergy = rd.number(so, "energy", path + ".soma.energy");
+    if (!(l.somaFullScale > 0.0) || !std::isfinite(l.somaFullScale))
+      throwRangeError(rd.env(), path + ".soma.fullScale = " + formatNumber(l.somaFullScale) + " must be finite and > 0");
+    if (!(l.somaEnergy >= 0.0) || !std::isfinite(l.somaEnergy))
+      throwRangeError(rd.env(), path + ".soma.energy = " + formatNumber(l.somaEnergy) + " must be finite and >= 0");
+  }
 
   l.outScale = rd.floats(o, "outScale", path + ".outScale");
   rd.length(path + ".outScale", l.outScale.size(), static_cast<size_t>(l.outFeatures), path + ".outFeatures");

@@ -6,9 +6,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "dendrite.h"
+
 namespace dendra {
 
-enum class Activation : int32_t { None = 0, Relu = 1, LeakyRelu = 2, Sigmoid = 3, Tanh = 4, Clip = 5 };
+/** ThresholdSoma: the paper's soma, y = beta · max(2·sigmoid(x/beta − alpha) − 1, 0) (alpha = θ, beta = scale > 0). */
+enum class Activation : int32_t { None = 0, Relu = 1, LeakyRelu = 2, Sigmoid = 3, Tanh = 4, Clip = 5, ThresholdSoma = 6 };
 enum class Head : int32_t { None = 0, Softmax = 1, LogSoftmax = 2 };
 
 /** Size limits (guards against absurd sizes before any 64-bit product is formed). */
@@ -51,6 +54,7 @@ struct TileSpec {
   std::vector<int32_t> inputIndex, rowPos, rowNeg;    // length k
   std::vector<int32_t> outputIndex, colPos, colNeg;  // length m
   double adcFullScale = 0.0;
+  int32_t branch = 0;  // the dendritic branch its inputs feed (0 when the layer has no dendrites)
 };
 
 struct LayerSpec {
@@ -66,6 +70,9 @@ struct LayerSpec {
   float alpha = 0.0f;
   float beta = 0.0f;
   Head head = Head::None;
+  DendriteSpec dendrites;     // count == 0: none
+  double somaFullScale = 0.0;  // soma energy: Σ_j |out_j| / somaFullScale · somaEnergy per sample
+  double somaEnergy = 0.0;     // J at a soma output of somaFullScale; 0 = no soma devices
 };
 
 struct Program {

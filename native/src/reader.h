@@ -54,6 +54,12 @@ class Reader {
     return d;
   }
 
+  bool boolean(Napi::Object o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsBoolean()) throwTypeError(env_, path + " must be a boolean (got " + describe(v) + ")");
+    return v.As<Napi::Boolean>().Value();
+  }
+
   int64_t integer(Napi::Object o, const char* key, const std::string& path, int64_t lo, int64_t hi) {
     double d = number(o, key, path);
     if (d != std::floor(d))
