@@ -15,7 +15,9 @@
 import type { PlacedModel } from '../compiler/ir/placed.js';
 
 export const MAGIC = Uint8Array.from([0x89, 0x44, 0x4e, 0x44, 0x52, 0x0d, 0x0a, 0x1a]);
-export const FORMAT_VERSION = 1;
+/** Version 2 adds dendrites (layer.dendrites, tile.branch, layer.somaFullScale, model.dendrites); version 1 files still read. */
+export const FORMAT_VERSION = 2;
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const FORMAT_NAME = 'dendra-artifact';
 export const PREAMBLE_BYTES = 16;
 export const CHECKSUM_BYTES = 32;

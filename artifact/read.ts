@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ArtifactError } from '../common/errors.js';
 import { validateProfile } from '../common/profile.js';
-import { CHECKSUM_BYTES, FORMAT_NAME, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, type Artifact, type ArtifactHeader } from './format.js';
+import { CHECKSUM_BYTES, FORMAT_NAME, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, READABLE_VERSIONS, type Artifact, type ArtifactHeader } from './format.js';
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -29,7 +29,7 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
   if (bytes.length < PREAMBLE_BYTES + CHECKSUM_BYTES) fail(`artifact is truncated (${bytes.length} bytes)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
-  if (version !== FORMAT_VERSION) fail(`artifact format version ${version} is not supported (this dendra reads version ${FORMAT_VERSION})`);
+  if (!READABLE_VERSIONS.includes(version)) fail(`artifact format version ${version} is not supported (this dendra reads versions ${READABLE_VERSIONS.join(' and ')}; it writes ${FORMAT_VERSION})`);
   const body = bytes.length - CHECKSUM_BYTES;
   const digest = createHash('sha256').update(bytes.subarray(0, body)).digest();
   if (!digest.equals(bytes.subarray(body))) fail('artifact is damaged: its SHA-256 checksum does not match (truncated or modified file)');
@@ -110,6 +110,19 @@ function checkShape(m: Artifact, fail: (msg: string) => never): void {
     const out = int(l.outFeatures, `${at}.outFeatures`);
     f32(l.bias, out, `${at}.bias`);
     f32(l.gPerWeight, out, `${at}.gPerWeight`);
+    const d = l.dendrites;
+    if (d !== undefined) {
+      if (!isObj(d) || !Number.isInteger(d.count) || d.count < 1 || d.count > l.inFeatures) fail(`artifact is malformed: ${at}.dendrites.count`);
+      i32(d.branchOf, l.inFeatures, `${at}.dendrites.branchOf`);
+      if (d.branchOf.some((b) => b < 0 || b >= d.count)) fail(`artifact is malformed: ${at}.dendrites.branchOf holds a branch outside [0, ${d.count})`);
+      if (!(typeof d.fullScale === 'number' && d.fullScale > 0 && Number.isFinite(d.fullScale))) fail(`artifact is malformed: ${at}.dendrites.fullScale must be a finite number > 0`);
+      if (!(typeof d.biasScale === 'number' && Number.isFinite(d.biasScale))) fail(`artifact is malformed: ${at}.dendrites.biasScale must be finite`);
+      const so = d.soma as { kind?: unknown; theta?: unknown; scale?: unknown } | undefined;
+      if (!isObj(so) || (so!.kind !== 'activation' && !(so!.kind === 'threshold' && typeof so!.theta === 'number' && typeof so!.scale === 'number' && (so!.scale as number) > 0))) {
+        fail(`artifact is malformed: ${at}.dendrites.soma`);
+      }
+    }
+    if (l.somaFullScale !== undefined && !(typeof l.somaFullScale === 'number' && l.somaFullScale > 0 && Number.isFinite(l.somaFullScale))) fail(`artifact is malformed: ${at}.somaFullScale must be a finite number > 0`);
     l.tiles.forEach((t, ti) => {
       const tt = `${at}.tiles[${ti}]`;
       if (!isObj(t) || !(t.inputIndex instanceof Int32Array) || !(t.outputIndex instanceof Int32Array)) fail(`artifact is malformed: ${tt}`);
@@ -119,6 +132,7 @@ function checkShape(m: Artifact, fail: (msg: string) => never): void {
       i32(t.colNeg, t.outputIndex.length, `${tt}.colNeg`);
       int(t.array, `${tt}.array`);
       if (typeof t.adcFullScale !== 'number') fail(`artifact is malformed: ${tt}.adcFullScale`);
+      if (t.branch !== undefined && !(Number.isInteger(t.branch) && t.branch >= 0 && t.branch < (d?.count ?? 1))) fail(`artifact is malformed: ${tt}.branch must be an integer in [0, ${d?.count ?? 1})`);
     });
   });
 }

@@ -3,6 +3,7 @@ import { InputError } from '../common/errors.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
 import { argmaxRows, readInputs, runAll } from './io.js';
+import { Random } from '../common/random.js';
 
 export interface EvalArgs {
   input: string;
@@ -13,6 +14,16 @@ export interface EvalArgs {
   time?: number;
   /** Board URL: evaluate on the device backend instead of the simulator. */
   device?: string;
+  /** Gaussian noise of this standard deviation added to every input value (seeded by --seed). */
+  inputNoise?: number;
+}
+
+/** One run of the evaluation set: accuracy and the energy model's figures per inference. */
+export interface EvalRun {
+  correct: number;
+  accuracy: number;
+  energyPerInferenceJ: number;
+  energy: EnergyBreakdown;
 }
 
 export interface EvalReport {
@@ -26,6 +37,25 @@ export interface EvalReport {
   /** Energy model (docs/energy.md), per inference, averaged over the whole evaluation. */
   energyPerInferenceJ: number;
   energy: EnergyBreakdown;
+  /** The σ of the Gaussian noise added to the inputs (absent: clean inputs). */
+  inputNoise?: number;
+  /**
+   * Dendritic artifacts: branches per layer, the same network without dendrite devices run on the same inputs,
+   * powerAdvantage = soma energy without ÷ with dendrites (Li et al. 2020: the integral of the applied voltage
+   * and each soma's output current), energyAdvantage = the whole chip's energy without ÷ with.
+   */
+  dendrites?: {
+    branches: number[];
+    withoutDendrites: EvalRun;
+    powerAdvantage: number | null;
+    energyAdvantage: number;
+  };
+}
+
+/** Adds N(0, sigma²) to every value (seeded), into a new array. */
+export function addInputNoise(x: Float32Array, sigma: number, seed: number): Float32Array {
+  const rng = new Random(seed ^ 0x6e6f6973);
+  return Float32Array.from(x, (v) => v + sigma * rng.normal());
 }
 
 /** Labels as class indices: an integer vector [n], or one-hot / scores [n, classes]. */
@@ -44,22 +74,48 @@ export function readLabels(file: string, n: number): Int32Array {
   return labels;
 }
 
+async function evalRun(session: InferenceSession, x: Float32Array, n: number, labels: Int32Array): Promise<EvalRun & { seconds: number }> {
+  const t0 = performance.now();
+  const y = await runAll(session, x, n);
+  const seconds = (performance.now() - t0) / 1000;
+  const predicted = argmaxRows(y, n, session.artifact.output.features);
+  let correct = 0;
+  for (let i = 0; i < n; i++) if (predicted[i] === labels[i]) correct++;
+  const energy = session.energy('all');
+  return { correct, accuracy: correct / n, energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown, seconds };
+}
+
 export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalReport> {
+  if (opts.inputNoise !== undefined && !(Number.isFinite(opts.inputNoise) && opts.inputNoise >= 0)) {
+    throw new InputError(`--input-noise must be a standard deviation >= 0 (got ${opts.inputNoise})`);
+  }
   const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
   try {
     const { x, n } = readInputs(session, opts.input);
     const labels = readLabels(opts.labels, n);
-    const t0 = performance.now();
-    const y = await runAll(session, x.data, n);
-    const seconds = (performance.now() - t0) / 1000;
-    const predicted = argmaxRows(y, n, session.artifact.output.features);
-    let correct = 0;
-    for (let i = 0; i < n; i++) if (predicted[i] === labels[i]) correct++;
-    const energy = session.energy('all');
-    return {
-      artifact, device: session.profile.name, n, correct, accuracy: correct / n, seconds, inferencesPerSecond: n / seconds,
-      energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown,
+    const inputs = opts.inputNoise ? addInputNoise(x.data, opts.inputNoise, opts.seed ?? 0) : x.data;
+    const r = await evalRun(session, inputs, n, labels);
+    const report: EvalReport = {
+      artifact, device: session.profile.name, n, correct: r.correct, accuracy: r.accuracy, seconds: r.seconds, inferencesPerSecond: n / r.seconds,
+      energyPerInferenceJ: r.energyPerInferenceJ, energy: r.energy,
+      ...(opts.inputNoise !== undefined ? { inputNoise: opts.inputNoise } : {}),
     };
+    const layers = session.artifact.layers;
+    if (layers.some((l) => l.dendrites)) {
+      const bypass = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, dendrites: 'bypass' });
+      try {
+        const { seconds: _s, ...without } = await evalRun(bypass, inputs, n, labels);
+        report.dendrites = {
+          branches: layers.map((l) => l.dendrites?.count ?? 1),
+          withoutDendrites: without,
+          powerAdvantage: r.energy.somaJ > 0 ? without.energy.somaJ / r.energy.somaJ : null,
+          energyAdvantage: without.energyPerInferenceJ / r.energyPerInferenceJ,
+        };
+      } finally {
+        await bypass.release();
+      }
+    }
+    return report;
   } finally {
     await session.release();
   }
@@ -70,6 +126,13 @@ export async function evalCommand(artifact: string, opts: EvalArgs): Promise<voi
   if (opts.json) {
     console.log(JSON.stringify(r));
   } else {
-    console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}, ${Math.round(r.inferencesPerSecond)} inferences/s, ${formatJoules(r.energyPerInferenceJ)} per inference`);
+    const noise = r.inputNoise ? ` with input noise σ = ${r.inputNoise}` : '';
+    console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}${noise}, ${Math.round(r.inferencesPerSecond)} inferences/s, ${formatJoules(r.energyPerInferenceJ)} per inference`);
+    const d = r.dendrites;
+    if (d) {
+      console.log(`without dendrites: accuracy ${(100 * d.withoutDendrites.accuracy).toFixed(2)} %, ${formatJoules(d.withoutDendrites.energyPerInferenceJ)} per inference`);
+      console.log(`dendrites (${d.branches.join(', ')} branches): soma ${formatJoules(r.energy.somaJ)} vs ${formatJoules(d.withoutDendrites.energy.somaJ)} without, ` +
+        `power advantage ${d.powerAdvantage === null ? 'n/a (the profile has no soma devices)' : `${d.powerAdvantage.toFixed(2)}x`}, whole chip ${d.energyAdvantage.toFixed(3)}x`);
+    }
   }
 }

@@ -125,6 +125,36 @@ function printDefectMap(file: string, m: DefectMap, png?: PictureInfo): void {
   console.log(out.join('\n'));
 }
 
+/** Inputs per branch of a dendritic layer. */
+function branchSizes(l: Artifact['layers'][number]): number[] {
+  const d = l.dendrites!;
+  const sizes = new Array<number>(d.count).fill(0);
+  for (const b of d.branchOf) sizes[b]!++;
+  return sizes;
+}
+
+function dendriteSummary(l: Artifact['layers'][number]) {
+  const d = l.dendrites;
+  if (!d) return undefined;
+  const tilesPerBranch = new Array<number>(d.count).fill(0);
+  for (const t of l.tiles) tilesPerBranch[t.branch ?? 0]!++;
+  return {
+    count: d.count, strategy: d.strategy, inputsPerBranch: branchSizes(l), tilesPerBranch,
+    fullScale: d.fullScale, biasScale: d.biasScale, soma: d.soma, calibrated: d.calibrated, branchOf: Array.from(d.branchOf),
+  };
+}
+
+/** "320 ×3, 384 ×3" style: runs of equal sizes. */
+function sizesText(sizes: number[]): string {
+  const runs: [number, number][] = [];
+  for (const s of sizes) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] === s) last[1]++;
+    else runs.push([s, 1]);
+  }
+  return runs.map(([s, k]) => (k > 1 ? `${s}×${k}` : `${s}`)).join(' ');
+}
+
 const stuckCount = (a: Artifact) => a.arrays.reduce((s, arr) => s + (arr.stuck ? arr.stuck.reduce((k, v) => k + (v ? 1 : 0), 0) : 0), 0);
 
 function artifactSummary(a: Artifact) {
@@ -143,7 +173,11 @@ function artifactSummary(a: Artifact) {
       activation: act(l.activation),
       tiles: l.tiles.length,
       arrays: [...new Set(l.tiles.map((t) => t.array))],
+      ...(l.dendrites ? { dendrites: dendriteSummary(l) } : {}),
+      ...(l.somaFullScale !== undefined ? { somaFullScale: l.somaFullScale } : {}),
     })),
+    ...(a.profile.dendrite ? { dendriteDevice: a.profile.dendrite } : {}),
+    ...(a.dendrites ? { dendritePasses: a.dendrites } : {}),
     ...(a.chip && { chip: { ...a.chip, chipArrays: a.arrays.map((arr) => arr.chipArray), stuckInUsedArrays: stuckCount(a) } }),
   };
 }
@@ -157,7 +191,16 @@ function printArtifact(file: string, a: Artifact, png?: PictureInfo): void {
     `G ${uS(p.conductance.min)}–${uS(p.conductance.max)}, ${p.conductance.levels || 'continuous'} levels, ` +
     `read ${p.read.voltage} V, DAC ${p.dac.bits || 'ideal'} bits, ADC ${p.adc.bits || 'ideal'} bits`);
   out.push(`  input    ${a.input.name} [${a.input.shape.join(', ')}] ${a.input.dtype}   output ${a.output.name} [batch, ${a.output.features}]${a.head !== 'none' ? ` (${a.head} head)` : ''}`);
+  if (p.dendrite) {
+    const d = p.dendrite;
+    out.push(`  dendrite ${d.kind}${d.kind === 'exponential' ? ` n = ${d.nonlinearity}` : ` threshold ${d.threshold}`}, ON/OFF ${d.onOffRatio}, ` +
+      `${d.voltage} V applied (ON at ${d.onVoltage} V)${d.rectify ? ', rectifying' : ''}, variation ${(100 * d.variation).toFixed(0)} %`);
+  }
   out.push(`  arrays   ${a.arrays.length}`);
+  if (a.dendrites) {
+    if (a.dendrites.calibration) out.push(`  calibrated ${a.dendrites.calibration}`);
+    if (a.dendrites.finetune) out.push(`  fine-tuned ${a.dendrites.finetune}`);
+  }
   if (a.chip) {
     out.push(`  chip     ${a.chip.device} chip of ${a.chip.arrays} arrays with ${a.chip.faults} stuck cells, ${stuckCount(a)} of them in the arrays used ` +
       `(remap ${a.chip.remap}${a.chip.calibrated ? ', calibrated' : ''})`);
@@ -168,6 +211,13 @@ function printArtifact(file: string, a: Artifact, png?: PictureInfo): void {
     const cells = [...new Set(ids)].reduce((s, i) => s + a.arrays[i]!.rows * a.arrays[i]!.cols, 0);
     out.push(`  ${l.name.padEnd(8)} ${String(l.inFeatures).padStart(5)} → ${String(l.outFeatures).padEnd(5)} ${act(l.activation).padEnd(16)} ` +
       `${l.tiles.length} tile(s) on arrays ${Math.min(...ids)}–${Math.max(...ids)}, ${used} of ${cells} devices used, from ${l.origin.map((o) => `${o.op} '${o.node}'`).join(', ')}`);
+    const d = l.dendrites;
+    if (d) {
+      const t = dendriteSummary(l)!;
+      const soma = d.soma.kind === 'threshold' ? `threshold soma (θ ${d.soma.theta}, scale ${d.soma.scale})` : `${act(l.activation)} soma`;
+      out.push(`           dendrites: ${d.count} branches (${d.strategy}) of ${sizesText(t.inputsPerBranch)} inputs on ${sizesText(t.tilesPerBranch)} tile(s) each; ` +
+        `F ${d.fullScale.toPrecision(4)}, κ ${d.biasScale.toPrecision(4)}, ${soma}${d.calibrated ? ', calibrated' : ', gains from the weights'}`);
+    }
   }
   if (png) out.push(pictureLine(png, `${a.arrays.length} arrays`));
   console.log(out.join('\n'));

@@ -53,3 +53,9 @@ export function parseIntOption(value: string, name: string, min: number, max: nu
   if (!Number.isInteger(v) || v < min || v > max) throw new InputError(`${name} must be an integer from ${min} to ${max} (got '${value}')`);
   return v;
 }
+
+export function parseNumberOption(value: string, name: string, min: number, max: number): number {
+  const v = Number(value);
+  if (value.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw new InputError(`${name} must be a number from ${min} to ${max} (got '${value}')`);
+  return v;
+}

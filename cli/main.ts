@@ -15,7 +15,7 @@ import { scanCommand } from './scan.js';
 import { deployCommand } from './deploy.js';
 import { sweepCommand } from './sweep.js';
 import { emulateCommand } from './emulate.js';
-import { parseIntOption } from './io.js';
+import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
 const timeOption = () => new Option('--time <seconds>', 'seconds since the chip was programmed (conductance drift)').argParser((v) => {
@@ -40,7 +40,11 @@ export function program(): Command {
     .requiredOption('-o, --output <file>', 'the .dendra artifact to write')
     .option('--defects <MAP.json>', "the chip's defect map: place the network on that chip")
     .addOption(new Option('--remap <mode>', 'with --defects: remap around the defects (auto) or place naively (none)').choices(['none', 'auto']))
-    .option('--calibrate <X.npy>', 'sample inputs whose statistics weight the remapping')
+    .option('--calibrate <X.npy...>', 'sample inputs [and their labels]: weight the remapping, set dendrite gains and thresholds, group correlated inputs')
+    .option('--branches <N1,N2,...|auto>', 'dendritic branches per neuron, per layer (1 = none), or auto; needs a profile with dendrites')
+    .addOption(new Option('--branch-strategy <s>', 'how inputs are split into branches').choices(['contiguous', 'spatial', 'balanced', 'correlated']))
+    .option('--finetune <X.npy L.npy...>', 'fine-tune the weights with the dendrites in the loop on these samples and labels')
+    .addOption(new Option('--epochs <n>', 'fine-tuning epochs (default 3)').argParser((v) => parseIntOption(v, '--epochs', 1, 1000)))
     .action((model: string, opts) => compileCommand(model, opts));
 
   const defects = cli.command('defects').description('chip defect maps');
@@ -72,6 +76,7 @@ export function program(): Command {
     .requiredOption('--input <X.npy>', 'inputs')
     .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
     .option('--json', 'print one JSON object (accuracy, n, ...)')
+    .option('--input-noise <SIGMA>', 'add Gaussian noise of this standard deviation to the inputs (seeded by --seed)', (v) => parseNumberOption(v, '--input-noise', 0, 1e6))
     .addOption(boardOption())
     .addOption(seedOption())
     .addOption(threadsOption())

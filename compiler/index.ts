@@ -4,6 +4,9 @@
  *   ONNX ─load→ Graph IR ─lower→ LayerChain ─foldBatchnorm→ ─fuseLayers→ LayerModel
  *        ─mapConductances→ MappedModel ─tile→ PlacedModel (= the artifact's content)
  *        [─remapDefects→ PlacedModel on one chip, with --defects; calibrate feeds it input statistics]
+ *
+ * With --branches the LayerModel first takes dendrites: ─assignBranches→ ─calibrateDendrites→ [─finetune→],
+ * and tile aligns tiles to branches.
  */
 import { loadProfile, validateProfile, type DeviceProfile } from '../common/profile.js';
 import { loadOnnx, loadOnnxFile } from './onnx/load.js';
@@ -16,6 +19,11 @@ import { remapDefects, type RemapMode } from './passes/remap-defects.js';
 import { calibrate } from './passes/calibrate.js';
 import { loadDefectMap, type DefectMap } from '../common/defects.js';
 import { InputError } from '../common/errors.js';
+import { assignBranches, type BranchStrategy } from './passes/assign-branches.js';
+import { calibrateDendrites, defaultDendriteScales, somaFullScales, type DendriteCalibrationReport } from './passes/calibrate-dendrites.js';
+import { finetune, type FinetuneReport } from './passes/finetune.js';
+import { layerInputs } from './passes/calibrate.js';
+import { tileGeometry } from './passes/tile.js';
 import type { LayerModel } from './ir/layers.js';
 import type { PlacedModel } from './ir/placed.js';
 import type { Graph } from './ir/graph.js';
@@ -27,8 +35,28 @@ export interface CompileOptions {
   defects?: string | DefectMap;
   /** With defects: 'auto' (default) remaps around them, 'none' places naively. */
   remap?: RemapMode;
-  /** Sample inputs (float32, whole samples) whose statistics weight the remapping. */
+  /**
+   * Sample inputs (float32, whole samples): their statistics weight the remapping, set the dendrites' gains
+   * and thresholds, group inputs for the 'correlated' branch strategy and scale the somas' energy.
+   */
   calibrate?: Float32Array;
+  /** Labels of the calibration samples (optional): dendrite calibration then holds accuracy, not agreement. */
+  calibrateLabels?: Int32Array;
+  /** Dendritic branches per neuron, per layer (1 = no dendrites on that layer), or 'auto'. */
+  branches?: number[] | 'auto';
+  /** How inputs are split into branches (default 'contiguous'). */
+  branchStrategy?: BranchStrategy;
+  /** Fine-tune the weights with the dendrites in the loop on these samples and labels. */
+  finetune?: { inputs: Float32Array; labels: Int32Array; epochs?: number; onProgress?: (done: number, total: number) => void };
+}
+
+/** What the dendrite passes did (CompileResult.report, and the artifact's `dendrites` record). */
+export interface CompileReport {
+  branches?: { counts: number[]; strategy: BranchStrategy };
+  calibration?: DendriteCalibrationReport;
+  finetune?: FinetuneReport;
+  /** Warnings worth a line on the console. */
+  warnings: string[];
 }
 
 export function resolveProfile(device: CompileOptions['device']): DeviceProfile {
@@ -43,15 +71,94 @@ export function importModel(model: string | Uint8Array): LayerModel {
 }
 
 export function compile(model: string | Uint8Array, options: CompileOptions = {}): PlacedModel {
+  return compileWithReport(model, options).artifact;
+}
+
+/** Branch counts for --branches auto: one branch per array height of inputs, at least 4 (Li et al. 2020 use 9 and 4). */
+export function autoBranches(layers: LayerModel, profile: DeviceProfile, strategy: BranchStrategy): number[] {
+  return layers.layers.map((l, li) => {
+    const { inputsPerArray } = tileGeometry(profile, l.inFeatures, l.outFeatures);
+    let count = Math.max(4, Math.ceil(l.inFeatures / inputsPerArray));
+    const dims = layers.input.shape.slice(1);
+    if (li === 0 && strategy === 'spatial' && dims.length === 3 && typeof dims[0] === 'number') count = Math.ceil(count / dims[0]) * dims[0];
+    return Math.min(count, l.inFeatures);
+  });
+}
+
+/** Adds dendrites to a plain LayerModel: assign branches, set gains (calibrated when samples are given), fine-tune. */
+function withDendrites(layers: LayerModel, profile: DeviceProfile, options: CompileOptions, report: CompileReport): LayerModel {
+  const device = profile.dendrite;
+  const strategy = options.branchStrategy ?? 'contiguous';
+  if (options.branches !== undefined) {
+    if (!device) throw new InputError(`the '${profile.name}' profile has no dendrite devices (no "dendrite" section); compile for --device taox-dendrite or add one`);
+    if (layers.layers.some((l) => l.dendrites)) throw new InputError('the model already has dendritic layers (imported from ONNX); --branches applies to plain layers only');
+    const counts = options.branches === 'auto' ? autoBranches(layers, profile, strategy) : options.branches;
+    const activity = options.calibrate ? layerInputs(layers, options.calibrate) : undefined;
+    const plans = assignBranches(layers, { branches: counts, strategy, activity });
+    const scales = defaultDendriteScales({ ...layers, layers: layers.layers.map((l, li) => ({ ...l, dendrites: { count: plans[li]!.count, branchOf: plans[li]!.branchOf, fullScale: 1, biasScale: 1, soma: { kind: 'activation' as const }, strategy, calibrated: false } })) });
+    layers = {
+      ...layers,
+      layers: layers.layers.map((l, li) => plans[li]!.count < 2 ? l : {
+        ...l,
+        dendrites: { count: plans[li]!.count, branchOf: plans[li]!.branchOf, fullScale: scales[li]!.fullScale, biasScale: scales[li]!.biasScale, soma: { kind: 'activation' }, strategy, calibrated: false },
+      }),
+    };
+    report.branches = { counts, strategy };
+  }
+  if (!layers.layers.some((l) => l.dendrites)) {
+    if (options.finetune) throw new InputError('--finetune trains a network with its dendrites in the loop; give --branches too');
+    return layers;
+  }
+  if (!device) throw new InputError(`the model has dendritic layers but the '${profile.name}' profile has no dendrite devices; compile for --device taox-dendrite`);
+  for (const [li, l] of layers.layers.entries()) {
+    const t = l.dendrites?.trained;
+    if (t && (t.kind !== device.kind || Math.abs(t.nonlinearity - device.nonlinearity) > 1e-6 || Math.abs(t.onOffRatio - device.onOffRatio) > 1e-6 * t.onOffRatio || Math.abs(t.ratio - device.voltage / device.onVoltage) > 1e-6 || t.rectify !== device.rectify)) {
+      report.warnings.push(`layer ${li} was trained for a ${t.kind} dendrite (n = ${t.nonlinearity}, ON/OFF ${t.onOffRatio}, V/Von ${t.ratio}${t.rectify ? ', rectifying' : ''}); the '${profile.name}' devices differ`);
+    }
+  }
+  if (options.calibrate && layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
+    const cal = calibrateDendrites(layers, device, options.calibrate, options.calibrateLabels);
+    layers = cal.model;
+    report.calibration = cal.report;
+  } else if (layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
+    report.warnings.push('dendrite gains come from the weights alone; give sample inputs (--calibrate X.npy) to calibrate them');
+  }
+  if (options.finetune) {
+    const ft = finetune(layers, device, options.finetune.inputs, options.finetune.labels, { epochs: options.finetune.epochs, onProgress: options.finetune.onProgress });
+    layers = ft.model;
+    report.finetune = ft.report;
+  }
+  return layers;
+}
+
+export interface CompileResult {
+  artifact: PlacedModel;
+  report: CompileReport;
+}
+
+export function compileWithReport(model: string | Uint8Array, options: CompileOptions = {}): CompileResult {
   const profile = resolveProfile(options.device);
-  const layers = importModel(model);
+  const report: CompileReport = { warnings: [] };
+  const layers = withDendrites(importModel(model), profile, options, report);
   const mapped = mapConductances(layers, profile);
   const naive = tile(mapped);
+  if (profile.soma) {
+    const scales = somaFullScales(layers, options.calibrate);
+    naive.layers.forEach((l, li) => { l.somaFullScale = scales[li]!; });
+  }
+  if (report.branches || report.calibration || report.finetune) {
+    naive.dendrites = {
+      ...(report.branches ? { branches: report.branches.counts, strategy: report.branches.strategy } : {}),
+      ...(report.calibration ? { calibration: report.calibration.summary } : {}),
+      ...(report.finetune ? { finetune: report.finetune.summary } : {}),
+    };
+  }
+  const dendritic = layers.layers.some((l) => l.dendrites);
   if (options.defects === undefined) {
-    if (options.remap !== undefined || options.calibrate !== undefined) {
-      throw new InputError('--remap and --calibrate place a network around a chip\'s defects; give the chip\'s --defects map too');
+    if (options.remap !== undefined || (options.calibrate !== undefined && !dendritic && !profile.soma)) {
+      throw new InputError('--remap and --calibrate place a network around a chip\'s defects; give the chip\'s --defects map too (or --branches, whose dendrites --calibrate also tunes)');
     }
-    return naive;
+    return { artifact: naive, report };
   }
   const defects = typeof options.defects === 'string' ? loadDefectMap(options.defects) : options.defects;
   if (defects.device !== profile.name) {
@@ -60,7 +167,7 @@ export function compile(model: string | Uint8Array, options: CompileOptions = {}
   const remap = options.remap ?? 'auto';
   if (remap !== 'auto' && remap !== 'none') throw new InputError(`--remap must be 'none' or 'auto' (got '${String(remap)}')`);
   const inputPower = options.calibrate ? calibrate(layers, options.calibrate) : undefined;
-  return remapDefects(naive, mapped, defects, { remap, inputPower });
+  return { artifact: remapDefects(naive, mapped, defects, { remap, inputPower }), report };
 }
 
 export { loadOnnx, loadOnnxFile } from './onnx/load.js';

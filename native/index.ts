@@ -71,6 +71,11 @@ export interface NativeTile {
   colNeg: Int32Array;
   /** ADC full-scale current in amperes (symmetric, ±fullScale); ignored when the layer's adcBits is 0. */
   adcFullScale: number;
+  /**
+   * The dendritic branch every input of this tile feeds, in [0, layer.dendrites.count); absent = 0. Its
+   * column segments' currents add into that branch's partial sums.
+   */
+  branch?: number;
 }
 
 /** Activation codes, applied by the periphery after the bias. */
@@ -83,12 +88,45 @@ export const NativeActivation = {
   Tanh: 4,
   /** alpha = min, beta = max */
   Clip: 5,
+  /** The paper's soma: beta · max(2·sigmoid(x/beta − alpha) − 1, 0); alpha = θ, beta = scale > 0. */
+  ThresholdSoma: 6,
 } as const;
 export type NativeActivation = (typeof NativeActivation)[keyof typeof NativeActivation];
 
 /** Digital output heads, applied to a layer's whole output row after its activation. */
 export const NativeHead = { None: 0, Softmax: 1, LogSoftmax: 2 } as const;
 export type NativeHead = (typeof NativeHead)[keyof typeof NativeHead];
+
+export const NativeDendriteKind = { Exponential: 0, ThresholdLinear: 1 } as const;
+export type NativeDendriteKind = (typeof NativeDendriteKind)[keyof typeof NativeDendriteKind];
+
+/**
+ * A layer's dendrites (common/dendrite.ts, docs/dendrites.md). Per sample, neuron j and branch b the tiles of
+ * branch b give z (weight units, after the DAC scale and outScale); the dendrite outputs
+ * y = fullScale · ε · H(z / fullScale) with H(u) = sign(u) · i(ratio·|u|) / ratio, and the soma gets
+ * Σ_b y + biasScale · bias. ε ~ N(1, variation²) per device, clamped at 0, drawn once per chip from the seed.
+ */
+export interface NativeDendrites {
+  /** Branches per neuron, 1..inFeatures. */
+  count: number;
+  kind: NativeDendriteKind;
+  /** 50·n/(1 − n), 0..700. */
+  alpha: number;
+  /** ON/OFF ratio >= 1. */
+  onOffRatio: number;
+  /** voltage / onVoltage, > 0. */
+  ratio: number;
+  /** threshold-linear switching voltage (normalised), (0, 1]. */
+  threshold: number;
+  rectify: boolean;
+  variation: number;
+  fullScale: number;
+  biasScale: number;
+  /** Joules per unit of Σ (ratio·|u|)·i(ratio·|u|)·ε: onVoltage · onCurrent · time. */
+  energyUnit: number;
+  /** The same network without dendrite devices: y = z, biasScale taken as 1, no dendrite energy. */
+  bypass: boolean;
+}
 
 export interface NativeLayer {
   inFeatures: number;
@@ -108,6 +146,13 @@ export interface NativeLayer {
   alpha: number;
   beta: number;
   head: NativeHead;
+  /** Absent: point neurons (every tile adds straight into its outputs). */
+  dendrites?: NativeDendrites;
+  /**
+   * Soma devices (energy only): per sample Σ_j |out_j| / fullScale · energy joules, out the activation's output
+   * before the head. Absent: no soma devices.
+   */
+  soma?: { fullScale: number; energy: number };
 }
 
 export interface NativeProgram {
@@ -127,7 +172,8 @@ export interface NativeChip {
   /**
    * Runs `batch` samples synchronously on the calling thread's pool. input.length == batch*inFeatures.
    * `stats`, if given (a Float64Array of length >= 1), receives in stats[0] the run's crossbar read power
-   * summed over its samples, in watts (see lastRunCrossbarPower).
+   * summed over its samples, in watts (see lastRunCrossbarPower), and where it is long enough the dendrites'
+   * energy (J) in stats[1] and the somas' (J) in stats[2], summed over the samples.
    */
   runSync(input: Float32Array, batch: number, stats?: Float64Array): Float32Array;
   /**

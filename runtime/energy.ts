@@ -9,6 +9,9 @@
  *             before the ADC: one conversion)
  *   digital   per layer: partial-sum additions, scale, bias and activation of every output, the DAC's
  *             per-sample abs-max scaling; after the last layer the head
+ *   dendrite  Σ over dendrites of V·I·t (profile.dendrite; data-dependent, summed by the simulator)
+ *   soma      Σ over somas of V_soma · I_soma · t, I_soma = onCurrent · |output| / somaFullScale (profile.soma; the
+ *             power Li et al. 2020 integrate; data-dependent, summed by the simulator)
  *
  * Everything but the crossbar term is a count read off the artifact's tiles, times a constant of
  * `profile.energy`.
@@ -27,11 +30,15 @@ export interface EnergyBreakdown {
   adcJ: number;
   /** Digital periphery operations. */
   digitalJ: number;
+  /** Dendrite devices (0 without dendrites). */
+  dendriteJ: number;
+  /** Soma devices (0 when the profile has none). */
+  somaJ: number;
 }
 
 /** Per-inference averages over `samples` inferences. */
 export interface EnergyReport {
-  /** crossbarJ + dacJ + adcJ + digitalJ, joules per inference. */
+  /** The sum of the breakdown, joules per inference. */
   energyPerInferenceJ: number;
   breakdown: EnergyBreakdown;
   /** Inferences the averages are over. */
@@ -129,43 +136,55 @@ export function rowSums(conductance: Float32Array, rows: number, cols: number): 
  * The energy of `samples` inferences whose crossbar read power summed over the samples is
  * `crossbarPower` watts, as per-inference averages.
  */
-export function energyReport(artifact: Artifact, counts: EnergyCounts, crossbarPower: number, samples: number): EnergyReport {
+export function energyReport(artifact: Artifact, counts: EnergyCounts, run: RunEnergy, samples: number): EnergyReport {
   const e = artifact.profile.energy;
+  const per = (x: number) => (samples > 0 ? x / samples : 0);
   const breakdown: EnergyBreakdown = {
-    crossbarJ: samples > 0 ? (crossbarPower * e.readTime) / samples : 0,
+    crossbarJ: per(run.crossbarPower * e.readTime),
     dacJ: counts.dacConversions * e.dacConversion,
     adcJ: counts.adcConversions * e.adcConversion,
     digitalJ: counts.digitalOps * e.digitalOp,
+    dendriteJ: per(run.dendriteJ),
+    somaJ: per(run.somaJ),
   };
   return {
-    energyPerInferenceJ: breakdown.crossbarJ + breakdown.dacJ + breakdown.adcJ + breakdown.digitalJ,
+    energyPerInferenceJ: breakdown.crossbarJ + breakdown.dacJ + breakdown.adcJ + breakdown.digitalJ + breakdown.dendriteJ + breakdown.somaJ,
     breakdown,
     samples,
   };
+}
+
+/** The data-dependent energy of a run, summed over its samples: crossbar read power (W), dendrite and soma energy (J). */
+export interface RunEnergy {
+  crossbarPower: number;
+  dendriteJ: number;
+  somaJ: number;
 }
 
 /** Keeps a session's crossbar power: of its last run and over all its runs. */
 export class EnergyMeter {
   readonly counts: EnergyCounts;
   readonly #artifact: Artifact;
-  #last = { power: 0, samples: 0 };
-  #all = { power: 0, samples: 0 };
+  #last = { run: { crossbarPower: 0, dendriteJ: 0, somaJ: 0 } as RunEnergy, samples: 0 };
+  #all = { run: { crossbarPower: 0, dendriteJ: 0, somaJ: 0 } as RunEnergy, samples: 0 };
 
   constructor(artifact: Artifact) {
     this.#artifact = artifact;
     this.counts = energyCounts(artifact);
   }
 
-  /** One run of `samples` inferences whose crossbar read power, summed over them, was `power` watts. */
-  record(power: number, samples: number): void {
-    this.#last = { power, samples };
-    this.#all = { power: this.#all.power + power, samples: this.#all.samples + samples };
+  /** One run of `samples` inferences; `run` summed over them (a number: the crossbar read power alone, in W). */
+  record(run: RunEnergy | number, samples: number): void {
+    const r = typeof run === 'number' ? { crossbarPower: run, dendriteJ: 0, somaJ: 0 } : run;
+    const a = this.#all.run;
+    this.#last = { run: r, samples };
+    this.#all = { run: { crossbarPower: a.crossbarPower + r.crossbarPower, dendriteJ: a.dendriteJ + r.dendriteJ, somaJ: a.somaJ + r.somaJ }, samples: this.#all.samples + samples };
   }
 
   /** Per-inference averages of the last run, or of every run so far; undefined before the first run. */
   report(scope: 'last' | 'all' = 'last'): EnergyReport | undefined {
     const r = scope === 'all' ? this.#all : this.#last;
-    return r.samples > 0 ? energyReport(this.#artifact, this.counts, r.power, r.samples) : undefined;
+    return r.samples > 0 ? energyReport(this.#artifact, this.counts, r.run, r.samples) : undefined;
   }
 }
 

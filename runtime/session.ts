@@ -29,6 +29,11 @@ export interface SessionOptions {
   threads?: number;
   /** Seconds since the chip was programmed, for conductance drift (default 0: just programmed). */
   time?: number;
+  /**
+   * 'bypass' runs a dendritic artifact as the same network without its dendrite devices (each branch's current
+   * straight into the soma): the reference of the power advantage. Default 'on'. Simulator only.
+   */
+  dendrites?: 'on' | 'bypass';
 }
 
 export interface ValueMetadata {
@@ -74,7 +79,7 @@ export class InferenceSession {
     if (backend !== 'sim' && backend !== 'device') throw new InputError(`backend '${String(backend)}' is not available (supported: sim, device)`);
     if (backend === 'device') {
       if (typeof options.device !== 'string' || !options.device) throw new InputError("backend 'device' needs the board's URL: { device: 'tcp://HOST:PORT' | 'serial:///dev/ttyX' }");
-      const simOnly = (['seed', 'threads', 'time'] as const).filter((k) => options[k] !== undefined);
+      const simOnly = (['seed', 'threads', 'time', 'dendrites'] as const).filter((k) => options[k] !== undefined);
       if (simOnly.length > 0) throw new InputError(`${simOnly.join(', ')} apply to the simulator only, not to backend 'device'`);
     } else if (options.device !== undefined) {
       throw new InputError(`device '${options.device}' needs backend 'device' (got '${backend}')`);
@@ -84,6 +89,9 @@ export class InferenceSession {
     }
     if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads >= 1 && options.threads <= 256)) {
       throw new InputError(`threads must be an integer from 1 to 256 (got ${options.threads})`);
+    }
+    if (options.dendrites !== undefined && options.dendrites !== 'on' && options.dendrites !== 'bypass') {
+      throw new InputError(`dendrites must be 'on' or 'bypass' (got '${String(options.dendrites)}')`);
     }
     if (options.time !== undefined && !(Number.isFinite(options.time) && options.time >= 0)) {
       throw new InputError(`time must be a number of seconds >= 0 (got ${options.time})`);
@@ -131,9 +139,9 @@ export class InferenceSession {
     if (this.#released || (!chip && !device)) throw new DeviceError('session was released');
     const { input, batch } = this.#checkFeeds(feeds);
     const macs = batch * this.#macsPerSample;
-    const stats = new Float64Array(1); // the run's crossbar read power, summed over its samples (W)
+    const stats = new Float64Array(3); // the run's crossbar read power (W), dendrite and soma energy (J), summed over its samples
     const out = device ? await device.run(input, batch, stats) : macs <= SYNC_MACS ? chip!.runSync(input, batch, stats) : await chip!.run(input, batch, stats);
-    this.#energy.record(stats[0]!, batch);
+    this.#energy.record({ crossbarPower: stats[0]!, dendriteJ: stats[1]!, somaJ: stats[2]! }, batch);
     return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
   }
 

@@ -58,6 +58,8 @@ export interface PlacedModel extends ModelInterface {
   head: Head;
   arrays: PlacedArray[];
   layers: PlacedLayer[];
+  /** Set when compiled with dendrites (--branches, or a dendritic ONNX model): what the dendrite passes did. */
+  dendrites?: { branches?: number[]; strategy?: string; calibration?: string; finetune?: string };
   /** Set when compiled for one chip's defect map: how it was placed. */
   chip?: {
     device: string;

@@ -236,6 +236,7 @@ function writeTile(
     colPos: Int32Array.from({ length: c }, (_, q) => posCol(g, slots.colSlot[q]!, slots.colFlip[q]!)),
     colNeg: Int32Array.from({ length: c }, (_, q) => negCol(g, slots.colSlot[q]!, slots.colFlip[q]!)),
     adcFullScale: t.adcFullScale,
+    ...(t.branch !== undefined ? { branch: t.branch } : {}),
   };
   const { min, max } = profile.conductance;
   const clamp = (x: number) => Math.min(max, Math.max(min, x));

@@ -5,7 +5,9 @@
  *   pairs on columns: logical input r drives row r; output c is column 2c (G+) minus column 2c+1 (G−).
  * Cells an array does not use (and the profile's spare rows and columns) stay at the window's lowest
  * conductance. Partial sums of the tiles of one
- * layer are added in the periphery. Each tile's ADC full scale is the profile's `adc.range` times the
+ * layer are added in the periphery. A dendritic layer is tiled branch by branch: a tile holds the inputs of
+ * one branch only (tile.branch), so each of its column segments feeds that branch's dendrite device; a branch
+ * larger than an array spans several tiles whose currents add before the dendrite. Each tile's ADC full scale is the profile's `adc.range` times the
  * largest column current the tile can draw with every input at full scale.
  */
 import type { DeviceProfile } from '../../common/profile.js';
@@ -34,15 +36,22 @@ export function tile(model: MappedModel): PlacedModel {
     const { inFeatures: n, outFeatures: m } = layer;
     const geo = tileGeometry(profile, n, m);
     const tiles: PlacedTile[] = [];
-    for (let i0 = 0; i0 < n; i0 += geo.inputsPerArray) {
-      for (let j0 = 0; j0 < m; j0 += geo.outputsPerArray) {
-        const k = Math.min(geo.inputsPerArray, n - i0);
-        const c = Math.min(geo.outputsPerArray, m - j0);
-        const placed = placeTile(layer, profile, geo, i0, j0, k, c, arrays.length);
-        arrays.push(placed.array);
-        tiles.push(placed.tile);
+    const d = layer.dendrites;
+    // The inputs of each branch (a point-neuron layer is one branch of every input), in order.
+    const groups: number[][] = d ? Array.from({ length: d.count }, () => []) : [[]];
+    for (let i = 0; i < n; i++) groups[d ? d.branchOf[i]! : 0]!.push(i);
+    groups.forEach((inputs, branch) => {
+      for (let i0 = 0; i0 < inputs.length; i0 += geo.inputsPerArray) {
+        const chunk = inputs.slice(i0, i0 + geo.inputsPerArray);
+        for (let j0 = 0; j0 < m; j0 += geo.outputsPerArray) {
+          const c = Math.min(geo.outputsPerArray, m - j0);
+          const placed = placeTile(layer, profile, chunk, j0, c, arrays.length);
+          if (d) placed.tile.branch = branch;
+          arrays.push(placed.array);
+          tiles.push(placed.tile);
+        }
       }
-    }
+    });
     return {
       name: layer.name,
       origin: layer.origin,
@@ -52,6 +61,7 @@ export function tile(model: MappedModel): PlacedModel {
       bias: layer.bias,
       gPerWeight: layer.gPerWeight,
       tiles,
+      ...(d ? { dendrites: d } : {}),
     };
   });
   return {
@@ -66,9 +76,10 @@ export function tile(model: MappedModel): PlacedModel {
 }
 
 function placeTile(
-  layer: MappedModel['layers'][number], profile: DeviceProfile, geo: TileGeometry,
-  i0: number, j0: number, k: number, c: number, arrayIndex: number,
+  layer: MappedModel['layers'][number], profile: DeviceProfile,
+  inputs: number[], j0: number, c: number, arrayIndex: number,
 ): { array: PlacedArray; tile: PlacedTile } {
+  const k = inputs.length;
   const onRows = profile.array.differential === 'rows';
   const rows = profile.array.rows ?? (onRows ? 2 * k : k);
   const cols = profile.array.cols ?? (onRows ? c : 2 * c);
@@ -86,7 +97,7 @@ function placeTile(
     adcFullScale: 0,
   };
   for (let r = 0; r < k; r++) {
-    t.inputIndex[r] = i0 + r;
+    t.inputIndex[r] = inputs[r]!;
     t.rowPos[r] = r;
     t.rowNeg[r] = onRows ? half + r : r;
   }
@@ -100,7 +111,7 @@ function placeTile(
   for (let q = 0; q < c; q++) {
     let column = 0;
     for (let r = 0; r < k; r++) {
-      const src = (i0 + r) * m + (j0 + q);
+      const src = inputs[r]! * m + (j0 + q);
       const gp = layer.gPos[src]!;
       const gn = layer.gNeg[src]!;
       conductance[t.rowPos[r]! * cols + t.colPos[q]!] = gp;

@@ -6,7 +6,9 @@ import { availableParallelism } from 'node:os';
 import type { Artifact } from '../../artifact/format.js';
 import type { Activation, Head } from '../../compiler/ir/layers.js';
 import { ArtifactError } from '../../common/errors.js';
-import { native, NativeActivation, NativeHead, type NativeChip, type NativeLayer, type NativePhysics, type NativeProgram } from '../../native/index.js';
+import { native, NativeActivation, NativeDendriteKind, NativeHead, type NativeChip, type NativeDendrites, type NativeLayer, type NativePhysics, type NativeProgram } from '../../native/index.js';
+import type { PlacedLayer } from '../../compiler/ir/placed.js';
+import { alphaOf } from '../../common/dendrite.js';
 import type { DeviceProfile } from '../../common/profile.js';
 
 /** The profile's device physics in the addon's terms. */
@@ -29,6 +31,30 @@ export interface SimOptions {
   threads?: number;
   /** Seconds since the chip was programmed (conductance drift). */
   time?: number;
+  /** 'bypass': run the same network without its dendrite devices (the reference of the power advantage). */
+  dendrites?: 'on' | 'bypass';
+}
+
+/** A dendritic layer's dendrites in the addon's terms (from the profile's devices and the layer's gains). */
+export function dendritesOf(artifact: Artifact, layer: PlacedLayer, bypass: boolean): NativeDendrites | undefined {
+  const d = layer.dendrites;
+  if (!d) return undefined;
+  const dev = artifact.profile.dendrite;
+  if (!dev) throw new ArtifactError(`layer '${layer.name}' has dendrites but the artifact's '${artifact.profile.name}' profile has no dendrite devices`);
+  return {
+    count: d.count,
+    kind: dev.kind === 'exponential' ? NativeDendriteKind.Exponential : NativeDendriteKind.ThresholdLinear,
+    alpha: alphaOf(dev.nonlinearity),
+    onOffRatio: dev.onOffRatio,
+    ratio: dev.voltage / dev.onVoltage,
+    threshold: dev.threshold,
+    rectify: dev.rectify,
+    variation: dev.variation,
+    fullScale: d.fullScale,
+    biasScale: d.biasScale,
+    energyUnit: dev.onVoltage * dev.onCurrent * dev.time,
+    bypass,
+  };
 }
 
 function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
@@ -56,8 +82,12 @@ export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): N
     tiles: l.tiles,
     outScale: Float32Array.from(l.gPerWeight, (g) => 1 / g),
     bias: l.bias,
-    ...activationCode(l.activation),
+    ...(l.dendrites?.soma.kind === 'threshold'
+      ? { activation: NativeActivation.ThresholdSoma, alpha: l.dendrites.soma.theta, beta: l.dendrites.soma.scale }
+      : activationCode(l.activation)),
     head: i === last ? headCode[artifact.head] : NativeHead.None,
+    ...(l.dendrites ? { dendrites: dendritesOf(artifact, l, options.dendrites === 'bypass') } : {}),
+    ...(p.soma && l.somaFullScale ? { soma: { fullScale: l.somaFullScale, energy: p.soma.voltage * p.soma.onCurrent * p.soma.time } } : {}),
   }));
   return {
     arrays: artifact.arrays.map((a) => ({ rows: a.rows, cols: a.cols, conductance: a.conductance, ...(a.stuck ? { stuck: a.stuck } : {}) })),

@@ -120,6 +120,7 @@ export class DeviceBackend {
   static async open(artifact: Artifact, bytes: Uint8Array, options: DeviceBackendOptions): Promise<DeviceBackend> {
     const url = options.device;
     const file = options.file;
+    refuseDendrites(artifact, file);
     const layers = prepare(artifact, file ?? '');
     const board = await connectBoard(url, options.link);
     try {
@@ -237,5 +238,16 @@ export class DeviceBackend {
     if (this.#released) return;
     this.#released = true;
     await this.board.close();
+  }
+}
+
+/**
+ * Board protocol v1 has no dendrite or soma devices: a dendritic artifact runs on the simulator only (the
+ * host cannot stand in for analog dendrites without faking their physics).
+ */
+export function refuseDendrites(artifact: Artifact, file?: string): void {
+  const li = artifact.layers.findIndex((l) => l.dendrites);
+  if (li >= 0) {
+    throw new DeviceError(`layer ${li} of ${file ?? 'the artifact'} has dendrites; board protocol v${PROTOCOL_VERSION} has no dendrite devices, so dendritic networks run on the simulator only (backend 'sim')`);
   }
 }

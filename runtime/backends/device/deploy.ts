@@ -9,6 +9,7 @@
  */
 import type { Artifact } from '../../../artifact/format.js';
 import { readArtifact } from '../../../artifact/read.js';
+import { refuseDendrites } from './backend.js';
 import type { DefectMap, Fault } from '../../../common/defects.js';
 import { DeviceError, LinkError } from '../../../common/errors.js';
 import type { Board, Pulses } from './board.js';
@@ -64,6 +65,7 @@ export function artifactId(bytes: Uint8Array): string {
 
 export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, options: DeployOptions = {}): Promise<{ report: DeployReport; defects: DefectMap }> {
   const artifact = readArtifact(bytes);
+  refuseDendrites(artifact);
   const id = artifactId(bytes);
   const profile = artifact.profile;
   const pulse = profile.pulse;

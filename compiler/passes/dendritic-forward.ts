@@ -1,0 +1,288 @@
+/**
+ * The float reference forward of a LayerModel with dendrites (common/dendrite.ts, docs/dendrites.md) on one
+ * dendrite device: what calibration, fine-tuning and the tests hold the native simulator to. No device
+ * variation (ε = 1), no crossbar effects; float64 accumulation throughout.
+ *
+ * A dendritic layer, per sample and neuron j:
+ *   z_bj  = Σ_{i ∈ b} x_i W_ij                    (branch partial sums)
+ *   x_j   = κ·bias_j + Σ_b F·H(z_bj / F)          (dendrites, then the soma's input)
+ *   out_j = soma(x_j)
+ * A layer without `dendrites` is ordinary: out = activation(x·W + b). Bypass runs the same network without
+ * dendrite devices (y = z, κ = 1: the soma sees x·W + b, summed exactly as calibrate.ts's layerInputs sums it).
+ *
+ * `LayerRunner` and `DendriteKernel` are the building blocks calibrate-dendrites and finetune reuse, so the
+ * three passes compute one model.
+ */
+import { InputError } from '../../common/errors.js';
+import { alphaOf, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
+
+/**
+ * A dendrite device with its constants precomputed: y = F·H(z/F), dH/du and the energy factor, the same
+ * formulas as common/dendrite.ts (dendriteTransfer, dendriteSlope, dendritePower) without their per-call setup.
+ */
+export class DendriteKernel {
+  readonly device: DendriteDevice;
+  /** Σ of dendritePower(device, u) over the calls to `out` since the caller last reset it. */
+  power = 0;
+  readonly #a: number;
+  readonly #invA: number;
+  readonly #invR: number;
+  readonly #alpha: number;
+  /** (1 − 1/R) / (e^α − 1), or 1 − 1/R for a linear device (α ≈ 0: φ(v) = v). */
+  readonly #c: number;
+  readonly #linear: boolean;
+  readonly #thresholdLinear: boolean;
+  readonly #threshold: number;
+  readonly #rectify: boolean;
+
+  constructor(device: DendriteDevice) {
+    this.device = device;
+    this.#a = device.voltage / device.onVoltage;
+    this.#invA = 1 / this.#a;
+    this.#invR = 1 / device.onOffRatio;
+    this.#alpha = alphaOf(device.nonlinearity);
+    this.#linear = this.#alpha < 1e-9;
+    this.#c = this.#linear ? 1 - this.#invR : (1 - this.#invR) / Math.expm1(this.#alpha);
+    this.#thresholdLinear = device.kind === 'threshold-linear';
+    this.#threshold = device.threshold;
+    this.#rectify = device.rectify;
+  }
+
+  /** The device's normalised current i(v), v >= 0 (deviceCurrent). */
+  current(v: number): number {
+    if (this.#thresholdLinear) return v >= this.#threshold ? v : v * this.#invR;
+    if (v >= 1) return v;
+    return v * this.#invR + this.#c * (this.#linear ? v : Math.expm1(this.#alpha * v));
+  }
+
+  /** F·H(z/F): the dendrite's output for branch signal z; adds dendritePower(u) to `power`. */
+  out(z: number, fullScale: number): number {
+    const u = z / fullScale;
+    if (u === 0) return 0;
+    if (u < 0 && this.#rectify) return 0;
+    const v = this.#a * (u < 0 ? -u : u);
+    const i = this.current(v);
+    this.power += v * i;
+    const h = i * this.#invA * fullScale;
+    return u < 0 ? -h : h;
+  }
+
+  /** dH/du at u (dendriteSlope). */
+  slope(u: number): number {
+    if (u < 0 && this.#rectify) return 0;
+    const v = this.#a * (u < 0 ? -u : u);
+    if (this.#thresholdLinear) return v >= this.#threshold ? 1 : this.#invR;
+    if (v >= 1) return 1;
+    if (this.#linear) return this.#invR + this.#c;
+    return this.#invR + this.#c * this.#alpha * Math.exp(this.#alpha * v);
+  }
+}
+
+/** The soma of a layer: its activation for a point-neuron layer. */
+export function somaOf(layer: DenseLayer): Soma {
+  return layer.dendrites?.soma ?? { kind: 'activation' };
+}
+
+/** d soma(x) / dx. */
+export function somaSlope(soma: Soma, activation: Activation, x: number): number {
+  if (soma.kind === 'threshold') {
+    const sg = 1 / (1 + Math.exp(-(x / soma.scale - soma.theta)));
+    return 2 * sg - 1 > 0 ? 2 * sg * (1 - sg) : 0;
+  }
+  switch (activation.kind) {
+    case 'none': return 1;
+    case 'relu': return x > 0 ? 1 : 0;
+    case 'leakyrelu': return x > 0 ? 1 : activation.alpha;
+    case 'sigmoid': {
+      const sg = 1 / (1 + Math.exp(-x));
+      return sg * (1 - sg);
+    }
+    case 'tanh': {
+      const t = Math.tanh(x);
+      return 1 - t * t;
+    }
+    case 'clip': return x > activation.min && x < activation.max ? 1 : 0;
+  }
+}
+
+/**
+ * One layer, one sample at a time, float64. `dendritic`: F·H per branch and κ·bias (the layer must have
+ * dendrites); otherwise the plain x·W + b. After `run` the scratch `z` (branches × outFeatures, branch-major:
+ * z[b·out + j]) and `pre` (the soma inputs) hold that sample's values, for a backward pass.
+ */
+export class LayerRunner {
+  readonly layer: DenseLayer;
+  readonly dendritic: boolean;
+  readonly branches: number;
+  fullScale: number;
+  biasScale: number;
+  /** The weights and biases used (the layer's own unless a caller swaps in its copies). */
+  weight: Float32Array;
+  bias: Float32Array;
+  readonly z: Float64Array;
+  readonly pre: Float64Array;
+  /** Σ |soma output| and Σ dendritePower over the samples run since the caller last reset them. */
+  somaSum = 0;
+  power = 0;
+  readonly #soma: Soma;
+  readonly #kernel: DendriteKernel | null;
+
+  constructor(layer: DenseLayer, kernel: DendriteKernel | null, dendritic: boolean) {
+    if (dendritic && (!layer.dendrites || !kernel)) throw new Error('LayerRunner: a dendritic run needs the layer\'s dendrites and a device');
+    this.layer = layer;
+    this.dendritic = dendritic;
+    this.branches = dendritic ? layer.dendrites!.count : 1;
+    this.fullScale = layer.dendrites?.fullScale ?? 1;
+    this.biasScale = layer.dendrites?.biasScale ?? 1;
+    this.weight = layer.weight;
+    this.bias = layer.bias;
+    this.z = new Float64Array(this.branches * layer.outFeatures);
+    this.pre = new Float64Array(layer.outFeatures);
+    this.#soma = somaOf(layer);
+    this.#kernel = kernel;
+  }
+
+  /** y[yo .. yo + out) = the layer's outputs for input x[xo .. xo + in). */
+  run(x: Float64Array, xo: number, y: Float64Array, yo: number): void {
+    const l = this.layer;
+    const n = l.inFeatures;
+    const m = l.outFeatures;
+    const w = this.weight;
+    const bias = this.bias;
+    const pre = this.pre;
+    if (!this.dendritic) {
+      for (let j = 0; j < m; j++) pre[j] = bias[j]!;
+      for (let i = 0; i < n; i++) {
+        const xi = x[xo + i]!;
+        if (xi === 0) continue;
+        const row = i * m;
+        for (let j = 0; j < m; j++) pre[j] += xi * w[row + j]!;
+      }
+    } else {
+      const z = this.z;
+      const branchOf = l.dendrites!.branchOf;
+      const nb = this.branches;
+      const f = this.fullScale;
+      const kappa = this.biasScale;
+      const k = this.#kernel!;
+      z.fill(0);
+      for (let i = 0; i < n; i++) {
+        const xi = x[xo + i]!;
+        if (xi === 0) continue;
+        const row = i * m;
+        const base = branchOf[i]! * m;
+        for (let j = 0; j < m; j++) z[base + j] += xi * w[row + j]!;
+      }
+      k.power = 0;
+      for (let j = 0; j < m; j++) {
+        let s = kappa * bias[j]!;
+        for (let b = 0; b < nb; b++) s += k.out(z[b * m + j]!, f);
+        pre[j] = s;
+      }
+      this.power += k.power;
+    }
+    const soma = this.#soma;
+    const act = l.activation;
+    let sum = 0;
+    for (let j = 0; j < m; j++) {
+      const o = somaOutput(soma, act, pre[j]!);
+      y[yo + j] = o;
+      sum += o < 0 ? -o : o;
+    }
+    this.somaSum += sum;
+  }
+}
+
+export interface DendriticForwardOptions {
+  /** The same network without dendrite devices (y = z, κ = 1). */
+  bypass?: boolean;
+  /** At most this many samples (default: all). */
+  limit?: number;
+}
+
+export interface DendriticForward {
+  samples: number;
+  /** [samples × outFeatures] of the last layer, before the head. */
+  outputs: Float32Array;
+  /** Per layer, [samples × inFeatures]: the layer's inputs (layerInputs of calibrate.ts, with dendrites). */
+  layerInputs: Float32Array[];
+  /** Per layer: Σ over samples and neurons of |soma output|. */
+  somaSum: Float64Array;
+  /** Per layer: Σ over samples, branches and neurons of dendritePower(device, u) (0 without dendrites or in bypass). */
+  dendritePower: Float64Array;
+}
+
+/** Whole samples in x for this model, or an InputError. */
+export function sampleCount(model: LayerModel, x: Float32Array, what = 'calibration data'): number {
+  const features = model.input.features;
+  if (x.length === 0 || x.length % features !== 0) {
+    throw new InputError(`${what} holds ${x.length} values, not a whole number of samples of ${features} features`);
+  }
+  return x.length / features;
+}
+
+/** One runner per layer: dendritic where the layer has dendrites and `bypass` is off. */
+export function layerRunners(model: LayerModel, device: DendriteDevice | null, bypass = false): LayerRunner[] {
+  const kernel = device ? new DendriteKernel(device) : null;
+  return model.layers.map((l, li) => {
+    const dendritic = !!l.dendrites && !bypass;
+    if (dendritic && !kernel) throw new InputError(`layer ${li} has dendrites but no dendrite device was given`);
+    return new LayerRunner(l, kernel, dendritic);
+  });
+}
+
+export function dendriticForward(model: LayerModel, device: DendriteDevice | null, x: Float32Array, opts: DendriticForwardOptions = {}): DendriticForward {
+  const total = sampleCount(model, x);
+  const n = Math.max(0, Math.min(opts.limit ?? total, total));
+  const runners = layerRunners(model, device, opts.bypass ?? false);
+  const layers = model.layers;
+  const inputs = layers.map((l) => new Float32Array(n * l.inFeatures));
+  const last = layers[layers.length - 1]!;
+  const outputs = new Float32Array(n * last.outFeatures);
+  const bufs = layers.map((l) => new Float64Array(l.inFeatures));
+  const out = new Float64Array(last.outFeatures);
+  const f0 = model.input.features;
+  for (let s = 0; s < n; s++) {
+    const x0 = bufs[0]!;
+    for (let i = 0; i < f0; i++) x0[i] = x[s * f0 + i]!;
+    for (let li = 0; li < layers.length; li++) {
+      const xin = bufs[li]!;
+      inputs[li]!.set(xin, s * xin.length);
+      runners[li]!.run(xin, 0, li + 1 < layers.length ? bufs[li + 1]! : out, 0);
+    }
+    outputs.set(out, s * out.length);
+  }
+  return {
+    samples: n,
+    outputs,
+    layerInputs: inputs,
+    somaSum: Float64Array.from(runners, (r) => r.somaSum),
+    dendritePower: Float64Array.from(runners, (r) => r.power),
+  };
+}
+
+/** Index of the largest value of each row (the first on ties; NaN never wins). */
+export function argmaxRows(y: Float32Array | Float64Array, samples: number, width: number): Int32Array {
+  const out = new Int32Array(samples);
+  for (let s = 0; s < samples; s++) {
+    let best = 0;
+    let bv = -Infinity;
+    for (let j = 0; j < width; j++) {
+      const v = y[s * width + j]!;
+      if (v > bv) {
+        bv = v;
+        best = j;
+      }
+    }
+    out[s] = best;
+  }
+  return out;
+}
+
+/** Fraction of rows where a[s] === b[s]. */
+export function agreement(a: Int32Array, b: ArrayLike<number>): number {
+  let ok = 0;
+  for (let s = 0; s < a.length; s++) if (a[s] === b[s]) ok++;
+  return a.length ? ok / a.length : 0;
+}
