@@ -1,13 +1,16 @@
 /**
  * npm run bench: dendra's simulator against onnxruntime-node on the same models, in the same process,
- * on the same number of threads, at batch 1 and batch 256; and the compiler's speed. Targets are
- * printed beside the measured ratios; nothing here is a test.
+ * on the same number of threads, at batch 1 and batch 256; the compiler's speed; the device path; and the
+ * dendritic simulation against the same network without dendrites. Targets are printed beside the measured
+ * ratios; nothing here is a test. `npm run bench -- dendrites` (or BENCH_ONLY=dendrites) runs the dendritic
+ * case alone.
  */
 import { availableParallelism } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { compile } from '../compiler/index.js';
+import { compile, compileWithReport } from '../compiler/index.js';
+import { readNpyFile } from '../common/npy.js';
 import { writeArtifact } from '../artifact/write.js';
 import { packageRoot } from '../common/paths.js';
 import { InferenceSession, Tensor } from '../runtime/index.js';
@@ -35,6 +38,8 @@ const chipFor = (tiles: number) => generateDefects(hfo2, { rate: 0.2, onFraction
 const root = packageRoot();
 const threads = Number(process.env['BENCH_THREADS'] ?? availableParallelism());
 const seconds = Number(process.env['BENCH_SECONDS'] ?? 1.5);
+/** `npm run bench -- dendrites` or BENCH_ONLY=dendrites: only the dendritic case. */
+const only = process.argv[2] ?? process.env['BENCH_ONLY'];
 
 interface Net {
   name: string;
@@ -64,6 +69,32 @@ async function rate(fn: () => Promise<unknown>): Promise<number> {
   return best;
 }
 
+/**
+ * rate() for several engines compared by ratio: their windows interleave (round r measures each engine once,
+ * for `seconds / rounds`), so load that comes and goes on the machine falls on all of them alike; best window each.
+ */
+async function interleavedRates(fns: Record<string, () => Promise<unknown>>, rounds = 5): Promise<Record<string, number>> {
+  const best: Record<string, number> = {};
+  for (const [name, fn] of Object.entries(fns)) {
+    for (let i = 0; i < 5; i++) await fn();
+    best[name] = 0;
+  }
+  for (let w = 0; w < rounds; w++) {
+    for (const [name, fn] of Object.entries(fns)) {
+      let calls = 0;
+      const t0 = performance.now();
+      let t = t0;
+      while (t - t0 < (seconds * 1000) / rounds) {
+        await fn();
+        calls++;
+        t = performance.now();
+      }
+      best[name] = Math.max(best[name]!, (calls * 1000) / (t - t0));
+    }
+  }
+  return best;
+}
+
 function randomInput(n: number): Float32Array {
   const x = new Float32Array(n);
   for (let i = 0; i < n; i++) x[i] = Math.random();
@@ -72,8 +103,93 @@ function randomInput(n: number): Float32Array {
 
 interface Row { net: string; batch: number; engine: string; ips: number; ratio?: number; target?: number; vsIdeal?: number; targetVsIdeal?: number }
 
+interface DendriticResult {
+  net: string;
+  device: string;
+  branches: number[];
+  calibrationSamples: number;
+  calibration: string | null;
+  compileMs: { plain: number; dendritic: number };
+  arrays: { plain: number; dendritic: number };
+  /** Inferences/s by batch: the plain network, the dendritic one, and the dendritic one with its dendrites bypassed. */
+  rows: { batch: number; plain: number; dendritic: number; bypass: number; ratio: number; target?: number }[];
+}
+
+/**
+ * The dendritic simulation's cost: the 784-500-10 network compiled for taox-dendrite without dendrites and
+ * with --branches 9,4 (calibrated on 300 labelled digits), run in the same process at batch 1 and 256 on
+ * held-out digits, the three sessions' measurements interleaved. The ratio dendritic ÷ plain includes both the dendrite devices and the extra tiles that
+ * branch-aligned tiling needs; bypass (the power advantage's reference run) is shown beside it.
+ */
+async function dendriticBench(): Promise<DendriticResult> {
+  const net = nets[0]!;
+  const features = 784;
+  const calibrationSamples = 300;
+  const digits = readNpyFile(join(root, 'test/fixtures/mnist/digits28-f32.npy')).data as Float32Array;
+  const labels = Int32Array.from(readNpyFile(join(root, 'test/fixtures/mnist/labels.npy')).data.subarray(0, calibrationSamples));
+  const branches = [9, 4];
+  let t0 = performance.now();
+  const plain = compile(net.model, { device: 'taox-dendrite' });
+  const plainMs = performance.now() - t0;
+  t0 = performance.now();
+  const dendritic = compileWithReport(net.model, {
+    device: 'taox-dendrite',
+    branches,
+    calibrate: digits.subarray(0, calibrationSamples * features),
+    calibrateLabels: labels,
+  });
+  const dendriticMs = performance.now() - t0;
+  const plainBytes = writeArtifact(plain);
+  const dendriticBytes = writeArtifact(dendritic.artifact);
+  const sessions = {
+    plain: await InferenceSession.create(plainBytes, { threads }),
+    dendritic: await InferenceSession.create(dendriticBytes, { threads }),
+    bypass: await InferenceSession.create(dendriticBytes, { threads, dendrites: 'bypass' }),
+  };
+  const rows: DendriticResult['rows'] = [];
+  for (const batch of [1, 256]) {
+    // Held-out digits (after the calibration samples), the same feed for the three sessions.
+    const x = digits.slice(calibrationSamples * features, (calibrationSamples + batch) * features);
+    const calls = Object.fromEntries(Object.entries(sessions).map(([name, s]) => {
+      const feed = { [s.inputNames[0]!]: new Tensor('float32', x, [batch, ...net.dims]) };
+      return [name, () => s.run(feed)];
+    }));
+    const perCall = await interleavedRates(calls);
+    const ips = Object.fromEntries(Object.entries(perCall).map(([name, r]) => [name, batch * r]));
+    rows.push({ batch, plain: ips['plain']!, dendritic: ips['dendritic']!, bypass: ips['bypass']!, ratio: ips['dendritic']! / ips['plain']!, target: batch === 256 ? 0.8 : undefined });
+  }
+  for (const s of Object.values(sessions)) await s.release();
+  const result: DendriticResult = {
+    net: net.name,
+    device: 'taox-dendrite',
+    branches,
+    calibrationSamples,
+    calibration: dendritic.report.calibration?.summary ?? null,
+    compileMs: { plain: plainMs, dendritic: dendriticMs },
+    arrays: { plain: plain.arrays.length, dendritic: dendritic.artifact.arrays.length },
+    rows,
+  };
+  console.log(`\ndendrites: ${net.name} on taox-dendrite, plain against --branches ${branches.join(',')} (calibrated on ${calibrationSamples} digits), held-out digits:`);
+  console.log(`  arrays ${result.arrays.plain} plain, ${result.arrays.dendritic} dendritic (tiles follow branches); compile ${plainMs.toFixed(0)} ms plain, ${dendriticMs.toFixed(0)} ms with calibration`);
+  if (result.calibration) console.log(`  calibration: ${result.calibration}`);
+  console.log('  batch   plain inf/s   dendritic inf/s   bypass inf/s   dendritic ÷ plain   target');
+  for (const r of rows) {
+    const target = r.target === undefined ? '' : `≥ ${r.target}× ${r.ratio >= r.target ? 'met' : 'MISSED'}`;
+    console.log(`  ${String(r.batch).padStart(5)}   ${Math.round(r.plain).toString().padStart(11)}   ${Math.round(r.dendritic).toString().padStart(15)}   ${Math.round(r.bypass).toString().padStart(12)}   ${`${r.ratio.toFixed(2)}×`.padStart(17)}   ${target}`);
+  }
+  mkdirSync(join(root, 'out'), { recursive: true });
+  writeFileSync(join(root, 'out', 'bench-dendrites.json'), JSON.stringify({ threads, kernel: native().kernel(), ...result }, null, 2));
+  return result;
+}
+
 async function main() {
   console.log(`dendra bench: ${threads} thread(s) for both engines, kernel ${native().kernel()}, ${seconds} s per measurement\n`);
+  if (only !== undefined) {
+    if (only !== 'dendrites') throw new Error(`unknown bench case '${only}' (the one that runs alone: dendrites)`);
+    await dendriticBench();
+    console.log('\nwritten: out/bench-dendrites.json');
+    return;
+  }
   const rows: Row[] = [];
   for (const net of nets) {
     const ortSession = await ort.InferenceSession.create(net.model, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
@@ -170,8 +286,9 @@ async function main() {
   await onBoard.release();
   await onSim.release();
   await emulator.close();
-  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device }, null, 2));
-  console.log('\nwritten: out/bench.json');
+  const dendrites = await dendriticBench();
+  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device, dendrites }, null, 2));
+  console.log('\nwritten: out/bench.json and out/bench-dendrites.json');
 }
 
 void main();

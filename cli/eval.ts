@@ -2,6 +2,7 @@ import { readNpyFile } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
+import type { Artifact } from '../artifact/format.js';
 import { argmaxRows, readInputs, runAll } from './io.js';
 import { Random } from '../common/random.js';
 
@@ -74,7 +75,8 @@ export function readLabels(file: string, n: number): Int32Array {
   return labels;
 }
 
-async function evalRun(session: InferenceSession, x: Float32Array, n: number, labels: Int32Array): Promise<EvalRun & { seconds: number }> {
+/** Runs the n samples of x through the session: accuracy against the labels, the energy of these runs per inference, the seconds taken. */
+export async function evalRun(session: InferenceSession, x: Float32Array, n: number, labels: Int32Array): Promise<EvalRun & { seconds: number }> {
   const t0 = performance.now();
   const y = await runAll(session, x, n);
   const seconds = (performance.now() - t0) / 1000;
@@ -83,6 +85,34 @@ async function evalRun(session: InferenceSession, x: Float32Array, n: number, la
   for (let i = 0; i < n; i++) if (predicted[i] === labels[i]) correct++;
   const energy = session.energy('all');
   return { correct, accuracy: correct / n, energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown, seconds };
+}
+
+/**
+ * A dendritic artifact's EvalReport.dendrites: the same artifact (path or bytes) run again with its dendrites
+ * bypassed, on the same inputs and simulator settings, against `withDendrites`, the run with them.
+ */
+export async function compareWithoutDendrites(
+  artifact: string | Uint8Array,
+  parsed: Artifact,
+  withDendrites: EvalRun,
+  inputs: Float32Array,
+  n: number,
+  labels: Int32Array,
+  opts: { seed?: number; threads?: number; time?: number },
+): Promise<NonNullable<EvalReport['dendrites']>> {
+  const r = withDendrites;
+  const bypass = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, dendrites: 'bypass' });
+  try {
+    const { seconds: _s, ...without } = await evalRun(bypass, inputs, n, labels);
+    return {
+      branches: parsed.layers.map((l) => l.dendrites?.count ?? 1),
+      withoutDendrites: without,
+      powerAdvantage: r.energy.somaJ > 0 ? without.energy.somaJ / r.energy.somaJ : null,
+      energyAdvantage: without.energyPerInferenceJ / r.energyPerInferenceJ,
+    };
+  } finally {
+    await bypass.release();
+  }
 }
 
 export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalReport> {
@@ -100,21 +130,7 @@ export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalRe
       energyPerInferenceJ: r.energyPerInferenceJ, energy: r.energy,
       ...(opts.inputNoise !== undefined ? { inputNoise: opts.inputNoise } : {}),
     };
-    const layers = session.artifact.layers;
-    if (layers.some((l) => l.dendrites)) {
-      const bypass = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, dendrites: 'bypass' });
-      try {
-        const { seconds: _s, ...without } = await evalRun(bypass, inputs, n, labels);
-        report.dendrites = {
-          branches: layers.map((l) => l.dendrites?.count ?? 1),
-          withoutDendrites: without,
-          powerAdvantage: r.energy.somaJ > 0 ? without.energy.somaJ / r.energy.somaJ : null,
-          energyAdvantage: without.energyPerInferenceJ / r.energyPerInferenceJ,
-        };
-      } finally {
-        await bypass.release();
-      }
-    }
+    if (session.artifact.layers.some((l) => l.dendrites)) report.dendrites = await compareWithoutDendrites(artifact, session.artifact, r, inputs, n, labels, opts);
     return report;
   } finally {
     await session.release();

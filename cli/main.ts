@@ -14,6 +14,7 @@ import { defectsGenerateCommand } from './defects.js';
 import { scanCommand } from './scan.js';
 import { deployCommand } from './deploy.js';
 import { sweepCommand } from './sweep.js';
+import { sweepParamCommand } from './sweep-param.js';
 import { emulateCommand } from './emulate.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
@@ -91,21 +92,39 @@ export function program(): Command {
     .action((file: string, opts) => inspectCommand(file, opts));
 
   cli.command('sweep')
-    .description('accuracy against fault rate: naive and remapped placements on many random chips')
+    .description('accuracy against fault rate (--rates, --trials: naive and remapped placements on many random chips), or power advantage and accuracy against a dendrite device property (--param)')
     .argument('<model>', 'the .onnx file')
-    .requiredOption('--device <name|profile.json>', 'device profile of the chips (finite arrays)')
-    .requiredOption('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
-    .requiredOption('--trials <n>', 'random chips per rate')
+    .option('--device <name|profile.json>', 'device profile: of the chips (finite arrays; required for --rates), or with dendrites for --param (default taox-dendrite)')
+    .option('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
+    .option('--trials <n>', 'random chips per rate')
+    .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value')
     .requiredOption('--input <X.npy>', 'inputs')
     .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
-    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot)')
+    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
     .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
     .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
-    .option('--calibrate <X.npy>', 'sample inputs whose statistics weight the remapping')
-    .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
+    .option('--calibrate <X.npy...>', 'sample inputs whose statistics weight the remapping; with --param: sample inputs [and labels] that calibrate the dendrites (at the base profile)')
+    .option('--branches <N1,N2,...|auto>', 'with --param: dendritic branches per neuron, per layer (required)')
+    .addOption(new Option('--branch-strategy <s>', 'with --param: how inputs are split into branches').choices(['contiguous', 'spatial', 'balanced', 'correlated']))
+    .option('--input-noise <SIGMA>', 'with --param: add Gaussian noise of this standard deviation to the inputs (seeded by --seed)', (v) => parseNumberOption(v, '--input-noise', 0, 1e6))
+    .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial; with --param: of the simulator and the input noise').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(threadsOption())
     .option('--json', 'print one JSON object')
-    .action((model: string, opts) => sweepCommand(model, opts));
+    .action((model: string, opts, cmd: Command) => {
+      const given = (name: string) => opts[name] !== undefined && cmd.getOptionValueSource(name) !== 'default';
+      if (opts.param !== undefined) {
+        const faultOnly = [['rates', '--rates'], ['trials', '--trials'], ['onFraction', '--on-fraction'], ['pattern', '--pattern']].filter(([k]) => given(k!));
+        if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);
+        return sweepParamCommand(model, opts);
+      }
+      const paramOnly = [['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
+      if (paramOnly.length > 0) throw new InputError(`${paramOnly.map(([, f]) => f).join(', ')} ${paramOnly.length > 1 ? 'apply' : 'applies'} to --param sweeps only`);
+      for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
+        if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified (or give --param PATH=V1,V2,... for a device-property sweep)`);
+      }
+      if (opts.calibrate !== undefined && opts.calibrate.length > 1) throw new InputError('--calibrate takes one file in the fault-rate sweep (sample inputs)');
+      return sweepCommand(model, { ...opts, calibrate: opts.calibrate?.[0] });
+    });
   cli.command('emulate')
     .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
     .option('--listen <tcp://HOST:PORT>', 'serve on TCP (port 0: a free port, printed)')

@@ -25,8 +25,11 @@ export interface Origin {
 }
 
 export type ChainOp =
-  /** y = x · W + b, W stored [inFeatures][outFeatures] row-major (crossbar rows × columns). */
-  | { kind: 'dense'; origin: Origin; inFeatures: number; outFeatures: number; weight: Float32Array; bias: Float32Array }
+  /**
+   * y = x · W + b, W stored [inFeatures][outFeatures] row-major (crossbar rows × columns); with `dendrites`
+   * (a dendritic layer imported from ONNX, docs/dendritic-onnx.md) the branch sums go through the dendrites first.
+   */
+  | { kind: 'dense'; origin: Origin; inFeatures: number; outFeatures: number; weight: Float32Array; bias: Float32Array; dendrites?: Dendrites }
   | { kind: 'bias'; origin: Origin; bias: Float32Array }
   | { kind: 'batchnorm'; origin: Origin; scale: Float32Array; shift: Float32Array; mean: Float32Array; variance: Float32Array; epsilon: number }
   | { kind: 'activation'; origin: Origin; activation: Activation }

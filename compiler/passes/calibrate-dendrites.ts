@@ -3,17 +3,24 @@
  * the branch signal that applies the profile's dendrite voltage) and κ (biasScale, the soma threshold's scale),
  * the model of common/dendrite.ts.
  *
- * Layer by layer (earlier layers fixed first; later layers not yet calibrated run without dendrites):
- *   - the branch partial sums z_bj of the layer on the calibration data are computed once (they depend only on
- *     the earlier layers), and with them the candidates F = quantile of the non-zero |z_bj| × multiplier
- *     (q ∈ {0.5, 0.75, 0.9, 0.99, 0.999, max}, × {1, 2, 4, 8, 16, 32});
- *   - for each F: κ = ⟨Σ_b y_b, Σ_b z_b⟩ / ⟨Σ_b z_b, Σ_b z_b⟩ over samples and neurons (the least-squares gain of
- *     the dendrites, so the bias keeps its relation to the attenuated signal), then the rest of the network;
+ * Layer by layer, earlier layers fixed first:
+ *   - the branch partial sums z_bj of the layer on the calibration data (with the earlier layers' dendrites in
+ *     place: the signals its devices will see) are computed once, and with them the candidates F = quantile of
+ *     the non-zero |z_bj| × multiplier (q ∈ {0.5, 0.75, 0.9, 0.99, 0.999, max}, × {1, 2, 4, 8, 16, 32}; and
+ *     q0.01, q0.1 × 1, nearly every signal ON); near-duplicates (within 5 %) are tried once;
+ *   - for each F: κ = ⟨Σ_b y_b, Σ_b ẑ_b⟩ / ⟨Σ_b ẑ_b, Σ_b ẑ_b⟩ over samples and neurons, ẑ the branch sums of the
+ *     network without dendrites: the least-squares gain from that network's signal to this one's, earlier layers'
+ *     attenuation included, so the bias keeps its relation to the attenuated signal (for the first dendritic
+ *     layer ẑ = z). Then the rest of the network: calibrated layers with their dendrites, dendritic layers still
+ *     to calibrate without devices but with their bias scaled by this κ (the gain they will take on), point-neuron
+ *     layers as they are;
  *   - score: the soma power advantage of the whole network (soma energy without dendrites ÷ with, each layer's
  *     Σ|soma output| over its somaFullScale as in the runtime's energy model), subject to the calibration accuracy
- *     staying within the tolerance of the network without dendrites. The tolerance is shared out: the k-th of K
- *     dendritic layers may spend (k + 1)/K of it. The best advantage within tolerance wins; if no candidate is
- *     within tolerance, the most accurate.
+ *     staying within the tolerance of the network without dendrites. The best advantage within tolerance wins;
+ *     if no candidate is within tolerance, the most accurate.
+ * Each layer may spend the whole tolerance; if the finished network is outside it (an early layer took it all),
+ * the search runs again with the tolerance shared out, (k + 1)/K of it to the k-th of K layers, and the better
+ * of the two networks is kept. The report's numbers come from the finished network's own forward.
  * Accuracy is against the labels when given, else the agreement of argmax with the network without dendrites.
  * Layers already calibrated (imported from a trained dendritic model) keep their F and κ.
  *
@@ -76,6 +83,7 @@ export interface DendriteCalibrationReport {
 
 const QUANTILES = [0.5, 0.75, 0.9, 0.99, 0.999, 1];
 const MULTIPLIERS = [1, 2, 4, 8, 16, 32];
+const NEAR_ON = [0.01, 0.1];
 
 export function calibrateDendrites(
   model: LayerModel,
@@ -104,138 +112,173 @@ export function calibrateDendrites(
   const score = (arg: Int32Array) => (labels ? agreement(arg, labels.subarray(0, n)) : agreement(arg, refArg));
   const refAcc = score(refArg);
 
-  // The working model: fresh layer and dendrite objects.
-  const work: DenseLayer[] = layers.map((l) => (l.dendrites ? { ...l, dendrites: { ...l.dendrites } } : { ...l }));
-  const todo = work.map((l, li) => (l.dendrites && !l.dendrites.calibrated ? li : -1)).filter((li) => li >= 0);
-  const chosen = new Map<number, { q: number; mult: number; candidates: number }>();
-
-  // Inputs of the current layer with the earlier layers fixed (float64, [n × inFeatures]), their soma sums.
-  let cur = new Float64Array(n * layers[0]!.inFeatures);
-  for (let i = 0; i < cur.length; i++) cur[i] = x[i]!;
-  const fixedSoma = new Float64Array(L);
-  let li = 0;
-  const advance = (upto: number) => {
-    // Run the fixed layers li .. upto − 1 (with their dendrites where calibrated or kept) on `cur`.
-    for (; li < upto; li++) {
-      const l = work[li]!;
-      const r = new LayerRunner(l, kernel, !!l.dendrites && (l.dendrites.calibrated || chosen.has(li)));
-      const next = new Float64Array(n * l.outFeatures);
-      for (let s = 0; s < n; s++) r.run(cur, s * l.inFeatures, next, s * l.outFeatures);
-      fixedSoma[li] = r.somaSum;
-      cur = next;
-    }
+  // The first layer to calibrate does not depend on any choice: its scores are shared by both searches; nor do
+  // the sums Σ_b z_b of the network without dendrites that κ is fitted to.
+  const todo = layers.map((l, li) => (l.dendrites && !l.dendrites.calibrated ? li : -1)).filter((li) => li >= 0);
+  let firstResults: Scored[] | null = null;
+  const plainSums = new Map<number, { zsum: Float64Array; zz: number }>();
+  const plainSumsOf = (li: number) => {
+    let p = plainSums.get(li);
+    if (!p) plainSums.set(li, (p = columnSums(layers[li]!, ref.layerInputs[li]!, n)));
+    return p;
   };
 
-  todo.forEach((target, k) => {
-    advance(target);
-    const l = work[target]!;
-    const d = l.dendrites!;
-    const m = l.outFeatures;
-    const nb = d.count;
-    const floor = refAcc - (tolerance / 100) * ((k + 1) / todo.length);
-
-    // Branch sums z[s][b][j] and their totals Z[s][j] (independent of this layer's F and κ).
-    const z = new Float64Array(n * nb * m);
-    const zsum = new Float64Array(n * m);
-    const probe = new LayerRunner(l, kernel, true);
-    for (let s = 0; s < n; s++) {
-      probe.run(cur, s * l.inFeatures, zsum, s * m); // fills probe.z; zsum is overwritten below
-      z.set(probe.z, s * nb * m);
-    }
-    let zz = 0;
-    for (let s = 0; s < n; s++) {
-      for (let j = 0; j < m; j++) {
-        let t = 0;
-        for (let b = 0; b < nb; b++) {
-          const v = z[(s * nb + b) * m + j]!;
-          t += v;
-        }
-        zsum[s * m + j] = t;
-        zz += t * t;
+  /**
+   * One greedy search, layer by layer; the k-th of the K layers to calibrate may lose `share[k]` of the
+   * tolerance. Returns the working layers and the choices.
+   */
+  const search = (share: (k: number) => number) => {
+    const work: DenseLayer[] = layers.map((l) => (l.dendrites ? { ...l, dendrites: { ...l.dendrites } } : { ...l }));
+    const chosen = new Map<number, { q: number; mult: number; candidates: number }>();
+    // Inputs of the current layer with the earlier layers fixed (float64, [n × inFeatures]), their soma sums.
+    let cur: Float64Array | null = null;
+    const fixedSoma = new Float64Array(L);
+    let li = 0;
+    const advance = (upto: number) => {
+      if (!cur) {
+        cur = new Float64Array(n * layers[0]!.inFeatures);
+        for (let i = 0; i < cur.length; i++) cur[i] = x[i]!;
       }
-    }
-    const cands = candidates(z);
+      for (; li < upto; li++) {
+        const l = work[li]!;
+        const r = new LayerRunner(l, kernel, !!l.dendrites && l.dendrites.calibrated);
+        const next: Float64Array = new Float64Array(n * l.outFeatures);
+        for (let s = 0; s < n; s++) r.run(cur, s * l.inFeatures, next, s * l.outFeatures);
+        fixedSoma[li] = r.somaSum;
+        cur = next;
+      }
+      return cur;
+    };
+    let firstOk = true;
+    todo.forEach((target, k) => {
+      const l = work[target]!;
+      const d = l.dendrites!;
+      const floor = refAcc - (tolerance / 100) * share(k);
+      let results: Scored[];
+      if (k === 0 && firstResults) {
+        results = firstResults;
+        if (target > 0) advance(target); // the fixed layers' soma sums
+      } else {
+        const cache = branchCache(l, advance(target), n);
+        // With no dendrites before it, this layer's branch sums are those of the network without dendrites.
+        if (!plainSums.has(target) && layers.slice(0, target).every((ll) => !ll.dendrites)) plainSums.set(target, cache.plain);
+        results = scoreLayer(work, target, cache, fixedSoma);
+        if (k === 0) firstResults = results;
+      }
+      let best: Scored | null = null;
+      let bestOk = false;
+      for (const r of results) {
+        const ok = r.acc >= floor - 1e-12;
+        const better = !best || (ok !== bestOk ? ok : ok ? r.adv > best.adv || (r.adv === best.adv && r.acc > best.acc) : r.acc > best.acc || (r.acc === best.acc && r.adv > best.adv));
+        if (better) {
+          best = r;
+          bestOk = ok;
+        }
+      }
+      if (k === 0) firstOk = bestOk;
+      d.fullScale = best!.f;
+      d.biasScale = best!.kappa;
+      d.calibrated = true;
+      chosen.set(target, { q: best!.q, mult: best!.mult, candidates: results.length });
+    });
+    return { work, chosen, firstOk };
+  };
 
-    // Later layers while this one is tuned: already-calibrated ones with their dendrites, the rest without.
+  /** Every candidate F of layer `target` (earlier layers fixed, their soma sums in fixedSoma): κ, accuracy, advantage. */
+  const scoreLayer = (work: DenseLayer[], target: number, cache: BranchCache, fixedSoma: Float64Array): Scored[] => {
+    const l = work[target]!;
+    const m = l.outFeatures;
+    const nb = l.dendrites!.count;
+    const { z } = cache;
+    const { zsum, zz } = plainSumsOf(target);
+    // Later layers while this one is tuned: already-calibrated ones with their dendrites; the dendritic layers
+    // still to calibrate without their devices but with the bias scaled by this layer's κ (the gain they will
+    // take on: their κ is fitted against the network without dendrites too); point-neuron layers as they are.
     const later = work.slice(target + 1).map((ll) => new LayerRunner(ll, kernel, !!ll.dendrites && ll.dendrites.calibrated));
+    const scaled = later.map((r) => (r.layer.dendrites && !r.dendritic ? new Float32Array(r.layer.bias.length) : null));
+    later.forEach((r, o) => { if (scaled[o]) r.bias = scaled[o]!; });
     const ybuf = new Float64Array(n * m);
     const next = new Float64Array(n * m);
     const bufs = later.map((r) => new Float64Array(r.layer.outFeatures));
     const outs = new Float64Array(n * outF);
     const soma = somaOf(l);
-
-    let best: { f: number; q: number; mult: number; kappa: number; acc: number; adv: number } | null = null;
-    for (const c of cands) {
+    const bias = l.bias;
+    const results: Scored[] = [];
+    for (const c of cache.candidates) {
       const f = c.f;
-      kernel.power = 0;
       let yz = 0;
-      for (let s = 0; s < n; s++) {
-        const zs = s * nb * m;
-        for (let j = 0; j < m; j++) {
-          let y = 0;
-          for (let b = 0; b < nb; b++) y += kernel.out(z[zs + b * m + j]!, f);
-          ybuf[s * m + j] = y;
-          yz += y * zsum[s * m + j]!;
-        }
+      for (let s = 0, o = 0; s < n * m; s++, o += nb) {
+        const y = kernel.branchSum(z, o, 1, nb, f);
+        ybuf[s] = y;
+        yz += y * zsum[s]!;
       }
-      const kappa = zz > 0 ? yz / zz : 1;
-      const energy = fixedSoma.slice();
+      const kappa = zz > 0 && yz !== 0 && Number.isFinite(yz / zz) ? yz / zz : 1;
       let own = 0;
       for (let s = 0; s < n; s++) {
         for (let j = 0; j < m; j++) {
-          const o = somaOutput(soma, l.activation, ybuf[s * m + j]! + kappa * l.bias[j]!);
+          const o = somaOutput(soma, l.activation, kappa * bias[j]! + ybuf[s * m + j]!);
           next[s * m + j] = o;
           own += Math.abs(o);
         }
       }
+      const energy = fixedSoma.slice();
       energy[target] = own;
-      for (const r of later) r.somaSum = 0;
+      later.forEach((r, o) => {
+        r.somaSum = 0;
+        const sb = scaled[o];
+        if (sb) for (let j = 0; j < sb.length; j++) sb[j] = kappa * r.layer.bias[j]!;
+      });
       if (later.length === 0) outs.set(next);
       else {
         for (let s = 0; s < n; s++) {
           let xin = next;
           let xo = s * m;
-          later.forEach((r, o) => {
+          for (let o = 0; o < later.length; o++) {
             const last = o === later.length - 1;
-            r.run(xin, xo, last ? outs : bufs[o]!, last ? s * outF : 0);
+            later[o]!.run(xin, xo, last ? outs : bufs[o]!, last ? s * outF : 0);
             xin = bufs[o]!;
             xo = 0;
-          });
+          }
         }
       }
       later.forEach((r, o) => { energy[target + 1 + o] = r.somaSum; });
       const acc = score(argmaxRows(outs, n, outF));
       const e = weighted(energy, somaScales);
-      const adv = e > 0 ? refEnergy / e : Infinity;
-      const ok = acc >= floor - 1e-12;
-      const better = !best
-        ? true
-        : ok !== best.acc >= floor - 1e-12
-          ? ok
-          : ok
-            ? adv > best.adv || (adv === best.adv && acc > best.acc)
-            : acc > best.acc || (acc === best.acc && adv > best.adv);
-      if (better) best = { f, q: c.q, mult: c.mult, kappa, acc, adv };
+      results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity });
     }
-    d.fullScale = best!.f;
-    d.biasScale = Number.isFinite(best!.kappa) && best!.kappa !== 0 ? best!.kappa : 1;
-    d.calibrated = true;
-    chosen.set(target, { q: best!.q, mult: best!.mult, candidates: cands.length });
-  });
+    return results;
+  };
 
-  const out: LayerModel = { ...model, layers: work };
+  // Greedy: every layer may spend the whole tolerance (a later layer then finds what is left). If the whole
+  // network ends outside the tolerance although the first layer could stay within it, search again with the
+  // tolerance shared out, (k + 1)/K to the k-th of K layers (the first layer's scores are reused).
+  const evaluate = (work: DenseLayer[]) => {
+    const model1: LayerModel = { ...model, layers: work };
+    const fwd = forwardWithStats(model1, kernel, x, n);
+    const arg = argmaxRows(fwd.outputs, n, outF);
+    const e = weighted(fwd.somaSum, somaScales);
+    return { model: model1, fwd, arg, acc: score(arg), adv: e > 0 ? refEnergy / e : Infinity };
+  };
+  let pick = search(() => 1);
+  let final = evaluate(pick.work);
+  const floor = refAcc - tolerance / 100 - 1e-12;
+  if (final.acc < floor && todo.length > 1 && pick.firstOk) {
+    const again = search((k) => (k + 1) / todo.length);
+    const second = evaluate(again.work);
+    if (second.acc >= floor ? final.acc < floor || second.adv > final.adv : second.acc > final.acc) {
+      pick = again;
+      final = second;
+    }
+  }
+  const { work, chosen } = pick;
   // The report: the final network by the reference forward itself.
-  const fwd = dendriticForward(out, device, x, { limit: n });
-  const arg = argmaxRows(fwd.outputs, n, outF);
-  const acc = score(arg);
+  const { model: out, fwd, arg, acc, adv: powerAdvantage } = final;
   const agree = agreement(arg, refArg);
-  const energy = weighted(fwd.somaSum, somaScales);
-  const powerAdvantage = energy > 0 ? refEnergy / energy : Infinity;
   const perLayer: DendriteLayerCalibration[] = [];
   work.forEach((l, i) => {
     const d = l.dendrites;
     if (!d) return;
-    const st = branchStats(l, kernel, fwd.layerInputs[i]!, n);
+    const st = fwd.stats[i]!;
     const c = chosen.get(i);
     perLayer.push({
       layer: i,
@@ -267,6 +310,76 @@ export function calibrateDendrites(
   };
 }
 
+/** One candidate F of a layer, scored. */
+interface Scored {
+  f: number;
+  q: number;
+  mult: number;
+  kappa: number;
+  acc: number;
+  adv: number;
+}
+
+interface BranchCache {
+  /** z[(s·out + j)·branches + b]: the branch sums, neuron-major. */
+  z: Float64Array;
+  /** Σ_b z per sample and neuron, and Σ of their squares. */
+  plain: { zsum: Float64Array; zz: number };
+  candidates: { f: number; q: number; mult: number }[];
+}
+
+/** Σ_i x_i W_ij per sample and neuron of a layer's inputs (float32, [n × inFeatures]), and Σ of their squares. */
+function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64Array; zz: number } {
+  const m = l.outFeatures;
+  const zsum = new Float64Array(n * m);
+  const w = l.weight;
+  let zz = 0;
+  for (let s = 0; s < n; s++) {
+    const xo = s * l.inFeatures;
+    const o = s * m;
+    for (let i = 0; i < l.inFeatures; i++) {
+      const xi = x[xo + i]!;
+      if (xi === 0) continue;
+      const row = i * m;
+      for (let j = 0; j < m; j++) zsum[o + j] += xi * w[row + j]!;
+    }
+    for (let j = 0; j < m; j++) zz += zsum[o + j]! ** 2;
+  }
+  return { zsum, zz };
+}
+
+/** A dendritic layer's branch sums on its inputs x ([n × inFeatures], float64), summed as LayerRunner sums them. */
+function branchCache(l: DenseLayer, x: Float64Array, n: number): BranchCache {
+  const m = l.outFeatures;
+  const nb = l.dendrites!.count;
+  const z = new Float64Array(n * m * nb);
+  const zsum = new Float64Array(n * m);
+  let zz = 0;
+  // In LayerRunner's order (input by input), so the candidates see the forward's exact branch sums.
+  const zb = new Float64Array(nb * m);
+  const branchOf = l.dendrites!.branchOf;
+  const w = l.weight;
+  for (let s = 0; s < n; s++) {
+    zb.fill(0);
+    const xo = s * l.inFeatures;
+    for (let i = 0; i < l.inFeatures; i++) {
+      const xi = x[xo + i]!;
+      if (xi === 0) continue;
+      const row = i * m;
+      const base = branchOf[i]! * m;
+      for (let j = 0; j < m; j++) zb[base + j] += xi * w[row + j]!;
+    }
+    for (let j = 0; j < m; j++) {
+      const o = (s * m + j) * nb;
+      let t = 0;
+      for (let b = 0; b < nb; b++) t += z[o + b] = zb[b * m + j]!;
+      zsum[s * m + j] = t;
+      zz += t * t;
+    }
+  }
+  return { z, plain: { zsum, zz }, candidates: candidates(z) };
+}
+
 /** Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them; the max exactly). */
 function candidates(z: Float64Array): { f: number; q: number; mult: number }[] {
   let nonzero = 0;
@@ -289,13 +402,15 @@ function candidates(z: Float64Array): { f: number; q: number; mult: number }[] {
   }
   const sorted = sample.subarray(0, k).sort();
   const out: { f: number; q: number; mult: number }[] = [];
-  for (const q of QUANTILES) {
-    const base = q === 1 ? max : sorted[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!;
-    for (const mult of MULTIPLIERS) out.push({ f: base * mult, q, mult });
-  }
-  // Drop near-duplicates (within 1 %), keeping the first of each.
+  const quantile = (q: number) => (q === 1 ? max : sorted[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!);
+  for (const q of QUANTILES) for (const mult of MULTIPLIERS) out.push({ f: quantile(q) * mult, q, mult });
+  // Two operating points with nearly every signal ON: close to the network without dendrites.
+  for (const q of NEAR_ON) out.push({ f: quantile(q), q, mult: 1 });
+  // Drop near-duplicates (within 5 % of the last kept), keeping the first of each.
   out.sort((a, b) => a.f - b.f);
-  return out.filter((c, i) => i === 0 || c.f > out[i - 1]!.f * 1.01);
+  const kept: typeof out = [];
+  for (const c of out) if (kept.length === 0 || c.f > kept[kept.length - 1]!.f * 1.05) kept.push(c);
+  return kept;
 }
 
 function weighted(soma: Float64Array, scales: number[]): number {
@@ -304,34 +419,50 @@ function weighted(soma: Float64Array, scales: number[]): number {
   return e;
 }
 
-/** Σ|z|, Σ|y|, non-zero and ON-state branch signals of a dendritic layer on its inputs. */
-function branchStats(l: DenseLayer, kernel: DendriteKernel, inputs: Float32Array, n: number): { absZ: number; absY: number; nonzero: number; on: number } {
-  const d = l.dendrites!;
-  const r = new LayerRunner(l, kernel, true);
-  const x = new Float64Array(l.inFeatures);
-  const y = new Float64Array(l.outFeatures);
-  const onAt = kernel.device.kind === 'threshold-linear' ? kernel.device.threshold : 1;
-  const a = kernel.device.voltage / kernel.device.onVoltage;
-  let absZ = 0;
-  let absY = 0;
-  let nonzero = 0;
-  let on = 0;
+interface BranchStats {
+  absZ: number;
+  absY: number;
+  nonzero: number;
+  on: number;
+}
+
+/**
+ * dendriticForward's computation (the same LayerRunners, sample by sample) with, per dendritic layer, Σ|z| and
+ * Σ|y| over its dendrites and its non-zero and ON-state branch signals (a rectified negative signal counts as neither).
+ */
+function forwardWithStats(model: LayerModel, kernel: DendriteKernel, x: Float32Array, n: number) {
+  const layers = model.layers;
+  const runners = layers.map((l) => new LayerRunner(l, kernel, !!l.dendrites));
+  const stats: (BranchStats | null)[] = layers.map((l) => (l.dendrites ? { absZ: 0, absY: 0, nonzero: 0, on: 0 } : null));
+  const last = layers[layers.length - 1]!;
+  const outputs = new Float32Array(n * last.outFeatures);
+  const bufs = layers.map((l) => new Float64Array(l.inFeatures));
+  const out = new Float64Array(last.outFeatures);
+  const f0 = model.input.features;
+  const dev = kernel.device;
+  const onAt = dev.kind === 'threshold-linear' ? dev.threshold : 1;
   for (let s = 0; s < n; s++) {
-    for (let i = 0; i < x.length; i++) x[i] = inputs[s * x.length + i]!;
-    r.run(x, 0, y, 0);
-    for (let i = 0; i < r.z.length; i++) {
-      const v = r.z[i]!;
-      if (v === 0) continue;
-      absZ += Math.abs(v);
-      const o = kernel.out(v, d.fullScale);
-      absY += Math.abs(o);
-      if (!(v < 0 && kernel.device.rectify)) {
-        nonzero++;
-        if (a * Math.abs(v / d.fullScale) >= onAt) on++;
+    const x0 = bufs[0]!;
+    for (let i = 0; i < f0; i++) x0[i] = x[s * f0 + i]!;
+    for (let li = 0; li < layers.length; li++) {
+      const r = runners[li]!;
+      r.run(bufs[li]!, 0, li + 1 < layers.length ? bufs[li + 1]! : out, 0);
+      const st = stats[li];
+      if (!st) continue;
+      const f = r.fullScale;
+      for (let k = 0; k < r.z.length; k++) {
+        const v = r.z[k]!;
+        if (v === 0) continue;
+        st.absZ += Math.abs(v);
+        st.absY += Math.abs(kernel.out(v, f));
+        if (v < 0 && dev.rectify) continue;
+        st.nonzero++;
+        if (kernel.a * Math.abs(v / f) >= onAt) st.on++;
       }
     }
+    outputs.set(out, s * out.length);
   }
-  return { absZ, absY, nonzero, on };
+  return { outputs, somaSum: Float64Array.from(runners, (r) => r.somaSum), dendritePower: Float64Array.from(runners, (r) => r.power), stats };
 }
 
 /** |soma(±B)| at most: the magnitude a layer's output can reach for soma inputs within ±B. */

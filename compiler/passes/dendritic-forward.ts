@@ -23,59 +23,97 @@ import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
  */
 export class DendriteKernel {
   readonly device: DendriteDevice;
-  /** Σ of dendritePower(device, u) over the calls to `out` since the caller last reset it. */
+  /** Σ of dendritePower(device, u) over the calls to `out` / `branchSum` since the caller last reset it. */
   power = 0;
-  readonly #a: number;
-  readonly #invA: number;
-  readonly #invR: number;
-  readonly #alpha: number;
+  readonly a: number;
+  readonly invA: number;
+  readonly invR: number;
+  readonly alpha: number;
   /** (1 − 1/R) / (e^α − 1), or 1 − 1/R for a linear device (α ≈ 0: φ(v) = v). */
-  readonly #c: number;
-  readonly #linear: boolean;
-  readonly #thresholdLinear: boolean;
-  readonly #threshold: number;
-  readonly #rectify: boolean;
+  readonly c: number;
+  readonly linear: boolean;
+  readonly thresholdLinear: boolean;
+  readonly threshold: number;
+  readonly rectify: boolean;
 
   constructor(device: DendriteDevice) {
     this.device = device;
-    this.#a = device.voltage / device.onVoltage;
-    this.#invA = 1 / this.#a;
-    this.#invR = 1 / device.onOffRatio;
-    this.#alpha = alphaOf(device.nonlinearity);
-    this.#linear = this.#alpha < 1e-9;
-    this.#c = this.#linear ? 1 - this.#invR : (1 - this.#invR) / Math.expm1(this.#alpha);
-    this.#thresholdLinear = device.kind === 'threshold-linear';
-    this.#threshold = device.threshold;
-    this.#rectify = device.rectify;
+    this.a = device.voltage / device.onVoltage;
+    this.invA = 1 / this.a;
+    this.invR = 1 / device.onOffRatio;
+    this.alpha = alphaOf(device.nonlinearity);
+    this.linear = this.alpha < 1e-9;
+    this.c = this.linear ? 1 - this.invR : (1 - this.invR) / Math.expm1(this.alpha);
+    this.thresholdLinear = device.kind === 'threshold-linear';
+    this.threshold = device.threshold;
+    this.rectify = device.rectify;
   }
 
   /** The device's normalised current i(v), v >= 0 (deviceCurrent). */
   current(v: number): number {
-    if (this.#thresholdLinear) return v >= this.#threshold ? v : v * this.#invR;
+    if (this.thresholdLinear) return v >= this.threshold ? v : v * this.invR;
     if (v >= 1) return v;
-    return v * this.#invR + this.#c * (this.#linear ? v : Math.expm1(this.#alpha * v));
+    return v * this.invR + this.c * (this.linear ? v : Math.expm1(this.alpha * v));
   }
 
   /** F·H(z/F): the dendrite's output for branch signal z; adds dendritePower(u) to `power`. */
   out(z: number, fullScale: number): number {
     const u = z / fullScale;
-    if (u === 0) return 0;
-    if (u < 0 && this.#rectify) return 0;
-    const v = this.#a * (u < 0 ? -u : u);
+    if (u === 0 || (u < 0 && this.rectify)) return 0;
+    const v = this.a * (u < 0 ? -u : u);
     const i = this.current(v);
     this.power += v * i;
-    const h = i * this.#invA * fullScale;
+    const h = i * this.invA * fullScale;
     return u < 0 ? -h : h;
+  }
+
+  /**
+   * Σ_{k < count} F·H(z[offset + k·stride] / F): the summed output of `count` dendrites; adds their
+   * dendritePower to `power`. The hot loop of the forward and of calibration.
+   */
+  branchSum(z: Float64Array, offset: number, stride: number, count: number, fullScale: number): number {
+    const a = this.a;
+    const scale = this.invA * fullScale;
+    const invF = 1 / fullScale;
+    const invR = this.invR;
+    const c = this.c;
+    const alpha = this.alpha;
+    const rectify = this.rectify;
+    let sum = 0;
+    let power = 0;
+    if (this.thresholdLinear) {
+      const th = this.threshold;
+      for (let k = 0, o = offset; k < count; k++, o += stride) {
+        const u = z[o]! * invF;
+        if (u === 0 || (u < 0 && rectify)) continue;
+        const v = a * (u < 0 ? -u : u);
+        const i = v >= th ? v : v * invR;
+        power += v * i;
+        sum += u < 0 ? -i * scale : i * scale;
+      }
+    } else {
+      const linear = this.linear;
+      for (let k = 0, o = offset; k < count; k++, o += stride) {
+        const u = z[o]! * invF;
+        if (u === 0 || (u < 0 && rectify)) continue;
+        const v = a * (u < 0 ? -u : u);
+        const i = v >= 1 ? v : v * invR + c * (linear ? v : Math.expm1(alpha * v));
+        power += v * i;
+        sum += u < 0 ? -i * scale : i * scale;
+      }
+    }
+    this.power += power;
+    return sum;
   }
 
   /** dH/du at u (dendriteSlope). */
   slope(u: number): number {
-    if (u < 0 && this.#rectify) return 0;
-    const v = this.#a * (u < 0 ? -u : u);
-    if (this.#thresholdLinear) return v >= this.#threshold ? 1 : this.#invR;
+    if (u < 0 && this.rectify) return 0;
+    const v = this.a * (u < 0 ? -u : u);
+    if (this.thresholdLinear) return v >= this.threshold ? 1 : this.invR;
     if (v >= 1) return 1;
-    if (this.#linear) return this.#invR + this.#c;
-    return this.#invR + this.#c * this.#alpha * Math.exp(this.#alpha * v);
+    if (this.linear) return this.invR + this.c;
+    return this.invR + this.c * this.alpha * Math.exp(this.alpha * v);
   }
 }
 
@@ -175,11 +213,7 @@ export class LayerRunner {
         for (let j = 0; j < m; j++) z[base + j] += xi * w[row + j]!;
       }
       k.power = 0;
-      for (let j = 0; j < m; j++) {
-        let s = kappa * bias[j]!;
-        for (let b = 0; b < nb; b++) s += k.out(z[b * m + j]!, f);
-        pre[j] = s;
-      }
+      for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSum(z, j, m, nb, f);
       this.power += k.power;
     }
     const soma = this.#soma;

@@ -2,7 +2,8 @@
  * Pass: LayerChain → LayerChain without BatchNormalization. Inference-mode batch norm is an affine map
  * per feature, y = a·x + c with a = scale/√(var+ε), c = B − mean·a. It folds into the dense layer
  * before it (scaling that layer's columns and bias), or, where an activation stands between, into the
- * dense layer after it (scaling that layer's rows and shifting its bias).
+ * dense layer after it (scaling that layer's rows and shifting its bias). Neither folds into a dendritic layer
+ * (an imported one with `dendrites`): that is refused.
  */
 import { ModelError } from '../../common/errors.js';
 import type { ChainOp, LayerChain } from '../ir/layers.js';
@@ -33,6 +34,7 @@ export function foldBatchnorm(chain: LayerChain): LayerChain {
       while (k >= 0 && out[k]!.kind === 'bias') biases.push(out[k--] as Extract<ChainOp, { kind: 'bias' }>);
       const prev = out[k];
       if (prev?.kind === 'dense') {
+        if (prev.dendrites) throw refuse(chain, op, `follows the dendritic layer ${prev.origin.op} '${prev.origin.node}': its per-feature scale cannot pass back through the dendrites' nonlinearity into the weights; fold it in before export or drop it`);
         const { a, c } = affine(op);
         const n = prev.outFeatures;
         const weight = new Float32Array(prev.weight.length);
@@ -54,6 +56,7 @@ export function foldBatchnorm(chain: LayerChain): LayerChain {
     }
     if (pending) {
       if (op.kind !== 'dense') throw refuse(chain, pending, `is followed by ${op.origin.op} '${op.origin.node}' instead of a dense layer it could fold into`);
+      if (op.dendrites) throw refuse(chain, pending, `is followed by the dendritic layer ${op.origin.op} '${op.origin.node}': its shift would act inside the branches, before the dendrites, which no weight or bias of that layer can express`);
       const { a, c } = affine(pending);
       const n = op.outFeatures;
       const weight = new Float32Array(op.weight.length);

@@ -1,10 +1,10 @@
 /**
  * Pass: LayerChain (after batch-norm folding) → LayerModel. Each dense op opens a crossbar layer; the
  * bias adds and the single activation after it join that layer; a Softmax/LogSoftmax at the very end
- * becomes the digital output head.
+ * becomes the digital output head. A dense op's `dendrites` (an imported dendritic layer) go with its layer.
  */
-import { ModelError } from '../../common/errors.js';
-import type { DenseLayer, Head, LayerChain, LayerModel } from '../ir/layers.js';
+import { ModelError, type ErrorWhere } from '../../common/errors.js';
+import type { DenseLayer, Head, LayerChain, LayerModel, Origin } from '../ir/layers.js';
 
 export function fuseLayers(chain: LayerChain): LayerModel {
   const layers: DenseLayer[] = [];
@@ -24,9 +24,11 @@ export function fuseLayers(chain: LayerChain): LayerModel {
           weight: op.weight,
           bias: Float32Array.from(op.bias),
           activation: { kind: 'none' },
+          ...(op.dendrites ? { dendrites: op.dendrites } : {}),
         });
         break;
       case 'bias':
+        if (layer?.dendrites?.soma.kind === 'threshold') throw afterSoma(op.origin, layer.name, where);
         if (!layer || layer.activation.kind !== 'none') {
           throw new ModelError(`Add '${op.origin.node}' must follow a dense layer directly (before its activation)`, where);
         }
@@ -35,6 +37,7 @@ export function fuseLayers(chain: LayerChain): LayerModel {
         break;
       case 'activation':
         if (!layer) throw new ModelError(`${op.origin.op} '${op.origin.node}' comes before any dense layer; dendra applies activations after a crossbar layer`, where);
+        if (layer.dendrites?.soma.kind === 'threshold') throw afterSoma(op.origin, layer.name, where);
         if (layer.activation.kind !== 'none') throw new ModelError(`${op.origin.op} '${op.origin.node}' is a second activation on ${layer.name}; dendra applies one activation per layer`, where);
         layer.activation = op.activation;
         layer.origin.push(op.origin);
@@ -49,4 +52,8 @@ export function fuseLayers(chain: LayerChain): LayerModel {
   }
   const { ops: _ops, ...rest } = chain;
   return { ...rest, layers, head };
+}
+
+function afterSoma(origin: Origin, layer: string, where: ErrorWhere): ModelError {
+  return new ModelError(`${origin.op} '${origin.node}' follows the threshold soma of the dendritic ${layer}; dendra takes nothing between a threshold soma and the next layer`, where);
 }

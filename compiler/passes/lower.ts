@@ -9,6 +9,7 @@ import { ModelError } from '../../common/errors.js';
 import type { Graph, GraphNode, GraphTensor } from '../ir/graph.js';
 import type { Activation, ChainOp, LayerChain, Origin } from '../ir/layers.js';
 import { evaluateShapeNode, type ShapeValue } from './shape-values.js';
+import { lowerDendritic, type DendriticContext } from './lower-dendritic.js';
 
 export const SUPPORTED_OPS = [
   'Gemm', 'MatMul', 'Add', 'Flatten', 'Reshape', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip',
@@ -51,6 +52,15 @@ export function lower(graph: Graph): LayerChain {
   let features = inputFeatures;
   const shapes = new Map<string, ShapeValue>(); // shape arithmetic evaluated at compile time
   const ops: ChainOp[] = [];
+  // A MatMul/Gemm that opens the dendritic-layer pattern (docs/dendritic-onnx.md) takes the nodes up to its soma.
+  const dendritic: DendriticContext = { graph, constants, shapes, batch, consumed: new Set() };
+  const dense = (node: GraphNode, op: Extract<ChainOp, { kind: 'dense' }>): string => {
+    const d = lowerDendritic(dendritic, node, op);
+    ops.push(d?.op ?? op);
+    features = (d?.op ?? op).outFeatures;
+    dims = [batch, features];
+    return d?.output ?? node.outputs[0] ?? '';
+  };
 
   const constant = (name: string | undefined, node: GraphNode, role: string): GraphTensor => {
     const t = name ? constants.get(name) : undefined;
@@ -72,6 +82,7 @@ export function lower(graph: Graph): LayerChain {
   };
 
   for (const node of graph.nodes) {
+    if (dendritic.consumed.has(node)) continue;
     const origin: Origin = { node: node.name, op: node.op };
     if (node.op === 'Constant') {
       const value = node.attrs['value'];
@@ -91,7 +102,7 @@ export function lower(graph: Graph): LayerChain {
       }
       fail(`node '${node.name}' (${node.op}) is not on the network's single data path from '${input.name}'; dendra compiles chains of dense layers`, node);
     }
-    const out = node.outputs[0] ?? '';
+    let out = node.outputs[0] ?? '';
     switch (node.op) {
       case 'Identity':
       case 'Dropout':
@@ -135,9 +146,7 @@ export function lower(graph: Graph): LayerChain {
           const bc = broadcastBias(cT, outF, node, fail);
           for (let j = 0; j < outF; j++) bias[j] = beta * bc[j]!;
         }
-        ops.push({ kind: 'dense', origin, inFeatures: inF, outFeatures: outF, weight, bias });
-        features = outF;
-        dims = [batch, outF];
+        out = dense(node, { kind: 'dense', origin, inFeatures: inF, outFeatures: outF, weight, bias });
         break;
       }
       case 'MatMul': {
@@ -147,9 +156,7 @@ export function lower(graph: Graph): LayerChain {
         if (w.dims.length !== 2) fail(`MatMul '${node.name}': weight '${w.name}' has shape [${w.dims.join(', ')}], expected rank 2`, node);
         if (w.dims[0] !== features) fail(`MatMul '${node.name}': weight '${w.name}' has shape [${w.dims.join(', ')}] but its input has ${features} features`, node);
         const outF = w.dims[1]!;
-        ops.push({ kind: 'dense', origin, inFeatures: features, outFeatures: outF, weight: Float32Array.from(w.data), bias: new Float32Array(outF) });
-        features = outF;
-        dims = [batch, outF];
+        out = dense(node, { kind: 'dense', origin, inFeatures: features, outFeatures: outF, weight: Float32Array.from(w.data), bias: new Float32Array(outF) });
         break;
       }
       case 'Add': {

@@ -1,8 +1,7 @@
 // Dendrite devices (Li et al., Nat. Nanotechnol. 15, 776, 2020), the C++ mirror of common/dendrite.ts:
-// the normalised I-V i(v), the transfer y = F·ε·H(z/F) and the device's energy factor.
+// the normalised I-V i(v), the transfer y = F·ε·H(z/F) and the device's energy factor, over a row of neurons.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 namespace dendra {
@@ -28,28 +27,26 @@ struct DendriteSpec {
 
 namespace dendrite {
 
-/** i(v) for v >= 0; expm1Alpha = e^α − 1 (precomputed). */
-inline double current(const DendriteSpec& d, double expm1Alpha, double v) {
-  if (d.kind == DendriteKind::ThresholdLinear) return v >= d.threshold ? v : v / d.onOffRatio;
-  if (v >= 1.0) return v;
-  const double phi = d.alpha < 1e-9 ? v : std::expm1(d.alpha * v) / expm1Alpha;
-  return v / d.onOffRatio + (1.0 - 1.0 / d.onOffRatio) * phi;
-}
+/** Constants of one layer's devices, precomputed once. */
+struct Constants {
+  double invF = 1.0, fullScale = 1.0, ratio = 1.0, invRatio = 1.0;
+  double alpha = 0.0, invR = 1.0, oneMinusInvR = 0.0, threshold = 1.0;
+  double expMinusAlpha = 1.0, invOneMinusExpMinusAlpha = 1.0;  // e^−α and 1/(1 − e^−α)
+  bool linear = true;       // α ≈ 0: φ(v) = v
+  bool thresholdLinear = false;
+  bool rectify = false;
+  bool avx2 = false;        // run the AVX2/FMA build of the loop (set when the CPU has it)
+};
+
+Constants constants(const DendriteSpec& d);
 
 /**
- * One dendrite: its output y (weight units) for branch signal z, and in power += (a|u|)·i(a|u|)·ε, the
- * device's V·I in units of onVoltage·onCurrent. NaN in, NaN out (power unchanged).
+ * One branch of a row of n neurons: for each neuron j with branch signal z_j = zRaw[j] · scale · outScale[j]
+ * (weight units), adds the dendrite's output F · ε_j · H(z_j / F) to y[j] and returns Σ_j (a|u|)·i(a|u|)·ε_j,
+ * the devices' V·I in units of onVoltage·onCurrent. `scratch` holds n doubles. A NaN signal passes as NaN.
  */
-inline float transfer(const DendriteSpec& d, double expm1Alpha, float z, float eps, double& power) {
-  const double u = static_cast<double>(z) / d.fullScale;
-  if (d.rectify && u < 0.0) return 0.0f;
-  if (std::isnan(u)) return z;
-  const double v = d.ratio * std::fabs(u);
-  const double i = current(d, expm1Alpha, v);
-  power += v * i * eps;
-  const double h = i / d.ratio;
-  return static_cast<float>(d.fullScale * eps * (u < 0.0 ? -h : h));
-}
+double branchRow(const Constants& c, const float* zRaw, float scale, const float* outScale, const float* eps, float* y,
+                 double* scratch, int64_t n);
 
 }  // namespace dendrite
 }  // namespace dendra

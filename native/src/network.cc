@@ -265,7 +265,8 @@ Network::Network(Program program)
     flopsPerRow += 8.0 * ls.outFeatures;
     if (ls.dendrites.active()) {
       const DendriteSpec& d = ls.dendrites;
-      layer.expm1Alpha = d.alpha < 1e-9 ? 1.0 : std::expm1(d.alpha);
+      layer.consts = dendrite::constants(d);
+      layer.consts.avx2 = std::strcmp(kernel_.name, "avx2-fma") == 0;  // the same CPU check as the GEMM's
       layer.eps.assign(static_cast<size_t>(d.count) * static_cast<size_t>(ls.outFeatures), 1.0f);
       if (d.variation > 0.0)  // device-to-device variation, drawn once per chip (constructor only: no lock)
         for (float& e : layer.eps) e = static_cast<float>(std::max(0.0, 1.0 + d.variation * rng_.normal()));
@@ -306,7 +307,10 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
       s->noise.resize(block);
     }
     s->scale.resize(block);
-    if (maxBranchOut_ > 0) s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
+    if (maxBranchOut_ > 0) {
+      s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
+      s->dendritePower.resize(static_cast<size_t>(maxOut_));
+    }
     out.push_back(std::move(s));
   }
   return out;
@@ -483,12 +487,11 @@ void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float*
     for (int64_t j = 0; j < outF; ++j) y[j] = kappa * ls.bias[j];
     for (int64_t b = 0; b < nb; ++b) {
       const float* zb = z + b * outF;
-      const float* eb = layer.eps.data() + b * outF;
       if (d.bypass) {
         for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
       } else {
-        for (int64_t j = 0; j < outF; ++j)
-          y[j] += dendrite::transfer(d, layer.expm1Alpha, zb[j] * sc * ls.outScale[j], eb[j], power);
+        power += dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + b * outF, y,
+                                     s.dendritePower.data(), outF);
       }
     }
     const double e = power * d.energyUnit;

@@ -87,9 +87,9 @@ class Network {
     // Crossbar read power per sample = vRead² · (Σ_j u_j² · rowPower_j + the sharedRows terms), u the DAC output.
     std::vector<double> rowPower;       // per logical input: Σ_c G over every physical row it drives (S)
     std::vector<SharedRows> sharedRows;
-    // Dendrites (spec.dendrites.active()): each device's factor ε, [branch][output], and e^α − 1.
+    // Dendrites (spec.dendrites.active()): each device's factor ε, [branch][output], and the devices' constants.
     std::vector<float> eps;
-    double expm1Alpha = 1.0;
+    dendrite::Constants consts;
   };
   /** Per-thread buffers for one row block (at most blockRows_ rows). */
   struct Scratch {
@@ -102,6 +102,7 @@ class Network {
     std::vector<noise::RowState> noise;  // read noise: each row's random stream
     std::vector<float> scale;  // per-row DAC scale s
     gemm::FloatBuffer branch;  // dendrites: per-branch partial sums, [row][branch][output]
+    std::vector<double> dendritePower;  // dendrites: one branch row's per-neuron V·I terms
   };
 
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
