@@ -20,6 +20,7 @@ export interface CompileArgs {
   /** X.npy L.npy */
   finetune?: string[];
   epochs?: number;
+  dendriteMode?: 'efficient' | 'nonlinear';
 }
 
 /** "9,4" → [9, 4]; "auto" → 'auto'. */
@@ -49,6 +50,10 @@ export function compileCommand(model: string, opts: CompileArgs): void {
     if (opts.calibrate[1]) options.calibrateLabels = readLabels(opts.calibrate[1], x.n);
   }
   if (opts.branches !== undefined) options.branches = parseBranches(opts.branches);
+  if (opts.dendriteMode !== undefined) {
+    if (!opts.calibrate) throw new InputError('--dendrite-mode chooses how --calibrate sets the dendrites; give --calibrate X.npy too');
+    options.dendriteMode = opts.dendriteMode;
+  }
   if (opts.branchStrategy !== undefined) {
     if (opts.branches === undefined) throw new InputError('--branch-strategy needs --branches');
     options.branchStrategy = opts.branchStrategy;

@@ -44,6 +44,7 @@ export function program(): Command {
     .option('--calibrate <X.npy...>', 'sample inputs [and their labels]: weight the remapping, set dendrite gains and thresholds, group correlated inputs')
     .option('--branches <N1,N2,...|auto>', 'dendritic branches per neuron, per layer (1 = none), or auto; needs a profile with dendrites')
     .addOption(new Option('--branch-strategy <s>', 'how inputs are split into branches').choices(['contiguous', 'spatial', 'balanced', 'correlated']))
+    .addOption(new Option('--dendrite-mode <mode>', 'calibration: efficient (devices may stay OFF and attenuate) or nonlinear (the strongest signals switch them ON)').choices(['efficient', 'nonlinear']))
     .option('--finetune <X.npy L.npy...>', 'fine-tune the weights with the dendrites in the loop on these samples and labels')
     .addOption(new Option('--epochs <n>', 'fine-tuning epochs (default 3)').argParser((v) => parseIntOption(v, '--epochs', 1, 1000)))
     .action((model: string, opts) => compileCommand(model, opts));

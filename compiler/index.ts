@@ -46,6 +46,8 @@ export interface CompileOptions {
   branches?: number[] | 'auto';
   /** How inputs are split into branches (default 'contiguous'). */
   branchStrategy?: BranchStrategy;
+  /** Calibration's operating mode (docs/dendrites.md): 'efficient' (default) or 'nonlinear'. */
+  dendriteMode?: 'efficient' | 'nonlinear';
   /** Fine-tune the weights with the dendrites in the loop on these samples and labels. */
   finetune?: { inputs: Float32Array; labels: Int32Array; epochs?: number; onProgress?: (done: number, total: number) => void };
 }
@@ -117,7 +119,7 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
     }
   }
   if (options.calibrate && layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
-    const cal = calibrateDendrites(layers, device, options.calibrate, options.calibrateLabels);
+    const cal = calibrateDendrites(layers, device, options.calibrate, options.calibrateLabels, { mode: options.dendriteMode });
     layers = cal.model;
     report.calibration = cal.report;
   } else if (layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {

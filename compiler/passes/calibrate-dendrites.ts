@@ -7,7 +7,7 @@
  *   - the branch partial sums z_bj of the layer on the calibration data (with the earlier layers' dendrites in
  *     place: the signals its devices will see) are computed once, and with them the candidates F = quantile of
  *     the non-zero |z_bj| × multiplier (q ∈ {0.5, 0.75, 0.9, 0.99, 0.999, max}, × {1, 2, 4, 8, 16, 32}; and
- *     q0.01, q0.1 × 1, nearly every signal ON); near-duplicates (within 5 %) are tried once;
+ *     q0.01 and q0.1 × 1: nearly every signal at or beyond full scale); near-duplicates (within 5 %) are tried once;
  *   - for each F: κ = ⟨Σ_b y_b, Σ_b ẑ_b⟩ / ⟨Σ_b ẑ_b, Σ_b ẑ_b⟩ over samples and neurons, ẑ the branch sums of the
  *     network without dendrites: the least-squares gain from that network's signal to this one's, earlier layers'
  *     attenuation included, so the bias keeps its relation to the attenuated signal (for the first dendritic
@@ -30,13 +30,19 @@
 import { InputError } from '../../common/errors.js';
 import { somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { DenseLayer, LayerModel } from '../ir/layers.js';
-import { DendriteKernel, LayerRunner, agreement, argmaxRows, dendriticForward, sampleCount, somaOf } from './dendritic-forward.js';
+import { DendriteKernel, LayerRunner, agreement, axpy, argmaxRows, dendriticForward, sampleCount, somaOf } from './dendritic-forward.js';
 
 export interface CalibrateDendritesOptions {
   /** Calibration samples used (default 1000). */
   limit?: number;
   /** Accuracy points (percent) allowed to drop on the calibration data (default 0.5). */
   tolerance?: number;
+  /**
+   * 'efficient' (default): F up to 32 × the largest branch signal, so the search may hold the devices in their
+   * OFF state, where they attenuate; 'nonlinear': F at most the largest signal, so the strongest calibration
+   * signals drive the devices ON and the dendrites filter (pass strong, suppress weak) rather than attenuate.
+   */
+  mode?: 'efficient' | 'nonlinear';
 }
 
 export interface DendriteLayerCalibration {
@@ -78,6 +84,8 @@ export interface DendriteCalibrationReport {
   dendritePower: number;
   layers: DendriteLayerCalibration[];
   seconds: number;
+  /** The operating mode searched (CalibrateDendritesOptions.mode). */
+  mode: 'efficient' | 'nonlinear';
   summary: string;
 }
 
@@ -102,6 +110,9 @@ export function calibrateDendrites(
   const layers = model.layers;
   const L = layers.length;
   const kernel = new DendriteKernel(device);
+  const mode = opts.mode ?? 'efficient';
+  if (mode !== 'efficient' && mode !== 'nonlinear') throw new InputError(`the dendrite operating mode must be 'efficient' or 'nonlinear' (got '${String(mode)}')`);
+  const multipliers = mode === 'nonlinear' ? [1] : MULTIPLIERS;
 
   // The network without dendrites: the reference accuracy, soma energy and soma full scales.
   const ref = dendriticForward(model, device, x, { bypass: true, limit: n });
@@ -159,7 +170,7 @@ export function calibrateDendrites(
         results = firstResults;
         if (target > 0) advance(target); // the fixed layers' soma sums
       } else {
-        const cache = branchCache(l, advance(target), n);
+        const cache = branchCache(l, advance(target), n, multipliers);
         // With no dendrites before it, this layer's branch sums are those of the network without dendrites.
         if (!plainSums.has(target) && layers.slice(0, target).every((ll) => !ll.dendrites)) plainSums.set(target, cache.plain);
         results = scoreLayer(work, target, cache, fixedSoma);
@@ -299,14 +310,14 @@ export function calibrateDendrites(
   const pct = (v: number) => `${(100 * v).toFixed(2)} %`;
   const fmt = (v: number) => (Number.isFinite(v) ? (Math.abs(v) >= 0.01 && Math.abs(v) < 1e4 ? v.toPrecision(3) : v.toExponential(2)) : String(v));
   const layerText = perLayer
-    .map((p) => `layer ${p.layer} F ${fmt(p.fullScale)}${p.quantile !== null ? ` (${p.multiplier} × ${p.quantile === 1 ? 'max' : `q${p.quantile}`})` : ' (kept)'} κ ${fmt(p.biasScale)}`)
+    .map((p) => `layer ${p.layer} F ${fmt(p.fullScale)}${p.quantile !== null ? ` (${p.multiplier} × ${p.quantile === 1 ? 'max' : `q${p.quantile}`})` : ' (kept)'} κ ${fmt(p.biasScale)}, ${pct(p.onFraction)} of signals ON`)
     .join(', ');
-  const summary = labels
+  const summary = `${mode} mode: ` + (labels
     ? `dendrites calibrated on ${n} samples: accuracy ${pct(acc)} with dendrites, ${pct(refAcc)} without (agreement ${pct(agree)}), soma power advantage ${fmt(powerAdvantage)}×; ${layerText}`
-    : `dendrites calibrated on ${n} unlabelled samples: agreement ${pct(agree)} with the network without dendrites, soma power advantage ${fmt(powerAdvantage)}×; ${layerText}`;
+    : `dendrites calibrated on ${n} unlabelled samples: agreement ${pct(agree)} with the network without dendrites, soma power advantage ${fmt(powerAdvantage)}×; ${layerText}`);
   return {
     model: out,
-    report: { samples: n, labelled: !!labels, tolerance, accuracy: acc, bypassAccuracy: refAcc, agreement: agree, powerAdvantage, dendritePower, layers: perLayer, seconds, summary },
+    report: { mode, samples: n, labelled: !!labels, tolerance, accuracy: acc, bypassAccuracy: refAcc, agreement: agree, powerAdvantage, dendritePower, layers: perLayer, seconds, summary },
   };
 }
 
@@ -339,9 +350,7 @@ function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64A
     const o = s * m;
     for (let i = 0; i < l.inFeatures; i++) {
       const xi = x[xo + i]!;
-      if (xi === 0) continue;
-      const row = i * m;
-      for (let j = 0; j < m; j++) zsum[o + j] += xi * w[row + j]!;
+      if (xi !== 0) axpy(zsum, o, xi, w, i * m, m);
     }
     for (let j = 0; j < m; j++) zz += zsum[o + j]! ** 2;
   }
@@ -349,7 +358,7 @@ function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64A
 }
 
 /** A dendritic layer's branch sums on its inputs x ([n × inFeatures], float64), summed as LayerRunner sums them. */
-function branchCache(l: DenseLayer, x: Float64Array, n: number): BranchCache {
+function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[]): BranchCache {
   const m = l.outFeatures;
   const nb = l.dendrites!.count;
   const z = new Float64Array(n * m * nb);
@@ -364,10 +373,7 @@ function branchCache(l: DenseLayer, x: Float64Array, n: number): BranchCache {
     const xo = s * l.inFeatures;
     for (let i = 0; i < l.inFeatures; i++) {
       const xi = x[xo + i]!;
-      if (xi === 0) continue;
-      const row = i * m;
-      const base = branchOf[i]! * m;
-      for (let j = 0; j < m; j++) zb[base + j] += xi * w[row + j]!;
+      if (xi !== 0) axpy(zb, branchOf[i]! * m, xi, w, i * m, m);
     }
     for (let j = 0; j < m; j++) {
       const o = (s * m + j) * nb;
@@ -377,11 +383,11 @@ function branchCache(l: DenseLayer, x: Float64Array, n: number): BranchCache {
       zz += t * t;
     }
   }
-  return { z, plain: { zsum, zz }, candidates: candidates(z) };
+  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers) };
 }
 
 /** Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them; the max exactly). */
-function candidates(z: Float64Array): { f: number; q: number; mult: number }[] {
+function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS): { f: number; q: number; mult: number }[] {
   let nonzero = 0;
   let max = 0;
   for (let i = 0; i < z.length; i++) {
@@ -403,8 +409,9 @@ function candidates(z: Float64Array): { f: number; q: number; mult: number }[] {
   const sorted = sample.subarray(0, k).sort();
   const out: { f: number; q: number; mult: number }[] = [];
   const quantile = (q: number) => (q === 1 ? max : sorted[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!);
-  for (const q of QUANTILES) for (const mult of MULTIPLIERS) out.push({ f: quantile(q) * mult, q, mult });
-  // Two operating points with nearly every signal ON: close to the network without dendrites.
+  for (const q of QUANTILES) for (const mult of multipliers) out.push({ f: quantile(q) * mult, q, mult });
+  // Two small full scales: nearly every branch signal at or beyond full scale, the device's most conducting range
+  // (close to the network without dendrites where the device is ON there).
   for (const q of NEAR_ON) out.push({ f: quantile(q), q, mult: 1 });
   // Drop near-duplicates (within 5 % of the last kept), keeping the first of each.
   out.sort((a, b) => a.f - b.f);

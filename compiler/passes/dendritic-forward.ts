@@ -1,7 +1,8 @@
 /**
  * The float reference forward of a LayerModel with dendrites (common/dendrite.ts, docs/dendrites.md) on one
- * dendrite device: what calibration, fine-tuning and the tests hold the native simulator to. No device
- * variation (ε = 1), no crossbar effects; float64 accumulation throughout.
+ * dendrite device: what calibration, fine-tuning and the tests hold the native simulator to. No crossbar
+ * effects; float64 accumulation throughout. No device variation (ε = 1) unless the caller gives each dendrite
+ * its factor ε_bj (`eps`, `variationSeed`; `drawDendriteVariation`), as the simulator draws them for one chip.
  *
  * A dendritic layer, per sample and neuron j:
  *   z_bj  = Σ_{i ∈ b} x_i W_ij                    (branch partial sums)
@@ -14,6 +15,7 @@
  * three passes compute one model.
  */
 import { InputError } from '../../common/errors.js';
+import { Random } from '../../common/random.js';
 import { alphaOf, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
 
@@ -106,6 +108,30 @@ export class DendriteKernel {
     return sum;
   }
 
+  /**
+   * Σ_{k < count} ε_k·F·H(z_k / F) with ε_k = eps[offset + k·stride]: `branchSum` with each device's
+   * variation factor; adds Σ ε_k·dendritePower(u_k) to `power` (a device's current, so its energy, scales by ε).
+   */
+  branchSumVaried(z: Float64Array, eps: ArrayLike<number>, offset: number, stride: number, count: number, fullScale: number): number {
+    const invF = 1 / fullScale;
+    const scale = this.invA * fullScale;
+    const a = this.a;
+    const rectify = this.rectify;
+    let sum = 0;
+    let power = 0;
+    for (let k = 0, o = offset; k < count; k++, o += stride) {
+      const u = z[o]! * invF;
+      if (u === 0 || (u < 0 && rectify)) continue;
+      const e = eps[o]!;
+      const v = a * (u < 0 ? -u : u);
+      const i = this.current(v) * e;
+      power += v * i;
+      sum += u < 0 ? -i * scale : i * scale;
+    }
+    this.power += power;
+    return sum;
+  }
+
   /** dH/du at u (dendriteSlope). */
   slope(u: number): number {
     if (u < 0 && this.rectify) return 0;
@@ -115,6 +141,18 @@ export class DendriteKernel {
     if (this.linear) return this.invR + this.c;
     return this.invR + this.c * this.alpha * Math.exp(this.alpha * v);
   }
+}
+
+/** y[yo + j] += a · w[wo + j] for j < m, float64 accumulation (unrolled: V8 does not vectorise). */
+export function axpy(y: Float64Array, yo: number, a: number, w: Float32Array, wo: number, m: number): void {
+  let j = 0;
+  for (; j + 3 < m; j += 4) {
+    y[yo + j] += a * w[wo + j]!;
+    y[yo + j + 1] += a * w[wo + j + 1]!;
+    y[yo + j + 2] += a * w[wo + j + 2]!;
+    y[yo + j + 3] += a * w[wo + j + 3]!;
+  }
+  for (; j < m; j++) y[yo + j] += a * w[wo + j]!;
 }
 
 /** The soma of a layer: its activation for a point-neuron layer. */
@@ -160,6 +198,11 @@ export class LayerRunner {
   bias: Float32Array;
   readonly z: Float64Array;
   readonly pre: Float64Array;
+  /**
+   * Each dendrite's device-to-device factor ε (branches × outFeatures, branch-major like `z`), or null for
+   * ε = 1 (the nominal device). A dendritic runner only; the caller may swap it between samples.
+   */
+  eps: ArrayLike<number> | null = null;
   /** Σ |soma output| and Σ dendritePower over the samples run since the caller last reset them. */
   somaSum = 0;
   power = 0;
@@ -193,9 +236,7 @@ export class LayerRunner {
       for (let j = 0; j < m; j++) pre[j] = bias[j]!;
       for (let i = 0; i < n; i++) {
         const xi = x[xo + i]!;
-        if (xi === 0) continue;
-        const row = i * m;
-        for (let j = 0; j < m; j++) pre[j] += xi * w[row + j]!;
+        if (xi !== 0) axpy(pre, 0, xi, w, i * m, m);
       }
     } else {
       const z = this.z;
@@ -207,13 +248,12 @@ export class LayerRunner {
       z.fill(0);
       for (let i = 0; i < n; i++) {
         const xi = x[xo + i]!;
-        if (xi === 0) continue;
-        const row = i * m;
-        const base = branchOf[i]! * m;
-        for (let j = 0; j < m; j++) z[base + j] += xi * w[row + j]!;
+        if (xi !== 0) axpy(z, branchOf[i]! * m, xi, w, i * m, m);
       }
       k.power = 0;
-      for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSum(z, j, m, nb, f);
+      const eps = this.eps;
+      if (eps) for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSumVaried(z, eps, j, m, nb, f);
+      else for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSum(z, j, m, nb, f);
       this.power += k.power;
     }
     const soma = this.#soma;
@@ -233,6 +273,30 @@ export interface DendriticForwardOptions {
   bypass?: boolean;
   /** At most this many samples (default: all). */
   limit?: number;
+  /**
+   * Each dendrite's variation factor ε per layer (branches × outFeatures, branch-major; null or missing for a
+   * layer without dendrites or ε = 1): one simulated chip. Ignored in bypass.
+   */
+  eps?: ReadonlyArray<ArrayLike<number> | null | undefined>;
+  /** Draw the ε of one chip from this seed with the device's variation (drawDendriteVariation); `eps` wins. */
+  variationSeed?: number;
+}
+
+/**
+ * One chip's dendrite factors: per layer with dendrites, ε_bj = max(0, 1 + σ·N(0, 1)) for every branch b and
+ * neuron j (branch-major, like LayerRunner.z), as the simulator draws them; null for a layer without. `into`
+ * reuses the arrays of an earlier draw for the same model.
+ */
+export function drawDendriteVariation(model: LayerModel, variation: number, rng: Random, into?: (Float64Array | null)[]): (Float64Array | null)[] {
+  const out = into ?? model.layers.map((l) => (l.dendrites ? new Float64Array(l.dendrites.count * l.outFeatures) : null));
+  for (const e of out) {
+    if (!e) continue;
+    for (let k = 0; k < e.length; k++) {
+      const v = 1 + variation * rng.normal();
+      e[k] = v > 0 ? v : 0;
+    }
+  }
+  return out;
 }
 
 export interface DendriticForward {
@@ -271,6 +335,15 @@ export function dendriticForward(model: LayerModel, device: DendriteDevice | nul
   const n = Math.max(0, Math.min(opts.limit ?? total, total));
   const runners = layerRunners(model, device, opts.bypass ?? false);
   const layers = model.layers;
+  const eps = opts.eps ?? (opts.variationSeed !== undefined && device && device.variation > 0 ? drawDendriteVariation(model, device.variation, new Random(opts.variationSeed)) : undefined);
+  if (eps) {
+    runners.forEach((r, li) => {
+      const e = eps[li];
+      if (!r.dendritic || !e) return;
+      if (e.length !== r.branches * r.layer.outFeatures) throw new InputError(`layer ${li}: ${e.length} dendrite factors for ${r.branches} branches × ${r.layer.outFeatures} neurons`);
+      r.eps = e;
+    });
+  }
   const inputs = layers.map((l) => new Float32Array(n * l.inFeatures));
   const last = layers[layers.length - 1]!;
   const outputs = new Float32Array(n * last.outFeatures);
