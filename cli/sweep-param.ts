@@ -8,7 +8,6 @@
  * branches and gains stay) and the patched artifact is evaluated on the labelled inputs with its dendrites and
  * bypassed, as `dendra eval` evaluates a dendritic artifact (cli/eval.ts).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { compileWithReport, type CompileOptions } from '../compiler/index.js';
 import type { BranchStrategy } from '../compiler/passes/assign-branches.js';
@@ -23,6 +22,7 @@ import { addInputNoise, compareWithoutDendrites, evalRun, readLabels, type EvalR
 import { parseBranches } from './compile.js';
 import { readInputs } from './io.js';
 import { progressBar } from './progress.js';
+import { writeSweepFiles } from './sweep.js';
 
 export interface SweepParamArgs {
   /** PATH=V1,V2,... */
@@ -314,18 +314,7 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
 export async function sweepParamCommand(model: string, opts: SweepParamArgs): Promise<void> {
   const report = await sweepParam(model, opts);
   for (const w of report.warnings) console.warn(`warning: ${w}`);
-  if (opts.out) {
-    const files = { json: join(opts.out, 'sweep-param.json'), svg: join(opts.out, 'sweep-param.svg') };
-    const svg = await sweepParamSvg(report);
-    try {
-      mkdirSync(opts.out, { recursive: true });
-      writeFileSync(files.json, JSON.stringify({ ...report, files }, null, 2) + '\n');
-      writeFileSync(files.svg, svg);
-    } catch (e) {
-      throw new InputError(`cannot write to ${opts.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.out });
-    }
-    report.files = files;
-  }
+  if (opts.out) report.files = writeSweepFiles(opts.out, 'sweep-param', report, await sweepParamSvg(report));
   if (opts.json) console.log(JSON.stringify(report));
   else console.log(formatSweepParam(report) + (report.files ? `\nwrote ${report.files.json} and ${report.files.svg}` : ''));
 }

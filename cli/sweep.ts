@@ -308,18 +308,20 @@ export async function sweepSvg(r: SweepReport): Promise<string> {
 
 export async function sweepCommand(model: string, opts: SweepArgs): Promise<void> {
   const report = await sweep(model, opts);
-  if (opts.out) {
-    const files = { json: join(opts.out, 'sweep.json'), svg: join(opts.out, 'sweep.svg') };
-    const svg = await sweepSvg(report);
-    try {
-      mkdirSync(opts.out, { recursive: true });
-      writeFileSync(files.json, JSON.stringify({ ...report, files }, null, 2) + '\n');
-      writeFileSync(files.svg, svg);
-    } catch (e) {
-      throw new InputError(`cannot write to ${opts.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.out });
-    }
-    report.files = files;
-  }
+  if (opts.out) report.files = writeSweepFiles(opts.out, 'sweep', report, await sweepSvg(report));
   if (opts.json) console.log(JSON.stringify(report));
   else console.log(formatSweep(report) + (report.files ? `\nwrote ${report.files.json} and ${report.files.svg}` : ''));
+}
+
+/** Writes DIR/NAME.json (the report, with the file names) and DIR/NAME.svg; returns the file names. */
+export function writeSweepFiles(dir: string, name: string, report: object, svg: string): { json: string; svg: string } {
+  const files = { json: join(dir, `${name}.json`), svg: join(dir, `${name}.svg`) };
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(files.json, JSON.stringify({ ...report, files }, null, 2) + '\n');
+    writeFileSync(files.svg, svg);
+  } catch (e) {
+    throw new InputError(`cannot write to ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: dir });
+  }
+  return files;
 }

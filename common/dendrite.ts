@@ -111,18 +111,23 @@ export function dendritePower(d: DendriteDevice, u: number): number {
   return v * deviceCurrent(d, v);
 }
 
+/** A layer's activation of one value. */
+export function activate(a: Activation, y: number): number {
+  switch (a.kind) {
+    case 'none': return y;
+    case 'relu': return y > 0 ? y : 0;
+    case 'leakyrelu': return y > 0 ? y : a.alpha * y;
+    case 'sigmoid': return 1 / (1 + Math.exp(-y));
+    case 'tanh': return Math.tanh(y);
+    case 'clip': return Math.min(a.max, Math.max(a.min, y));
+  }
+}
+
 /** The soma's output for input x. */
 export function somaOutput(soma: Soma, activation: Activation, x: number): number {
   if (soma.kind === 'threshold') {
     const s = 2 / (1 + Math.exp(-(x / soma.scale - soma.theta))) - 1;
     return s > 0 ? soma.scale * s : 0;
   }
-  switch (activation.kind) {
-    case 'none': return x;
-    case 'relu': return x > 0 ? x : 0;
-    case 'leakyrelu': return x > 0 ? x : activation.alpha * x;
-    case 'sigmoid': return 1 / (1 + Math.exp(-x));
-    case 'tanh': return Math.tanh(x);
-    case 'clip': return Math.min(activation.max, Math.max(activation.min, x));
-  }
+  return activate(activation, x);
 }

@@ -9,6 +9,7 @@
  * and tile aligns tiles to branches.
  */
 import { loadProfile, validateProfile, type DeviceProfile } from '../common/profile.js';
+import { dendriteTransfer, type DendriteDevice } from '../common/dendrite.js';
 import { loadOnnx, loadOnnxFile } from './onnx/load.js';
 import { lower } from './passes/lower.js';
 import { foldBatchnorm } from './passes/fold-batchnorm.js';
@@ -114,8 +115,8 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
   if (!device) throw new InputError(`the model has dendritic layers but the '${profile.name}' profile has no dendrite devices; compile for --device taox-dendrite`);
   for (const [li, l] of layers.layers.entries()) {
     const t = l.dendrites?.trained;
-    if (t && (t.kind !== device.kind || Math.abs(t.nonlinearity - device.nonlinearity) > 1e-6 || Math.abs(t.onOffRatio - device.onOffRatio) > 1e-6 * t.onOffRatio || Math.abs(t.ratio - device.voltage / device.onVoltage) > 1e-6 || t.rectify !== device.rectify)) {
-      report.warnings.push(`layer ${li} was trained for a ${t.kind} dendrite (n = ${t.nonlinearity}, ON/OFF ${t.onOffRatio}, V/Von ${t.ratio}${t.rectify ? ', rectifying' : ''}); the '${profile.name}' devices differ`);
+    if (t && !sameTransfer({ ...device, kind: t.kind, nonlinearity: t.nonlinearity, onOffRatio: t.onOffRatio, voltage: t.ratio, onVoltage: 1, threshold: t.threshold, rectify: t.rectify }, device)) {
+      report.warnings.push(`layer ${li} was trained for a ${t.kind} dendrite (n = ${t.nonlinearity}, ON/OFF ${t.onOffRatio}, V/Von ${t.ratio}${t.rectify ? ', rectifying' : ''}); the '${profile.name}' devices respond differently`);
     }
   }
   if (options.calibrate && layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
@@ -131,6 +132,19 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
     report.finetune = ft.report;
   }
   return layers;
+}
+
+/** Whether two dendrite devices have the same transfer H(u) (to 1e-3 of its range) over u in [−2, 2]. */
+function sameTransfer(a: DendriteDevice, b: DendriteDevice): boolean {
+  let diff = 0;
+  let range = 0;
+  for (let k = -400; k <= 400; k++) {
+    const u = k / 200;
+    const ha = dendriteTransfer(a, u);
+    diff = Math.max(diff, Math.abs(ha - dendriteTransfer(b, u)));
+    range = Math.max(range, Math.abs(ha));
+  }
+  return diff <= 1e-3 * Math.max(range, 1e-12);
 }
 
 export interface CompileResult {

@@ -4,18 +4,10 @@
  * a stuck cell on a pixel that is always dark costs nothing. At most `limit` samples are used.
  */
 import { InputError } from '../../common/errors.js';
-import type { Activation, LayerModel } from '../ir/layers.js';
+import type { LayerModel } from '../ir/layers.js';
+import { activate } from '../../common/dendrite.js';
 
-export function activate(a: Activation, y: number): number {
-  switch (a.kind) {
-    case 'none': return y;
-    case 'relu': return y > 0 ? y : 0;
-    case 'leakyrelu': return y > 0 ? y : a.alpha * y;
-    case 'sigmoid': return 1 / (1 + Math.exp(-y));
-    case 'tanh': return Math.tanh(y);
-    case 'clip': return Math.min(a.max, Math.max(a.min, y));
-  }
-}
+export { activate };
 
 /**
  * The float network's input to every layer for the first `limit` samples: per layer a row-major

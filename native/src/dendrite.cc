@@ -39,6 +39,30 @@ inline double expNonPositive(double x) {
   return p * scale;
 }
 
+/** e^x for x in [−87, 0] in float (callers clamp): x = k·ln2 + r, e^r to degree 6 (relative error < 2e-7). */
+inline float expNonPositiveF(float x) {
+  constexpr float kLog2e = 1.44269504f;
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.428606765330187e-06f;
+  constexpr float kRound = 12582912.0f;  // 1.5·2^23
+  const float k = (x * kLog2e + kRound) - kRound;
+  const float r = (x - k * kLn2Hi) - k * kLn2Lo;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float t = k + (127.0f + 8388608.0f);  // 2^23 + (k + 127): k + 127 in the low mantissa bits
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits <<= 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
 }  // namespace
 
 Constants constants(const DendriteSpec& d) {
@@ -97,11 +121,47 @@ __attribute__((always_inline)) inline double branchLoop(const Constants& c, cons
   return power;
 }
 
+/**
+ * The exponential device with α >= 1 in float (8 lanes under AVX2): e^{α(v−1)} − e^{−α} loses at most ~1e-7/(αv)
+ * of φ to cancellation, a share of the output far below what the ADC before it resolves. Below α = 1 the
+ * double loop keeps the precision small α needs.
+ */
+template <bool kRectify>
+__attribute__((always_inline)) inline double branchLoopFloat(const Constants& c, const float* zRaw, float scale,
+                                                             const float* outScale, const float* eps, float* y,
+                                                             double* scratch, int64_t n) {
+  const float invF = static_cast<float>(c.invF), ratio = static_cast<float>(c.ratio);
+  const float invRatio = static_cast<float>(c.invRatio), alpha = static_cast<float>(c.alpha);
+  const float invR = static_cast<float>(c.invR), oneMinusInvR = static_cast<float>(c.oneMinusInvR);
+  const float fullScale = static_cast<float>(c.fullScale), expMinusAlpha = static_cast<float>(c.expMinusAlpha);
+  const float inv = static_cast<float>(c.invOneMinusExpMinusAlpha);
+  float* power = reinterpret_cast<float*>(scratch);  // n floats fit in n doubles
+  for (int64_t j = 0; j < n; ++j) {
+    const float u = zRaw[j] * scale * outScale[j] * invF;
+    const float a = std::fabs(u) * ratio;
+    const float v = std::min(a, 1.0f);
+    const float x = alpha * (v - 1.0f);
+    const float phi = (expNonPositiveF(std::max(x, -87.0f)) - expMinusAlpha) * inv;
+    const float below = a * invR + oneMinusInvR * phi;
+    const float i = a >= 1.0f ? a : below;
+    const float pass = kRectify ? (u < 0.0f ? 0.0f : 1.0f) : 1.0f;
+    const float h = i * invRatio * pass;
+    y[j] += fullScale * eps[j] * std::copysign(h, u);  // NaN in, NaN out
+    power[j] = a * i * eps[j] * pass;
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) sum += power[j];
+  return sum;
+}
+
 /** Every variant of branchLoop, compiled for the target of the function it is expanded in. */
 #define DENDRA_BRANCH_DISPATCH                                                                              \
   if (c.thresholdLinear)                                                                                    \
     return c.rectify ? branchLoop<true, false, true>(c, zRaw, scale, outScale, eps, y, scratch, n)          \
                      : branchLoop<true, false, false>(c, zRaw, scale, outScale, eps, y, scratch, n);        \
+  if (c.alpha >= 1.0)                                                                                       \
+    return c.rectify ? branchLoopFloat<true>(c, zRaw, scale, outScale, eps, y, scratch, n)                  \
+                     : branchLoopFloat<false>(c, zRaw, scale, outScale, eps, y, scratch, n);                \
   if (c.linear)                                                                                             \
     return c.rectify ? branchLoop<false, true, true>(c, zRaw, scale, outScale, eps, y, scratch, n)          \
                      : branchLoop<false, true, false>(c, zRaw, scale, outScale, eps, y, scratch, n);        \
