@@ -109,10 +109,11 @@ export class DendriteKernel {
   }
 
   /**
-   * Σ_{k < count} ε_k·F·H(z_k / F) with ε_k = eps[offset + k·stride]: `branchSum` with each device's
-   * variation factor; adds Σ ε_k·dendritePower(u_k) to `power` (a device's current, so its energy, scales by ε).
+   * Σ_{k < count} ε_k·F·H(z_k / F) with z_k = z[offset + k·stride], ε_k = eps[offset + epsShift + k·stride]:
+   * `branchSum` with each device's variation factor; adds Σ ε_k·dendritePower(u_k) to `power` (a device's
+   * current, so its energy, scales by ε).
    */
-  branchSumVaried(z: Float64Array, eps: ArrayLike<number>, offset: number, stride: number, count: number, fullScale: number): number {
+  branchSumVaried(z: Float64Array, eps: ArrayLike<number>, offset: number, stride: number, count: number, fullScale: number, epsShift = 0): number {
     const invF = 1 / fullScale;
     const scale = this.invA * fullScale;
     const a = this.a;
@@ -122,7 +123,7 @@ export class DendriteKernel {
     for (let k = 0, o = offset; k < count; k++, o += stride) {
       const u = z[o]! * invF;
       if (u === 0 || (u < 0 && rectify)) continue;
-      const e = eps[o]!;
+      const e = eps[o + epsShift]!;
       const v = a * (u < 0 ? -u : u);
       const i = this.current(v) * e;
       power += v * i;
@@ -230,30 +231,48 @@ export class LayerRunner {
     const n = l.inFeatures;
     const m = l.outFeatures;
     const w = this.weight;
-    const bias = this.bias;
-    const pre = this.pre;
     if (!this.dendritic) {
+      const pre = this.pre;
+      const bias = this.bias;
       for (let j = 0; j < m; j++) pre[j] = bias[j]!;
       for (let i = 0; i < n; i++) {
         const xi = x[xo + i]!;
         if (xi !== 0) axpy(pre, 0, xi, w, i * m, m);
       }
+      this.finish(pre, 0, y, yo);
     } else {
       const z = this.z;
       const branchOf = l.dendrites!.branchOf;
-      const nb = this.branches;
-      const f = this.fullScale;
-      const kappa = this.biasScale;
-      const k = this.#kernel!;
       z.fill(0);
       for (let i = 0; i < n; i++) {
         const xi = x[xo + i]!;
         if (xi !== 0) axpy(z, branchOf[i]! * m, xi, w, i * m, m);
       }
+      this.finish(z, 0, y, yo);
+    }
+  }
+
+  /**
+   * The second half of `run`, from sums a caller accumulated itself (a batched forward, as `run` would: over
+   * the inputs in order): a dendritic runner's branch sums at sums[so + b·out + j], a plain runner's x·W + b
+   * (bias first) at sums[so + j]. Sets `pre` and writes the outputs to y[yo .. yo + out); `z` is not touched.
+   */
+  finish(sums: Float64Array, so: number, y: Float64Array, yo: number): void {
+    const l = this.layer;
+    const m = l.outFeatures;
+    const bias = this.bias;
+    const pre = this.pre;
+    if (!this.dendritic) {
+      if (sums !== pre || so !== 0) for (let j = 0; j < m; j++) pre[j] = sums[so + j]!;
+    } else {
+      const nb = this.branches;
+      const f = this.fullScale;
+      const kappa = this.biasScale;
+      const k = this.#kernel!;
       k.power = 0;
       const eps = this.eps;
-      if (eps) for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSumVaried(z, eps, j, m, nb, f);
-      else for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSum(z, j, m, nb, f);
+      if (eps) for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSumVaried(sums, eps, so + j, m, nb, f, -so);
+      else for (let j = 0; j < m; j++) pre[j] = kappa * bias[j]! + k.branchSum(sums, so + j, m, nb, f);
       this.power += k.power;
     }
     const soma = this.#soma;
