@@ -22,7 +22,7 @@ import { addInputNoise, compareWithoutDendrites, evalRun, readLabels, type EvalR
 import { parseBranches } from './compile.js';
 import { readInputs } from './io.js';
 import { progressBar } from './progress.js';
-import { writeSweepFiles } from './sweep.js';
+import { vegaLiteSvg, writeSweepFiles } from './sweep.js';
 
 export interface SweepParamArgs {
   /** PATH=V1,V2,... */
@@ -244,8 +244,6 @@ export function formatSweepParam(r: SweepParamReport): string {
 
 /** The plot (Extended Data Fig. 6a/d): power advantage (log scale) over accuracy with and without dendrites, against the parameter. */
 export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
-  const vega = await import('vega');
-  const vl = await import('vega-lite');
   const WITH = 'with dendrites';
   const WITHOUT = 'without dendrites';
   const values = r.param.values;
@@ -301,14 +299,7 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       },
     ],
   };
-  // vega-lite's spec type is very wide; the literal above is checked by compiling it.
-  const compiled = vl.compile(spec as unknown as Parameters<typeof vl.compile>[0]).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+  return vegaLiteSvg(spec);
 }
 
 export async function sweepParamCommand(model: string, opts: SweepParamArgs): Promise<void> {

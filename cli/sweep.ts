@@ -243,8 +243,6 @@ export function formatSweep(r: SweepReport): string {
 
 /** The plot: accuracy (%) against fault rate (%), naive and remapped (mean, error bars = sd), fault-free dashed. */
 export async function sweepSvg(r: SweepReport): Promise<string> {
-  const vega = await import('vega');
-  const vl = await import('vega-lite');
   const NAIVE = 'naive placement';
   const REMAP = 'remapped';
   const BASE = 'fault-free chip';
@@ -297,6 +295,13 @@ export async function sweepSvg(r: SweepReport): Promise<string> {
     ],
   };
   // vega-lite's spec type is very wide; the literal above is checked by compiling it.
+  return vegaLiteSvg(spec);
+}
+
+/** A vega-lite spec rendered to SVG (headless); the spec is checked by compiling it. */
+export async function vegaLiteSvg(spec: object): Promise<string> {
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
   const compiled = vl.compile(spec as unknown as Parameters<typeof vl.compile>[0]).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   try {

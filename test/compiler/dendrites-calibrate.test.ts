@@ -12,9 +12,9 @@ import { DendriteKernel, agreement, argmaxRows, dendriticForward } from '../../c
 import { finetune } from '../../compiler/passes/finetune.js';
 import { dendritePower, dendriteSlope, dendriteTransfer, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import { readNpyFile } from '../../common/npy.js';
-import { Random } from '../../common/random.js';
-import type { Activation, DenseLayer, LayerModel } from '../../compiler/ir/layers.js';
+import type { LayerModel } from '../../compiler/ir/layers.js';
 import { mnist } from '../helpers/fixtures.js';
+import { tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
 
 const EXP: DendriteDevice = { kind: 'exponential', nonlinearity: 0.1, onOffRatio: 100, voltage: 5, onVoltage: 5, threshold: 0.5, rectify: false, variation: 0, onCurrent: 1e-6, time: 1e-5 };
 const DEVICES: Record<string, DendriteDevice> = {
@@ -24,38 +24,6 @@ const DEVICES: Record<string, DendriteDevice> = {
   'linear (n = 0)': { ...EXP, nonlinearity: 0, onOffRatio: 20 },
 };
 
-/** A small random network: 12 → 7 (3 branches, threshold soma) → 5 (2 branches, tanh) → 3 (no dendrites, sigmoid). */
-function tinyNetwork(seed: number, soma: Soma = { kind: 'threshold', theta: 0.1, scale: 1.5 }): LayerModel {
-  const rng = new Random(seed);
-  const dense = (n: number, m: number, activation: Activation, branches: number, s: Soma): DenseLayer => ({
-    name: `dense${n}x${m}`,
-    origin: [],
-    inFeatures: n,
-    outFeatures: m,
-    weight: Float32Array.from({ length: n * m }, () => rng.normal() * 0.8),
-    bias: Float32Array.from({ length: m }, () => rng.normal() * 0.3),
-    activation,
-    dendrites: branches > 0
-      ? { count: branches, branchOf: Int32Array.from({ length: n }, (_, i) => (i * 7 + 3) % branches), fullScale: 1.3, biasScale: 0.6, soma: s, strategy: 'test', calibrated: false }
-      : undefined,
-  });
-  return {
-    source: { file: 'tiny', producer: 'test', opset: 17 } as unknown as LayerModel['source'],
-    input: { name: 'x', dtype: 'float32', shape: ['batch', 12], features: 12 },
-    output: { name: 'y', features: 3 },
-    head: 'none',
-    layers: [
-      dense(12, 7, { kind: 'relu' }, 3, soma),
-      dense(7, 5, { kind: 'tanh' }, 2, { kind: 'activation' }),
-      dense(5, 3, { kind: 'sigmoid' }, 0, { kind: 'activation' }),
-    ],
-  };
-}
-
-function tinyInputs(seed: number, samples: number): Float32Array {
-  const rng = new Random(seed);
-  return Float32Array.from({ length: samples * 12 }, () => (rng.next() < 0.25 ? 0 : rng.normal()));
-}
 
 /** The model of common/dendrite.ts read literally, sample by sample, neuron by neuron, branch by branch. */
 function naiveForward(model: LayerModel, device: DendriteDevice, x: Float32Array, bypass: boolean) {
@@ -126,7 +94,7 @@ describe('dendriticForward', () => {
 
   it('with the threshold soma cut at 0 and an activation soma', () => {
     for (const soma of [{ kind: 'threshold', theta: 0.5, scale: 0.7 } as Soma, { kind: 'activation' } as Soma]) {
-      const model = tinyNetwork(11, soma);
+      const model = tinyNetwork(11, { soma });
       const x = tinyInputs(12, 30);
       const fast = dendriticForward(model, EXP, x);
       expectClose(fast.outputs, naiveForward(model, EXP, x, false).outputs);
@@ -318,7 +286,7 @@ describe('calibrateDendrites on the 784-500-10 digits network, 9 and 4 contiguou
 
 describe('calibrateDendrites and finetune on a small network', () => {
   it('unlabelled calibration holds agreement with the network without dendrites', () => {
-    const model = tinyNetwork(5, { kind: 'activation' });
+    const model = tinyNetwork(5, { soma: { kind: 'activation' } });
     const x = tinyInputs(6, 400);
     const { model: tuned, report } = calibrateDendrites(model, EXP, x, undefined, { tolerance: 2 });
     expect(report.labelled).toBe(false);
@@ -335,7 +303,7 @@ describe('calibrateDendrites and finetune on a small network', () => {
   });
 
   it('an already calibrated layer keeps its F and κ', () => {
-    const model = tinyNetwork(5, { kind: 'activation' });
+    const model = tinyNetwork(5, { soma: { kind: 'activation' } });
     model.layers[1]!.dendrites = { ...model.layers[1]!.dendrites!, calibrated: true, fullScale: 0.77, biasScale: 0.42 };
     const { model: tuned, report } = calibrateDendrites(model, EXP, tinyInputs(6, 200));
     expect(tuned.layers[1]!.dendrites).toMatchObject({ fullScale: 0.77, biasScale: 0.42 });

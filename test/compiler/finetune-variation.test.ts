@@ -14,47 +14,12 @@ import { DEFAULT_STEP, finetune, minibatchVariationRandom } from '../../compiler
 import { dendritePower, dendriteTransfer, somaOutput, type DendriteDevice } from '../../common/dendrite.js';
 import { readNpyFile } from '../../common/npy.js';
 import { Random } from '../../common/random.js';
-import type { Activation, DenseLayer, LayerModel } from '../../compiler/ir/layers.js';
+import type { LayerModel } from '../../compiler/ir/layers.js';
 import { examples } from '../helpers/fixtures.js';
+import { tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
 
 const EXP: DendriteDevice = { kind: 'exponential', nonlinearity: 0.1, onOffRatio: 100, voltage: 5, onVoltage: 5, threshold: 0.5, rectify: false, variation: 0, onCurrent: 1e-6, time: 1e-5 };
 
-/** 12 → 7 (3 branches, threshold soma) → 5 (2 branches, tanh) → 3 (no dendrites). */
-function tinyNetwork(seed: number, lastActivation: Activation = { kind: 'sigmoid' }): LayerModel {
-  const rng = new Random(seed);
-  const dense = (n: number, m: number, activation: Activation, branches: number, soma: 'threshold' | 'activation'): DenseLayer => ({
-    name: `dense${n}x${m}`,
-    origin: [],
-    inFeatures: n,
-    outFeatures: m,
-    weight: Float32Array.from({ length: n * m }, () => rng.normal() * 0.8),
-    bias: Float32Array.from({ length: m }, () => rng.normal() * 0.3),
-    activation,
-    dendrites: branches > 0
-      ? {
-          count: branches,
-          branchOf: Int32Array.from({ length: n }, (_, i) => (i * 7 + 3) % branches),
-          fullScale: 1.3,
-          biasScale: 0.6,
-          soma: soma === 'threshold' ? { kind: 'threshold', theta: 0.1, scale: 1.5 } : { kind: 'activation' },
-          strategy: 'test',
-          calibrated: false,
-        }
-      : undefined,
-  });
-  return {
-    source: { file: 'tiny', producer: 'test', opset: 17 } as unknown as LayerModel['source'],
-    input: { name: 'x', dtype: 'float32', shape: ['batch', 12], features: 12 },
-    output: { name: 'y', features: 3 },
-    head: 'none',
-    layers: [dense(12, 7, { kind: 'relu' }, 3, 'threshold'), dense(7, 5, { kind: 'tanh' }, 2, 'activation'), dense(5, 3, lastActivation, 0, 'activation')],
-  };
-}
-
-function tinyInputs(seed: number, samples: number): Float32Array {
-  const rng = new Random(seed);
-  return Float32Array.from({ length: samples * 12 }, () => (rng.next() < 0.25 ? 0 : rng.normal()));
-}
 
 /** common/dendrite.ts read literally with each dendrite's factor: y_bj = F·ε_bj·H(z_bj/F), power ε·V·I. */
 function naiveForward(model: LayerModel, device: DendriteDevice, x: Float32Array, eps: (Float64Array | null)[]) {
@@ -129,7 +94,7 @@ describe('dendriticForward with each dendrite\'s variation factor', () => {
 
 describe('finetune with device variation in the loop', () => {
   it('one full-batch Adam step follows the gradient of the loss at the ε drawn for that minibatch', () => {
-    const model = tinyNetwork(21, { kind: 'none' });
+    const model = tinyNetwork(21, { lastActivation: { kind: 'none' } });
     const x = tinyInputs(22, 64);
     const labels = Int32Array.from({ length: 64 }, (_, s) => s % 3);
     const lr = 1e-4;
