@@ -10,11 +10,11 @@ import { layerInputs } from '../../compiler/passes/calibrate.js';
 import { calibrateDendrites, defaultDendriteScales, somaFullScales } from '../../compiler/passes/calibrate-dendrites.js';
 import { DendriteKernel, agreement, argmaxRows, dendriticForward } from '../../compiler/passes/dendritic-forward.js';
 import { finetune } from '../../compiler/passes/finetune.js';
-import { dendritePower, dendriteSlope, dendriteTransfer, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import { dendritePower, dendriteSlope, dendriteTransfer, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import { readNpyFile } from '../../common/npy.js';
 import type { LayerModel } from '../../compiler/ir/layers.js';
 import { mnist } from '../helpers/fixtures.js';
-import { tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
+import { expectClose, naiveForward, tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
 
 const EXP: DendriteDevice = { kind: 'exponential', nonlinearity: 0.1, onOffRatio: 100, voltage: 5, onVoltage: 5, threshold: 0.5, rectify: false, variation: 0, onCurrent: 1e-6, time: 1e-5 };
 const DEVICES: Record<string, DendriteDevice> = {
@@ -25,51 +25,7 @@ const DEVICES: Record<string, DendriteDevice> = {
 };
 
 
-/** The model of common/dendrite.ts read literally, sample by sample, neuron by neuron, branch by branch. */
-function naiveForward(model: LayerModel, device: DendriteDevice, x: Float32Array, bypass: boolean) {
-  const f = model.input.features;
-  const samples = x.length / f;
-  const somaSum = model.layers.map(() => 0);
-  const power = model.layers.map(() => 0);
-  const outputs: number[] = [];
-  const inputs: number[][] = model.layers.map(() => []);
-  for (let s = 0; s < samples; s++) {
-    let a = Array.from(x.subarray(s * f, (s + 1) * f));
-    model.layers.forEach((l, li) => {
-      inputs[li]!.push(...a);
-      const d = l.dendrites;
-      const next: number[] = [];
-      for (let j = 0; j < l.outFeatures; j++) {
-        let pre: number;
-        if (!d || bypass) {
-          pre = l.bias[j]!;
-          for (let i = 0; i < l.inFeatures; i++) pre += a[i]! * l.weight[i * l.outFeatures + j]!;
-        } else {
-          pre = d.biasScale * l.bias[j]!;
-          for (let b = 0; b < d.count; b++) {
-            let z = 0;
-            for (let i = 0; i < l.inFeatures; i++) if (d.branchOf[i] === b) z += a[i]! * l.weight[i * l.outFeatures + j]!;
-            pre += d.fullScale * dendriteTransfer(device, z / d.fullScale);
-            power[li]! += dendritePower(device, z / d.fullScale);
-          }
-        }
-        const out = somaOutput(d?.soma ?? { kind: 'activation' }, l.activation, pre);
-        somaSum[li]! += Math.abs(out);
-        next.push(out);
-      }
-      a = next;
-    });
-    outputs.push(...a);
-  }
-  return { outputs, inputs, somaSum, power };
-}
 
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel = 1e-6) {
-  expect(actual.length).toBe(expected.length);
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / (1 + Math.abs(expected[i]!)));
-  expect(worst).toBeLessThan(rel);
-}
 
 describe('dendriticForward', () => {
   for (const [name, device] of Object.entries(DEVICES)) {
@@ -78,7 +34,7 @@ describe('dendriticForward', () => {
         const model = tinyNetwork(3);
         const x = tinyInputs(4, 40);
         const fast = dendriticForward(model, device, x, { bypass });
-        const ref = naiveForward(model, device, x, bypass);
+        const ref = naiveForward(model, device, x, { bypass });
         expect(fast.samples).toBe(40);
         expectClose(fast.outputs, ref.outputs);
         fast.layerInputs.forEach((li, k) => expectClose(li, ref.inputs[k]!));
@@ -87,7 +43,7 @@ describe('dendriticForward', () => {
         if (bypass) expect(Array.from(fast.dendritePower)).toEqual([0, 0, 0]);
         else expect(fast.dendritePower[0]).toBeGreaterThan(0);
         // The dendrites change the outputs: the comparison above is not vacuous.
-        if (!bypass) expect(Math.max(...fast.outputs.map((v, i) => Math.abs(v - naiveForward(model, device, x, true).outputs[i]!)))).toBeGreaterThan(1e-3);
+        if (!bypass) expect(Math.max(...fast.outputs.map((v, i) => Math.abs(v - naiveForward(model, device, x, { bypass: true }).outputs[i]!)))).toBeGreaterThan(1e-3);
       });
     }
   }
@@ -97,7 +53,7 @@ describe('dendriticForward', () => {
       const model = tinyNetwork(11, { soma });
       const x = tinyInputs(12, 30);
       const fast = dendriticForward(model, EXP, x);
-      expectClose(fast.outputs, naiveForward(model, EXP, x, false).outputs);
+      expectClose(fast.outputs, naiveForward(model, EXP, x).outputs);
       const hidden = fast.layerInputs[1]!;
       if (soma.kind === 'threshold') {
         expect(hidden.every((v) => v >= 0)).toBe(true);
@@ -321,7 +277,7 @@ describe('calibrateDendrites and finetune on a small network', () => {
     const { model: stepped, report } = finetune(model, EXP, x, labels, { epochs: 1, batch: 64, learningRate: lr });
     const T = report.logitScale;
     const loss = (m: LayerModel) => {
-      const y = naiveForward(m, EXP, x, false).outputs; // float64 throughout: clean differences
+      const y = naiveForward(m, EXP, x).outputs; // float64 throughout: clean differences
       let sum = 0;
       for (let s = 0; s < 64; s++) {
         const row = y.slice(s * 3, s * 3 + 3).map((v) => T * v);

@@ -11,57 +11,17 @@ import { assignBranches } from '../../compiler/passes/assign-branches.js';
 import { calibrateDendrites, defaultDendriteScales } from '../../compiler/passes/calibrate-dendrites.js';
 import { agreement, argmaxRows, dendriticForward, drawDendriteVariation } from '../../compiler/passes/dendritic-forward.js';
 import { DEFAULT_STEP, finetune, minibatchVariationRandom } from '../../compiler/passes/finetune.js';
-import { dendritePower, dendriteTransfer, somaOutput, type DendriteDevice } from '../../common/dendrite.js';
+import type { DendriteDevice } from '../../common/dendrite.js';
 import { readNpyFile } from '../../common/npy.js';
 import { Random } from '../../common/random.js';
 import type { LayerModel } from '../../compiler/ir/layers.js';
 import { examples } from '../helpers/fixtures.js';
-import { tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
+import { expectClose, naiveForward, tinyInputs, tinyNetwork } from '../helpers/tiny-dendritic.js';
 
 const EXP: DendriteDevice = { kind: 'exponential', nonlinearity: 0.1, onOffRatio: 100, voltage: 5, onVoltage: 5, threshold: 0.5, rectify: false, variation: 0, onCurrent: 1e-6, time: 1e-5 };
 
 
-/** common/dendrite.ts read literally with each dendrite's factor: y_bj = F·ε_bj·H(z_bj/F), power ε·V·I. */
-function naiveForward(model: LayerModel, device: DendriteDevice, x: Float32Array, eps: (Float64Array | null)[]) {
-  const f = model.input.features;
-  const samples = x.length / f;
-  const power = model.layers.map(() => 0);
-  const outputs: number[] = [];
-  for (let s = 0; s < samples; s++) {
-    let a = Array.from(x.subarray(s * f, (s + 1) * f));
-    model.layers.forEach((l, li) => {
-      const d = l.dendrites;
-      const next: number[] = [];
-      for (let j = 0; j < l.outFeatures; j++) {
-        let pre: number;
-        if (!d) {
-          pre = l.bias[j]!;
-          for (let i = 0; i < l.inFeatures; i++) pre += a[i]! * l.weight[i * l.outFeatures + j]!;
-        } else {
-          pre = d.biasScale * l.bias[j]!;
-          for (let b = 0; b < d.count; b++) {
-            let z = 0;
-            for (let i = 0; i < l.inFeatures; i++) if (d.branchOf[i] === b) z += a[i]! * l.weight[i * l.outFeatures + j]!;
-            const e = eps[li]![b * l.outFeatures + j]!;
-            pre += d.fullScale * e * dendriteTransfer(device, z / d.fullScale);
-            power[li]! += e * dendritePower(device, z / d.fullScale);
-          }
-        }
-        next.push(somaOutput(d?.soma ?? { kind: 'activation' }, l.activation, pre));
-      }
-      a = next;
-    });
-    outputs.push(...a);
-  }
-  return { outputs, power };
-}
 
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel = 1e-6) {
-  expect(actual.length).toBe(expected.length);
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / (1 + Math.abs(expected[i]!)));
-  expect(worst).toBeLessThan(rel);
-}
 
 describe('dendriticForward with each dendrite\'s variation factor', () => {
   it('matches the model read literally; ε = 1 is the nominal forward bit for bit; a seed draws one chip', () => {
@@ -73,7 +33,7 @@ describe('dendriticForward with each dendrite\'s variation factor', () => {
     expect(all.every((v) => v >= 0)).toBe(true);
     expect(all.some((v) => v === 0)).toBe(false); // σ = 0.4: a clamp needs a 2.5σ draw; 31 draws here have none
     const fast = dendriticForward(model, EXP, x, { eps });
-    const ref = naiveForward(model, EXP, x, eps);
+    const ref = naiveForward(model, EXP, x, { eps });
     expectClose(fast.outputs, ref.outputs);
     expectClose(fast.dendritePower, ref.power, 1e-9);
     const nominal = dendriticForward(model, EXP, x);
@@ -107,7 +67,7 @@ describe('finetune with device variation in the loop', () => {
     const eps = drawDendriteVariation(model, 0.5, minibatchVariationRandom(5));
     const T = report.logitScale;
     const lossAt = (m: LayerModel, e: (Float64Array | null)[]) => {
-      const y = naiveForward(m, EXP, x, e).outputs;
+      const y = naiveForward(m, EXP, x, { eps: e }).outputs;
       let sum = 0;
       for (let s = 0; s < 64; s++) {
         const row = y.slice(s * 3, s * 3 + 3).map((v) => T * v);
