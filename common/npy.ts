@@ -63,10 +63,11 @@ export function readNpy(bytes: Uint8Array, file?: string): NpyArray {
   return { dtype: info.name, shape, data: toFloat32(bytes, info, count, dataStart) };
 }
 
-/** Encodes a float32 array as .npy version 1.0. */
-export function encodeNpy(data: Float32Array, shape: number[]): Uint8Array {
+/** Encodes a float32 (or uint8) array as .npy version 1.0. */
+export function encodeNpy(data: Float32Array | Uint8Array, shape: number[]): Uint8Array {
   const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shapeText}, }`;
+  const descr = data instanceof Uint8Array ? '|u1' : '<f4';
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeText}, }`;
   const total = 10 + header.length + 1;
   header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
   const out = new Uint8Array(10 + header.length + data.byteLength);
@@ -77,7 +78,7 @@ export function encodeNpy(data: Float32Array, shape: number[]): Uint8Array {
   return out;
 }
 
-export function writeNpyFile(file: string, data: Float32Array, shape: number[]): void {
+export function writeNpyFile(file: string, data: Float32Array | Uint8Array, shape: number[]): void {
   try {
     writeFileSync(file, encodeNpy(data, shape));
   } catch (e) {
