@@ -27,7 +27,7 @@ function dendritesOf(d: DendriteDevice, fullScale: number, biasScale: number, by
 }
 
 /** One array holding W (pairs on columns: G+ in column 2q, G− in 2q+1), one tile per branch. */
-function program(weights: Float32Array, dendrites: NativeDendrites | undefined, opts: { activation?: number; alpha?: number; beta?: number; seed?: number } = {}): NativeProgram {
+function program(weights: Float32Array, dendrites: NativeDendrites | undefined, opts: { activation?: NativeActivation; alpha?: number; beta?: number; seed?: number } = {}): NativeProgram {
   const g = new Float32Array(IN * 2 * OUT);
   for (let i = 0; i < IN; i++) {
     for (let j = 0; j < OUT; j++) {
