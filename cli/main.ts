@@ -34,6 +34,7 @@ export function program(): Command {
     .description('Compile ONNX MLPs onto memristor crossbars and run them on a simulated accelerator')
     .version(dendraVersion())
     .exitOverride()
+    .enablePositionalOptions() // a subcommand's options are its own (`sweep merge --out` is merge's)
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });
 
   cli.command('compile')
@@ -96,13 +97,14 @@ export function program(): Command {
 
   const sweep = cli.command('sweep')
     .description('accuracy against fault rate (--rates, --trials: naive and remapped placements on many random chips), or power advantage and accuracy against a dendrite device property (--param)')
+    .enablePositionalOptions() // `sweep merge`'s options are its own
     .argument('<model>', 'the .onnx file')
     .option('--device <name|profile.json>', 'device profile: of the chips (finite arrays; required for --rates), or with dendrites for --param (default taox-dendrite)')
     .option('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
     .option('--trials <n>', 'random chips per rate')
     .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value')
-    .requiredOption('--input <X.npy>', 'inputs')
-    .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
+    .option('--input <X.npy>', 'inputs (required)')
+    .option('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes) (required)')
     .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
     .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
     .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
@@ -117,6 +119,10 @@ export function program(): Command {
     .option('--json', 'print one JSON object')
     .action((model: string, opts, cmd: Command) => {
       const given = (name: string) => opts[name] !== undefined && cmd.getOptionValueSource(name) !== 'default';
+      // Checked here rather than by commander, which would ask for them before `sweep merge` too.
+      for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
+        if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
+      }
       if (opts.param !== undefined) {
         const faultOnly = [['rates', '--rates'], ['trials', '--trials'], ['onFraction', '--on-fraction'], ['pattern', '--pattern']].filter(([k]) => given(k!));
         if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);

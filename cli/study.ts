@@ -5,7 +5,7 @@
  */
 import { InputError } from '../common/errors.js';
 import { mergeShards, runLocal, runShard } from '../sweep/run.js';
-import { redisOptions, runOnQueue } from '../sweep/queue.js';
+import { connectRedis, runOnQueue } from '../sweep/queue.js';
 import { handlerFor } from '../sweep/handlers.js';
 import { parseShard, shardPoints, studyId, type Study } from '../sweep/study.js';
 import type { SweepReport } from '../sweep/fault-rate.js';
@@ -62,7 +62,8 @@ export async function studyCommand(prepare: () => Promise<{ study: Study; blobs:
   if (args.shard !== undefined && args.queue !== undefined) throw new InputError('--shard and --queue are two ways of splitting a sweep: give one of them');
   const shard = args.shard === undefined ? undefined : parseShard(args.shard);
   if (shard && !args.out) throw new InputError('--shard needs --out DIR: the folder its shard file goes to (dendra sweep merge reads it)');
-  if (args.queue !== undefined) redisOptions(args.queue); // a malformed URL is refused before any work
+  // A malformed URL or a Redis out of reach is refused before any work.
+  if (args.queue !== undefined) (await connectRedis(args.queue)).disconnect();
   const { study, blobs } = await prepare();
   const total = handlerFor(study.kind).points(study).length;
 

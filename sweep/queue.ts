@@ -68,13 +68,14 @@ function shown(url: string): string {
 export async function connectRedis(url: string, timeoutMs = 5000): Promise<Redis> {
   const opts = redisOptions(url);
   const probe = new Redis({ ...opts, lazyConnect: true, connectTimeout: timeoutMs, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
-  probe.on('error', () => {}); // reported below, once
+  let cause: NodeJS.ErrnoException | undefined;
+  probe.on('error', (e: NodeJS.ErrnoException) => (cause ??= e)); // reported below, once
   try {
     await probe.connect();
     await probe.ping();
   } catch (e) {
     probe.disconnect();
-    const err = e as NodeJS.ErrnoException;
+    const err = cause ?? (e as NodeJS.ErrnoException);
     const why = err.code ?? err.message ?? String(e);
     throw new QueueError(`cannot reach Redis at ${shown(url)}: ${why}${err.code === 'ECONNREFUSED' ? ' (is redis-server running there?)' : ''}`);
   }
@@ -133,26 +134,38 @@ export async function runOnQueue(study: Study, blobs: Map<string, Uint8Array>, u
     await redis.set(studyKey(id), JSON.stringify(study), 'EX', TTL_SECONDS);
     // Jobs that failed in an earlier run of this very study are tried again; finished ones are kept.
     for (const job of await queue.getJobs(['failed'])) await job.retry('failed');
-    await queue.addBulk(
-      points.map((p, index) => ({
-        name: study.kind,
-        data: { study: id, index, label: handler.label(study, p) },
-        opts: { jobId: `p${index}`, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: false, removeOnFail: false },
-      })),
-    );
     await redis.zadd(REGISTRY, 'NX', Date.now(), id);
 
     const poll = (opts.pollSeconds ?? 0.25) * 1000;
     let lonely = 0;
     let warnedLonely = false;
     const retried = new Set<string>();
+    const addJobs = () =>
+      queue.addBulk(
+        points.map((p, index) => ({
+          name: study.kind,
+          data: { study: id, index, label: handler.label(study, p) },
+          opts: { jobId: `p${index}`, attempts: ATTEMPTS, backoff: { type: 'exponential' as const, delay: 2000 }, removeOnComplete: false, removeOnFail: false },
+        })),
+      );
+    await addJobs();
     for (;;) {
       if (queueError) throw new QueueError(`lost the queue at ${shown(url)}: ${queueError.message}`);
-      const counts = await queue.getJobCounts('completed', 'failed', 'delayed');
+      const counts = await queue.getJobCounts('completed', 'failed', 'delayed', 'active', 'wait', 'prioritized');
+      if (Object.values(counts).reduce((a, b) => a + b, 0) < total) {
+        // Another driver of this same study finished it and cleared its queue before this one read the
+        // results: the points are computed again (the same numbers) rather than waited for forever.
+        await redis.set(studyKey(id), JSON.stringify(study), 'EX', TTL_SECONDS);
+        await addJobs();
+        await redis.zadd(REGISTRY, 'NX', Date.now(), id);
+        continue;
+      }
       const workers = await queue.getWorkersCount();
       opts.onProgress?.(counts['completed'] ?? 0, total, workers);
       if ((counts['failed'] ?? 0) > 0) {
         const [job] = await queue.getJobs(['failed'], 0, 0);
+        // The study leaves the list (workers stop taking its jobs); its finished jobs stay for a run again.
+        await redis.zrem(REGISTRY, id);
         if (job) throw new QueueError(`job ${job.id} (${(job.data as JobData).label}) of study ${id.slice(0, 12)} failed on worker ${job.processedBy ?? '?'} after ${job.attemptsMade} attempt(s): ${firstLine(job.failedReason)}`);
       }
       if ((counts['completed'] ?? 0) >= total) break;
@@ -287,7 +300,10 @@ export async function runWorker(url: string, opts: WorkerOptions = {}): Promise<
       for (const id of ids) {
         if (served.has(id)) continue;
         const json = await redis.get(studyKey(id));
-        if (json === null) continue;
+        if (json === null) {
+          await redis.zrem(REGISTRY, id); // its description expired: a driver that gave up long ago
+          continue;
+        }
         let study: Study;
         let handler: StudyHandler;
         try {
