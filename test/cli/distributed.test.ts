@@ -4,7 +4,7 @@
  * apart from `run` (how it ran, wall times) and `files` (where it was written).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -63,8 +63,13 @@ beforeAll(() => {
 describe('dendra sweep --shard and sweep merge', () => {
   it('shards 1/3, 2/3 and 3/3, computed apart, merge into the local run: JSON, table and plot', () => {
     const shards = join(dir, 'shards');
+    // Shard 3 runs on "another machine": the same model and data under other paths (file names are not part of a study).
+    const elsewhere = mkdtempSync(join(tmpdir(), 'dendra-elsewhere-'));
+    const moved = new Map([sweepArgs[1]!, data.x, data.l].map((f, k) => [f, join(elsewhere, `input${k}${f.slice(f.lastIndexOf('.'))}`)]));
+    for (const [from, to] of moved) copyFileSync(from, to);
     for (const i of [3, 1, 2]) {
-      const r = dendra(...sweepArgs, '--shard', `${i}/3`, '--out', shards);
+      const args = i === 3 ? sweepArgs.map((a) => moved.get(a) ?? a) : sweepArgs;
+      const r = dendra(...args, '--shard', `${i}/3`, '--out', shards);
       expect(r.code, r.err).toBe(0);
       expect(r.out).toMatch(new RegExp(`shard ${i}/3 of study [0-9a-f]{12}, \\d of its 8 points`));
     }
