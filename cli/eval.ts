@@ -1,4 +1,4 @@
-import { readNpyFile } from '../common/npy.js';
+import { readNpyFile, type NpyArray } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
@@ -59,9 +59,9 @@ export function addInputNoise(x: Float32Array, sigma: number, seed: number): Flo
   return Float32Array.from(x, (v) => v + sigma * rng.normal());
 }
 
-/** Labels as class indices: an integer vector [n], or one-hot / scores [n, classes]. */
-export function readLabels(file: string, n: number): Int32Array {
-  const l = readNpyFile(file);
+/** Labels as class indices: an integer vector [n], or one-hot / scores [n, classes] (`read`: the file already read). */
+export function readLabels(file: string, n: number, read?: NpyArray): Int32Array {
+  const l = read ?? readNpyFile(file);
   let labels: Int32Array;
   if (l.shape.length === 1) {
     labels = Int32Array.from(l.data);

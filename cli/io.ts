@@ -3,9 +3,12 @@ import { readNpyFile, type NpyArray } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
 import { InferenceSession, Tensor } from '../runtime/index.js';
 
-/** Reads X.npy and checks it against the session's input: trailing dims equal the model's, or one flat sample row per leading index. */
-export function readInputs(session: InferenceSession, file: string): { x: NpyArray; n: number } {
-  const x = readNpyFile(file);
+/**
+ * Reads X.npy (or takes it already read, `file` then only names it) and checks it against the session's input:
+ * trailing dims equal the model's, or one flat sample row per leading index.
+ */
+export function readInputs(session: InferenceSession, file: string, read?: NpyArray): { x: NpyArray; n: number } {
+  const x = read ?? readNpyFile(file);
   const meta = session.inputMetadata[0]!;
   const dims = meta.shape.slice(1) as number[];
   const features = dims.reduce((a, b) => a * b, 1);

@@ -13,8 +13,10 @@ import { inspectCommand } from './inspect.js';
 import { defectsGenerateCommand } from './defects.js';
 import { scanCommand } from './scan.js';
 import { deployCommand } from './deploy.js';
-import { sweepCommand } from './sweep.js';
-import { sweepParamCommand } from './sweep-param.js';
+import { mergeCommand, studyCommand } from './study.js';
+import { workerCommand } from './worker.js';
+import { prepareFaultRate } from '../sweep/fault-rate.js';
+import { prepareParam } from '../sweep/param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
 import { parseIntOption, parseNumberOption } from './io.js';
@@ -33,6 +35,7 @@ export function program(): Command {
     .description('Compile ONNX MLPs onto memristor crossbars and run them on a simulated accelerator')
     .version(dendraVersion())
     .exitOverride()
+    .enablePositionalOptions() // a subcommand's options are its own (`sweep merge --out` is merge's)
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });
 
   cli.command('compile')
@@ -101,15 +104,16 @@ export function program(): Command {
     .option('--png <OUT.png>', "draw an artifact's arrays (conductances, stuck cells) or a defect map's faults")
     .action((file: string, opts) => inspectCommand(file, opts));
 
-  cli.command('sweep')
+  const sweep = cli.command('sweep')
     .description('accuracy against fault rate (--rates, --trials: naive and remapped placements on many random chips), or power advantage and accuracy against a dendrite device property (--param)')
+    .enablePositionalOptions() // `sweep merge`'s options are its own
     .argument('<model>', 'the .onnx file')
     .option('--device <name|profile.json>', 'device profile: of the chips (finite arrays; required for --rates), or with dendrites for --param (default taox-dendrite)')
     .option('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
     .option('--trials <n>', 'random chips per rate')
     .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value')
-    .requiredOption('--input <X.npy>', 'inputs')
-    .requiredOption('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes)')
+    .option('--input <X.npy>', 'inputs (required)')
+    .option('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes) (required)')
     .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
     .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
     .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
@@ -119,13 +123,19 @@ export function program(): Command {
     .option('--input-noise <SIGMA>', 'with --param: add Gaussian noise of this standard deviation to the inputs (seeded by --seed)', (v) => parseNumberOption(v, '--input-noise', 0, 1e6))
     .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial; with --param: of the simulator and the input noise').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(threadsOption())
+    .option('--shard <I/N>', 'compute only shard I of N of the points and write DIR/KIND-shard-I-of-N.json to --out (join them with `dendra sweep merge`)')
+    .option('--queue <redis://HOST:PORT>', 'put one job per point on this Redis and collect what `dendra worker`s compute')
     .option('--json', 'print one JSON object')
     .action((model: string, opts, cmd: Command) => {
       const given = (name: string) => opts[name] !== undefined && cmd.getOptionValueSource(name) !== 'default';
+      // Checked here rather than by commander, which would ask for them before `sweep merge` too.
+      for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
+        if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
+      }
       if (opts.param !== undefined) {
         const faultOnly = [['rates', '--rates'], ['trials', '--trials'], ['onFraction', '--on-fraction'], ['pattern', '--pattern']].filter(([k]) => given(k!));
         if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);
-        return sweepParamCommand(model, opts);
+        return studyCommand(() => prepareParam(model, opts), opts);
       }
       const paramOnly = [['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
       if (paramOnly.length > 0) throw new InputError(`${paramOnly.map(([, f]) => f).join(', ')} ${paramOnly.length > 1 ? 'apply' : 'applies'} to --param sweeps only`);
@@ -133,8 +143,24 @@ export function program(): Command {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified (or give --param PATH=V1,V2,... for a device-property sweep)`);
       }
       if (opts.calibrate !== undefined && opts.calibrate.length > 1) throw new InputError('--calibrate takes one file in the fault-rate sweep (sample inputs)');
-      return sweepCommand(model, { ...opts, calibrate: opts.calibrate?.[0] });
+      return studyCommand(() => prepareFaultRate(model, { ...opts, calibrate: opts.calibrate?.[0] }), opts);
     });
+  sweep.command('merge')
+    .description('join the shard files of one study (written by sweep --shard) into the report a local run gives')
+    .argument('<paths...>', 'shard folders or shard files')
+    .option('--out <DIR>', 'write DIR/sweep.json and DIR/sweep.svg (DIR/sweep-param.* for a --param study)')
+    .option('--json', 'print one JSON object')
+    .action((paths: string[], opts) => mergeCommand(paths, opts));
+
+  cli.command('worker')
+    .description('compute the jobs `dendra sweep --queue` puts on a Redis, until SIGINT/SIGTERM')
+    .requiredOption('--queue <redis://HOST:PORT>', 'the Redis the drivers use')
+    .addOption(new Option('--concurrency <n>', 'jobs at a time (default 1)').argParser((v) => parseIntOption(v, '--concurrency', 1, 1024)))
+    .addOption(threadsOption())
+    .addOption(new Option('--stall-timeout <seconds>', 'how long a job stays claimed by a worker that stopped answering before another takes it (default 30)').argParser((v) => parseNumberOption(v, '--stall-timeout', 1, 86_400)))
+    .option('--name <NAME>', "this worker's name on the jobs it completes (default HOST:PID)")
+    .option('--quiet', 'no line per job')
+    .action((opts) => workerCommand(opts));
   cli.command('emulate')
     .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
     .option('--listen <tcp://HOST:PORT>', 'serve on TCP (port 0: a free port, printed)')

@@ -32,6 +32,8 @@ export class InputError extends DendraError {}
 export class DeviceError extends DendraError {}
 /** The link to a board failed (timeouts, damaged frames, disconnects) after the driver's retries. */
 export class LinkError extends DeviceError {}
+/** A job queue (Redis) cannot be reached, or a job of a distributed study failed on a worker. */
+export class QueueError extends DendraError {}
 
 /** `file: message` when the error knows its file and the message does not already name it. */
 export function describe(err: unknown): string {
