@@ -3,12 +3,13 @@
 # run locally (one process, --threads WORKERS) and then on a local Redis by WORKERS workers (--threads 1 each),
 # both timed from the shell; the two JSON reports are compared field for field (but `run` and `files`).
 #   bash bench/distributed.sh [WORKERS]      (default 2; needs redis-server, `npm install` done)
+#   TRIALS=N (default 2) chips per rate: the study has TRIALS × 5 points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=${1:-2}
 out=$(mktemp -d)
 M=test/fixtures/mnist
-args=(sweep "$M/mnist-784x500x10.onnx" --device hfo2-1t1r --rates 0,0.05,0.1,0.2 --trials 2
+args=(sweep "$M/mnist-784x500x10.onnx" --device hfo2-1t1r --rates 0,0.05,0.1,0.2 --trials "${TRIALS:-2}"
       --input "$M/digits28-f32.npy" --labels "$M/labels.npy" --json)
 
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')

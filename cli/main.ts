@@ -156,7 +156,7 @@ export function program(): Command {
     .description('compute the jobs `dendra sweep --queue` puts on a Redis, until SIGINT/SIGTERM')
     .requiredOption('--queue <redis://HOST:PORT>', 'the Redis the drivers use')
     .addOption(new Option('--concurrency <n>', 'jobs at a time (default 1)').argParser((v) => parseIntOption(v, '--concurrency', 1, 1024)))
-    .addOption(threadsOption())
+    .addOption(new Option('--threads <n>', 'simulator threads per job (default: the cores divided among the concurrent jobs)').argParser((v) => parseIntOption(v, '--threads', 1, 256)))
     .addOption(new Option('--stall-timeout <seconds>', 'how long a job stays claimed by a worker that stopped answering before another takes it (default 30)').argParser((v) => parseNumberOption(v, '--stall-timeout', 1, 86_400)))
     .option('--name <NAME>', "this worker's name on the jobs it completes (default HOST:PID)")
     .option('--quiet', 'no line per job')

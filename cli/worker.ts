@@ -3,6 +3,7 @@
  * (sweep/queue.ts) until SIGINT or SIGTERM; then it takes no new job, finishes the ones it runs and exits.
  * A second signal exits at once (the jobs it held go back to the queue when their lock runs out).
  */
+import { availableParallelism } from 'node:os';
 import { runWorker } from '../sweep/queue.js';
 
 export interface WorkerArgs {
@@ -28,7 +29,7 @@ export async function workerCommand(opts: WorkerArgs): Promise<void> {
   try {
     await runWorker(opts.queue, {
       concurrency: opts.concurrency,
-      threads: opts.threads,
+      threads: opts.threads ?? Math.max(1, Math.floor(availableParallelism() / (opts.concurrency ?? 1))),
       stallSeconds: opts.stallTimeout,
       name: opts.name,
       log: opts.quiet ? undefined : (line) => console.log(line),
