@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { readArtifactBytes } from '../artifact/read.js';
 import { writeDefectMap } from '../common/defects.js';
 import { InputError } from '../common/errors.js';
 import { connectBoard } from '../runtime/backends/device/client.js';
@@ -15,12 +16,7 @@ export interface DeployArgs {
 }
 
 export async function deployCommand(artifact: string, opts: DeployArgs): Promise<void> {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(artifact);
-  } catch (e) {
-    throw new InputError(`cannot read artifact: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: artifact });
-  }
+  const bytes = readArtifactBytes(artifact);
   const tolerance = opts.tolerance === undefined ? undefined : Number(opts.tolerance) * 1e-6;
   if (tolerance !== undefined && !(tolerance > 0)) throw new InputError(`--tolerance must be a positive number of microsiemens (got '${opts.tolerance}')`);
   let bar: ReturnType<typeof progressBar> | undefined;

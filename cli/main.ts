@@ -70,6 +70,7 @@ export function program(): Command {
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
+    .option('--allow-nonfinite', 'run inputs holding NaN or ±Infinity (counted and reported) instead of refusing them')
     .action((artifact: string, opts) => runCommand(artifact, opts));
 
   cli.command('eval')
@@ -83,6 +84,7 @@ export function program(): Command {
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
+    .option('--allow-nonfinite', 'run inputs holding NaN or ±Infinity (counted and reported) instead of refusing them')
     .action((artifact: string, opts) => evalCommand(artifact, opts));
 
   cli.command('inspect')

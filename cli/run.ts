@@ -1,3 +1,4 @@
+import { checkOutputPath } from '../common/files.js';
 import { writeNpyFile } from '../common/npy.js';
 import { InferenceSession } from '../runtime/index.js';
 import { readInputs, runAll } from './io.js';
@@ -10,15 +11,19 @@ export interface RunArgs {
   time?: number;
   /** Board URL: run on the device backend instead of the simulator. */
   device?: string;
+  /** Run inputs that hold NaN or ±Infinity (counted and reported) instead of refusing them. */
+  allowNonfinite?: boolean;
 }
 
 export async function runCommand(artifact: string, opts: RunArgs): Promise<void> {
+  checkOutputPath(opts.output, ['.npy'], '--output');
   const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
   try {
-    const { x, n } = readInputs(session, opts.input);
+    const { x, n, nonfinite } = readInputs(session, opts.input, opts.allowNonfinite);
     const y = await runAll(session, x.data, n);
     const width = session.artifact.output.features;
     writeNpyFile(opts.output, y, [n, width]);
+    if (nonfinite) console.log(`warning: ${nonfinite} non-finite input values were run as given (--allow-nonfinite)`);
     console.log(`ran ${n} samples through ${artifact} -> ${opts.output} (float32 [${n}, ${width}])`);
   } finally {
     await session.release();

@@ -1,5 +1,6 @@
 import { writeDefectMap } from '../common/defects.js';
 import { loadProfile } from '../common/profile.js';
+import { checkOutputPath } from '../common/files.js';
 import { connectBoard } from '../runtime/backends/device/client.js';
 import { scan } from '../runtime/backends/device/scan.js';
 import { progressBar } from './progress.js';
@@ -11,6 +12,7 @@ export interface ScanArgs {
 }
 
 export async function scanCommand(opts: ScanArgs): Promise<void> {
+  checkOutputPath(opts.output, ['.json'], '-o');
   const board = await connectBoard(opts.device);
   try {
     const id = await board.identify();

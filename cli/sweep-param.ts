@@ -173,7 +173,7 @@ export async function sweepParam(model: string, opts: SweepParamArgs): Promise<S
       } finally {
         await s.release();
       }
-      labels = readLabels(opts.labels, n);
+      labels = readLabels(opts.labels, n, artifact.output.features);
     }
 
     const points: SweepParamPoint[] = [];

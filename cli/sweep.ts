@@ -150,7 +150,7 @@ export async function sweep(model: string, opts: SweepArgs): Promise<SweepReport
     } finally {
       await s.release();
     }
-    labels = readLabels(opts.labels, n);
+    labels = readLabels(opts.labels, n, s.artifact.output.features);
   }
   const accuracy = async (bytes: Uint8Array, sessionSeed: number): Promise<number> => {
     const s = await InferenceSession.create(bytes, { seed: sessionSeed, threads: opts.threads });
