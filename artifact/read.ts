@@ -37,9 +37,10 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
   let header: ArtifactHeader;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLen))) as ArtifactHeader;
-  } catch (e) {
-    return fail(`artifact is damaged: header is not valid JSON (${(e as Error).message})`);
+  } catch {
+    return fail('artifact is damaged: its header is not valid UTF-8 JSON');
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('artifact is damaged: its header is not a JSON object');
   if (header.format !== FORMAT_NAME) fail(`not a dendra artifact (format '${String(header.format)}')`);
   if (!Array.isArray(header.blobs)) fail('artifact is damaged: header has no blob table');
   const blobStart = align8(PREAMBLE_BYTES + headerLen);

@@ -153,7 +153,7 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   const root = obj(json, '(root)');
   // Every field is known: a misspelt one ("bitz") is refused with its path rather than ignored.
   for (const [key, value] of Object.entries(root)) {
-    const fields = PROFILE_FIELDS[key];
+    const fields = Object.hasOwn(PROFILE_FIELDS, key) ? PROFILE_FIELDS[key] : undefined;
     if (fields === undefined) bad(key, `is not a device profile field (known: ${Object.keys(PROFILE_FIELDS).join(', ')})`);
     if (fields && typeof value === 'object' && value !== null && !Array.isArray(value)) {
       for (const sub of Object.keys(value)) if (!fields.includes(sub)) bad(`${key}.${sub}`, `is not a field of '${key}' (known: ${fields.join(', ')})`);
