@@ -15,7 +15,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BAD, type Outcome } from './classify.js';
 import { plans } from './mutate.js';
-import { loadSeeds, regressionDir, TARGETS, type Target } from './targets.js';
+import { loadSeeds, regressionDir, targetByName, TARGETS, type Target } from './targets.js';
 
 interface Args {
   targets: Target[];
@@ -40,7 +40,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--no-save') args.save = false;
     else if (a.startsWith('-')) throw new Error(`unknown option ${a}`);
     else {
-      const t = TARGETS.find((x) => x.name === a);
+      const t = targetByName(a);
       if (!t) throw new Error(`unknown target '${a}' (targets: ${TARGETS.map((x) => x.name).join(', ')})`);
       args.targets.push(t);
     }

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createConnection } from 'node:net';
 import onnxProto from 'onnx-proto';
 import { CHECKSUM_BYTES, PREAMBLE_BYTES } from '../artifact/format.js';
 import { readArtifact } from '../artifact/read.js';
@@ -33,6 +34,12 @@ export interface Target {
   ext: string;
   mutate(seed: Uint8Array, plan: Plan, seeds: Uint8Array[]): Uint8Array;
   run(input: Uint8Array): Promise<void>;
+  /** Its seeds' folder under fuzz/corpus, when not its own name. */
+  corpus?: string;
+  /** Seeds made in code instead of read from fuzz/corpus. */
+  seeds?(): Uint8Array[];
+  /** Releases what runs kept open (servers). */
+  cleanup?(): Promise<void>;
 }
 
 export function corpusDir(target: string): string {
@@ -44,7 +51,9 @@ export function regressionDir(target: string): string {
 }
 
 export function loadSeeds(target: string): Uint8Array[] {
-  const dir = corpusDir(target);
+  const inCode = targetByName(target)?.seeds;
+  if (inCode) return inCode();
+  const dir = corpusDir(targetByName(target)?.corpus ?? target);
   return readdirSync(dir).filter((f) => !f.startsWith('.') && !f.endsWith('.md')).sort().map((f) => new Uint8Array(readFileSync(join(dir, f))));
 }
 
@@ -280,8 +289,98 @@ export function requestStream(): Uint8Array {
   return out;
 }
 
-export const TARGETS: Target[] = [model, artifact, frame, npy, defects, profile];
+/** Emulators serving on 127.0.0.1 for the TCP target (one open, one requiring a token), kept per process. */
+let served: { open: BoardEmulator; locked: BoardEmulator; urls: [string, string] } | undefined;
+const FUZZ_TOKEN = 'fuzz-token';
+
+/** Sends bytes on a fresh connection and collects what comes back until the line is quiet. */
+function exchange(url: string, chunks: Uint8Array[], quietMs: number, untilId?: number): Promise<Uint8Array> {
+  const decoder = new FrameDecoder();
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: u.hostname, port: Number(u.port) });
+    const got: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(new Uint8Array(Buffer.concat(got)));
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(finish, quietMs);
+    };
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`emulator connection failed: ${e.message}`));
+    });
+    socket.on('data', (d: Buffer) => {
+      got.push(d);
+      if (untilId !== undefined && decoder.push(d).some((f) => f.id === untilId)) finish();
+      else arm();
+    });
+    socket.on('close', finish);
+    socket.once('connect', () => {
+      for (const c of chunks) socket.write(c);
+      arm();
+    });
+  });
+}
+
+const emulatorTcp: Target = {
+  name: 'emulator',
+  what: 'request streams sent over TCP to running board emulators (one open, one requiring a token); each must still answer afterwards',
+  ext: '.bin',
+  corpus: 'frame',
+  mutate: (seed, plan, seeds) => frame.mutate(seed, plan, seeds),
+  async run(input) {
+    if (!served) {
+      const open = smallEmulator();
+      const locked = new BoardEmulator({ profile: loadProfile('hfo2-1t1r'), arrays: 2, seed: 4, token: FUZZ_TOKEN });
+      served = { open, locked, urls: [await open.listen('tcp://127.0.0.1:0'), await locked.listen('tcp://127.0.0.1:0')] };
+    }
+    const chunks: Uint8Array[] = [];
+    for (let at = 0, i = 0; at < input.length; i++) {
+      const size = 1 + ((input[i % input.length]! * 131 + i) % 4093);
+      chunks.push(input.subarray(at, at + size));
+      at += size;
+    }
+    for (const url of served.urls) {
+      await exchange(url, chunks, 5);
+      // The board must still answer a well-formed request on a new connection (an error reply counts).
+      const probe = encodeFrame({ type: MessageType.Identify, id: 0x7ffffff0, json: {}, data: new Uint8Array(0) });
+      const reply = new FrameDecoder().push(await exchange(url, [probe], 2000, 0x7ffffff0));
+      if (!reply.some((f) => f.id === 0x7ffffff0)) throw new Error(`the emulator at ${url} no longer answers after this input`);
+    }
+  },
+  async cleanup() {
+    if (!served) return;
+    await served.open.close();
+    await served.locked.close();
+    served = undefined;
+  },
+};
+
+export const TARGETS: Target[] = [model, artifact, frame, emulatorTcp, npy, defects, profile];
+
+/**
+ * A target that fails on purpose (first byte 1: native-style abort, 2: an endless loop, 3: a TypeError),
+ * so a test can check the runner classifies crashes, hangs and untyped errors. Only with DENDRA_FUZZ_SELFTEST=1.
+ */
+const selftest: Target = {
+  name: 'selftest',
+  what: 'checks the runner itself',
+  ext: '.bin',
+  seeds: () => [Uint8Array.of(0, 0, 0)],
+  mutate: (seed, plan) => Uint8Array.of(plan.mode % 4, ...seed.subarray(1)),
+  async run(input) {
+    if (input[0] === 1) process.abort();
+    if (input[0] === 2) for (;;);
+    if (input[0] === 3) (null as unknown as { x: number }).x;
+  },
+};
 
 export function targetByName(name: string): Target | undefined {
+  if (name === 'selftest' && process.env['DENDRA_FUZZ_SELFTEST'] === '1') return selftest;
   return TARGETS.find((t) => t.name === name);
 }
