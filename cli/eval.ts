@@ -1,5 +1,6 @@
 import { readNpyFile } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
+import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
 import type { Artifact } from '../artifact/format.js';
@@ -19,6 +20,7 @@ export interface EvalArgs {
   inputNoise?: number;
   /** Run inputs that hold NaN or ±Infinity (counted and reported) instead of refusing them. */
   allowNonfinite?: boolean;
+  tokenFile?: string;
 }
 
 /** One run of the evaluation set: accuracy and the energy model's figures per inference. */
@@ -130,7 +132,7 @@ export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalRe
   if (opts.inputNoise !== undefined && !(Number.isFinite(opts.inputNoise) && opts.inputNoise >= 0)) {
     throw new InputError(`--input-noise must be a standard deviation >= 0 (got ${opts.inputNoise})`);
   }
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device, ...(opts.tokenFile !== undefined ? { link: { token: readTokenFile(opts.tokenFile) } } : {}) });
   try {
     const { x, n, nonfinite } = readInputs(session, opts.input, opts.allowNonfinite);
     const labels = readLabels(opts.labels, n, session.artifact.output.features);

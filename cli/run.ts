@@ -1,5 +1,6 @@
 import { checkOutputPath } from '../common/files.js';
 import { writeNpyFile } from '../common/npy.js';
+import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { InferenceSession } from '../runtime/index.js';
 import { readInputs, runAll } from './io.js';
 
@@ -13,11 +14,12 @@ export interface RunArgs {
   device?: string;
   /** Run inputs that hold NaN or ±Infinity (counted and reported) instead of refusing them. */
   allowNonfinite?: boolean;
+  tokenFile?: string;
 }
 
 export async function runCommand(artifact: string, opts: RunArgs): Promise<void> {
   checkOutputPath(opts.output, ['.npy'], '--output');
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device, ...(opts.tokenFile !== undefined ? { link: { token: readTokenFile(opts.tokenFile) } } : {}) });
   try {
     const { x, n, nonfinite } = readInputs(session, opts.input, opts.allowNonfinite);
     const y = await runAll(session, x.data, n);

@@ -2,6 +2,7 @@ import { writeDefectMap } from '../common/defects.js';
 import { builtinProfiles, loadProfile } from '../common/profile.js';
 import { DeviceError } from '../common/errors.js';
 import { checkOutputPath } from '../common/files.js';
+import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { connectBoard } from '../runtime/backends/device/client.js';
 import { scan } from '../runtime/backends/device/scan.js';
 import { progressBar } from './progress.js';
@@ -10,11 +11,12 @@ export interface ScanArgs {
   device: string;
   profile?: string;
   output: string;
+  tokenFile?: string;
 }
 
 export async function scanCommand(opts: ScanArgs): Promise<void> {
   checkOutputPath(opts.output, ['.json'], '-o');
-  const board = await connectBoard(opts.device);
+  const board = await connectBoard(opts.device, { token: opts.tokenFile !== undefined ? readTokenFile(opts.tokenFile) : undefined });
   try {
     const id = await board.identify();
     // The board names its profile; only a shipped profile is looked up by that name (never a path it sends).

@@ -15,6 +15,13 @@ import { DeviceError, LinkError } from '../../../common/errors.js';
 import type { Board, Pulses } from './board.js';
 import { BoardRequestError } from './client.js';
 
+/** Deploy programmed everything but more cells failed than allowed (DeployOptions.maxFailed): not marked ready. */
+export class TooManyFailedError extends DeviceError {
+  constructor(message: string, readonly report: DeployReport, readonly defects: DefectMap) {
+    super(message);
+  }
+}
+
 /** The board's boot id changed: it restarted and lost what was programmed. */
 class StateLost extends Error {
   constructor(readonly before: string | undefined, readonly after: string | undefined) {
@@ -31,6 +38,11 @@ export interface DeployOptions {
   force?: boolean;
   /** Reconnects after the driver gave up on a request (default 3). */
   reconnects?: number;
+  /**
+   * Most cells that may fail program-and-verify (default: no limit). Beyond it the board is not marked
+   * ready and deploy throws a TooManyFailedError carrying the report and the chip's map with the failures.
+   */
+  maxFailed?: number;
   /** Times deploy starts over when the board restarts (its boot id changes) mid-deploy (default 2). */
   restarts?: number;
   onProgress?: (arraysDone: number, arrays: number, cellsDone: number, cells: number) => void;
@@ -222,6 +234,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
         cellsDone += target.length;
         options.onProgress?.(i + 1, artifact.arrays.length, cellsDone, cellsTotal);
       }
+      if (options.maxFailed !== undefined && failed.length > options.maxFailed) return;
       // 'ready' only on the board this pass programmed (the boot id makes the board check it too), then confirmed.
       await withLink((b) => b.mark({ artifact: id, state: 'ready', ...(boot !== undefined ? { boot } : {}) }));
       await withLink(() => checkState(true));
@@ -255,7 +268,17 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
     report.seconds = (performance.now() - started) / 1000;
     report.errorHistogram = histogram(errors, tolerance * 1e6);
     report.maxErrorMicroSiemens = errors.reduce((m, e) => Math.max(m, Math.abs(e)), 0);
-    return { report, defects: defectsAfter(artifact, identity, failed, board.url) };
+    const defects = defectsAfter(artifact, identity, failed, board.url);
+    if (options.maxFailed !== undefined && failed.length > options.maxFailed) {
+      const programmed = report.cells - report.skippedStuck;
+      throw new TooManyFailedError(
+        `${failed.length} of ${programmed} cells failed program-and-verify (more than the ${options.maxFailed} allowed), so the board at ${board.url} is not marked ready; ` +
+          `the artifact was probably compiled without this chip's defect map: scan the chip (dendra scan) and recompile with --defects`,
+        report,
+        defects,
+      );
+    }
+    return { report, defects };
   } finally {
     // Every way out, errors included, leaves no connection open.
     await board.close().catch(() => {});
