@@ -60,7 +60,7 @@ export async function emulateCommand(opts: EmulateArgs): Promise<void> {
   const host = /^tcps?:\/\/(.*):\d+$/.exec(url)?.[1] ?? '';
   const exposed = host !== '' && !/^(127\.|\[::1\]$|localhost$)/.test(host);
   console.log(`emulating ${profile.name} board: ${emulator.arrays} arrays of ${emulator.rows} × ${emulator.cols}, ${emulator.stuckCount} stuck cells, listening on ${url}` +
-    `${token ? ' (token required)' : ''} (boot ${emulator.boot})`);
+    `${token ? ' (token required)' : ''}`);
   if (exposed && !token) console.warn(`warning: ${url} is reachable from other machines and needs no token: anyone who reaches it can reprogram the board (--token-file)`);
   await stopped;
   await emulator.close();
