@@ -211,7 +211,7 @@ class BoardClient implements Board {
       }
       const req: PulseRequest = { array, width, cells: m };
       const frame = await this.#exchange(MessageType.Pulse, req, data, `pulse of ${m} cells on array ${array}`, 64, array, (f) =>
-        typeof (f.json as Partial<PulseResponse>)?.applied === 'number' ? null : 'pulse reply without applied');
+        Number.isInteger((f.json as Partial<PulseResponse>)?.applied) && (f.json as PulseResponse).applied >= 0 && (f.json as PulseResponse).applied <= m ? null : `pulse reply without a count of applied pulses from 0 to ${m}`);
       applied += (frame.json as PulseResponse).applied;
     }
     return applied;
