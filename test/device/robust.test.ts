@@ -44,7 +44,7 @@ describe('frame decoder', () => {
     const frameOf = (mb: number) => encodeFrame({ type: MessageType.Read | RESPONSE, id: 7, json: { ok: 1 }, data: new Uint8Array(mb << 20).fill(0x5a) });
     const time = (frame: Uint8Array) => {
       let best = Infinity;
-      for (let rep = 0; rep < 3; rep++) {
+      for (let rep = 0; rep < 5; rep++) {
         const d = new FrameDecoder();
         const t0 = performance.now();
         let got = 0;
@@ -56,8 +56,9 @@ describe('frame decoder', () => {
     };
     const small = time(frameOf(4));
     const big = time(frameOf(32));
-    // 8× the bytes: linear costs about 8×; the copy-every-chunk decoder cost 8² = 64×.
-    expect(big / small).toBeLessThan(24);
+    // 8× the bytes: linear costs about 8× (best of 5, against load spikes); a decoder that copies its
+    // buffer on every chunk costs at least 8² = 64× (the one it replaced: about 400×).
+    expect(big / small).toBeLessThan(32);
   });
 
   it('still finds frames after garbage, split at every byte', () => {

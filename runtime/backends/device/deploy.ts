@@ -13,7 +13,8 @@ import { refuseDendrites } from './backend.js';
 import type { DefectMap, Fault } from '../../../common/defects.js';
 import { DeviceError, LinkError } from '../../../common/errors.js';
 import type { Board, Pulses } from './board.js';
-import { BoardRequestError } from './client.js';
+import { choosePulses, programmingWidth, setLevel } from './pulses.js';
+import { StateLost, StateWatch } from './state.js';
 
 /** Deploy programmed everything but more cells failed than allowed (DeployOptions.maxFailed): not marked ready. */
 export class TooManyFailedError extends DeviceError {
@@ -22,13 +23,6 @@ export class TooManyFailedError extends DeviceError {
   }
 }
 
-/** The board's boot id changed: it restarted and lost what was programmed. */
-class StateLost extends Error {
-  constructor(readonly before: string | undefined, readonly after: string | undefined) {
-    super(`board restarted (boot ${before} -> ${after})`);
-  }
-}
-import { choosePulses, programmingWidth, setLevel } from './pulses.js';
 
 export interface DeployOptions {
   /** Acceptable |G − target| in siemens; default half the level spacing, at least 1.5 × the pulse noise. */
@@ -121,29 +115,9 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
     let cellsDone = 0;
     let reconnectsLeft = options.reconnects ?? 3;
     let restartsLeft = options.restarts ?? 2;
-    // The board's state identity when this pass began (protocol: boot), and the driver's reconnects seen so far.
-    let boot = identity.boot;
-    let linkReconnects = board.stats().reconnects;
-
-    /**
-     * Re-identifies the board when the link was re-established since the last look (or always, with
-     * `always`): a changed boot id means the board restarted and lost what this pass programmed.
-     */
-    const checkState = async (always: boolean): Promise<void> => {
-      for (;;) {
-        const r = board.stats().reconnects;
-        if (!always && r === linkReconnects) return;
-        report.reconnects += r - linkReconnects;
-        linkReconnects = r;
-        const s = await board.status();
-        if (board.stats().reconnects !== linkReconnects) {
-          always = true;
-          continue; // the status itself went over a new link: count it and look again
-        }
-        if (s.boot !== boot) throw new StateLost(boot, s.boot);
-        return;
-      }
-    };
+    // The board's state identity (protocol: boot) this pass programs against; re-checked after every reconnect.
+    const watch = new StateWatch(() => board, identity.boot);
+    const checkState = (always: boolean) => watch.check(always);
 
     /** Runs one step, reconnecting and retrying the step when the driver gives up on the link; re-identifies after every reconnect. */
     const withLink = async <T>(step: (b: Board) => Promise<T>): Promise<T> => {
@@ -152,13 +126,11 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
         try {
           result = await step(board);
         } catch (e) {
-          if (e instanceof BoardRequestError && e.code === 'state-lost') throw new StateLost(boot, (await board.status()).boot);
-          if (!(e instanceof LinkError) || reconnectsLeft-- <= 0) throw e;
-          report.reconnects++;
+          const err = await watch.translate(e);
+          if (!(err instanceof LinkError) || reconnectsLeft-- <= 0) throw err;
           await board.close().catch(() => {});
           board = await connect();
-          linkReconnects = board.stats().reconnects;
-          await checkState(true);
+          await watch.reconnected();
           continue;
         }
         await checkState(false);
@@ -169,10 +141,11 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
     const programPass = async (): Promise<void> => {
       if (report.restarts > 0) {
         const again = await withLink((b) => b.identify());
-        if (again.boot !== boot) throw new StateLost(boot, again.boot);
+        if (again.boot !== watch.boot) throw new StateLost(watch.boot, again.boot);
         checkCompatible(artifact, again, board.url);
         identity = again;
       }
+      const boot = watch.boot;
       await withLink((b) => b.mark({ artifact: id, state: 'programming', ...(boot !== undefined ? { boot } : {}) }));
       for (const [i, a] of artifact.arrays.entries()) {
         const chipArray = a.chipArray ?? i;
@@ -255,7 +228,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
         }
         // Start over on the fresh board (programPass re-identifies it: it may even be another chip).
         report.restarts++;
-        boot = e.after;
+        watch.boot = e.after;
         report.alreadyWithin = 0;
         report.skippedStuck = 0;
         failed = [];
@@ -265,6 +238,7 @@ export async function deploy(bytes: Uint8Array, connect: () => Promise<Board>, o
     }
 
     report.failed = failed;
+    report.reconnects = watch.reconnects;
     report.seconds = (performance.now() - started) / 1000;
     report.errorHistogram = histogram(errors, tolerance * 1e6);
     report.maxErrorMicroSiemens = errors.reduce((m, e) => Math.max(m, Math.abs(e)), 0);
