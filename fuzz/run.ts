@@ -187,7 +187,15 @@ async function main(): Promise<void> {
   console.log(`fuzz: targets ${args.targets.map((t) => t.name).join(', ')}; ${args.seconds} s each; seed ${args.seed}; hang limit ${args.timeoutMs} ms${process.env['DENDRA_NATIVE_ADDON'] ? `; addon ${process.env['DENDRA_NATIVE_ADDON']}` : ''}`);
   let bad = 0;
   for (const t of args.targets) {
-    const r = await fuzzTarget(t, args);
+    let r: TargetResult;
+    try {
+      r = await fuzzTarget(t, args);
+    } catch (e) {
+      // The harness itself failed (a worker that cannot start, a missing corpus): not an input's fault.
+      console.error(`fuzz ${t.name}: cannot run: ${(e as Error).message}`);
+      process.exitCode = 2;
+      return;
+    }
     const c = r.counts;
     const n = c.untyped + c.crash + c.hang;
     bad += n;
