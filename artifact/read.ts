@@ -1,20 +1,19 @@
 /** Bytes → Artifact, refusing damaged, foreign or unsupported files with an ArtifactError. */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { ArtifactError } from '../common/errors.js';
+import { LIMITS, readBounded } from '../common/files.js';
 import { validateProfile } from '../common/profile.js';
 import { CHECKSUM_BYTES, FORMAT_NAME, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, READABLE_VERSIONS, type Artifact, type ArtifactHeader } from './format.js';
 
 const align8 = (n: number) => (n + 7) & ~7;
 
 export function readArtifactFile(file: string): Artifact {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new ArtifactError(`cannot read artifact: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
-  }
-  return readArtifact(bytes, file);
+  return readArtifact(readArtifactBytes(file), file);
+}
+
+/** The bytes of an artifact file (at most LIMITS.artifact), or an ArtifactError. */
+export function readArtifactBytes(file: string): Uint8Array {
+  return readBounded(file, LIMITS.artifact, 'artifact', ArtifactError);
 }
 
 export function isArtifact(bytes: Uint8Array): boolean {
@@ -38,13 +37,16 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
   let header: ArtifactHeader;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLen))) as ArtifactHeader;
-  } catch (e) {
-    return fail(`artifact is damaged: header is not valid JSON (${(e as Error).message})`);
+  } catch {
+    return fail('artifact is damaged: its header is not valid UTF-8 JSON');
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('artifact is damaged: its header is not a JSON object');
   if (header.format !== FORMAT_NAME) fail(`not a dendra artifact (format '${String(header.format)}')`);
   if (!Array.isArray(header.blobs)) fail('artifact is damaged: header has no blob table');
   const blobStart = align8(PREAMBLE_BYTES + headerLen);
+  if (header.blobs.length > 1 << 20) fail(`artifact is damaged: its blob table lists ${header.blobs.length} blobs`);
   const blobs = header.blobs.map((b, i) => {
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) return fail(`artifact is damaged: blob table entry ${i} is not an object`);
     const size = b.dtype === 'float32' || b.dtype === 'int32' ? 4 : b.dtype === 'uint8' ? 1 : fail(`artifact blob ${i} has unknown dtype '${String(b.dtype)}'`);
     const start = blobStart + b.offset;
     if (!Number.isSafeInteger(b.offset) || !Number.isSafeInteger(b.length) || b.offset < 0 || b.length < 0 || b.offset % 8 !== 0 || start + b.length * size > body) {
@@ -58,7 +60,7 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
     if (value && typeof value === 'object') {
       const o = value as Record<string, unknown>;
       if (typeof o['$blob'] === 'number') {
-        const blob = blobs[o['$blob']];
+        const blob = Number.isInteger(o['$blob']) ? blobs[o['$blob']] : undefined;
         return blob ?? fail(`artifact refers to missing blob ${o['$blob']}`);
       }
       if (typeof o['$number'] === 'string') return Number(o['$number']);
@@ -93,8 +95,19 @@ function checkShape(m: Artifact, fail: (msg: string) => never): void {
     fail('artifact is malformed: missing input, output, source, arrays or layers');
   }
   if (typeof m.input.name !== 'string' || !Array.isArray(m.input.shape)) fail('artifact is malformed: input has no name or shape');
-  int(m.input.features, 'input.features');
+  const features = int(m.input.features, 'input.features');
   int(m.output.features, 'output.features');
+  // input.shape = [batch, ...dims]: the dims are positive integers whose product is input.features.
+  const shape = m.input.shape as unknown[];
+  if (shape.length < 2 || shape.length > 16) fail(`artifact is malformed: input.shape must be [batch, ...dims] (got ${shape.length} entries)`);
+  if (!(shape[0] === null || typeof shape[0] === 'string' || (Number.isInteger(shape[0]) && (shape[0] as number) >= 0))) fail('artifact is malformed: input.shape[0] (the batch) must be a name, null or an integer');
+  const dims = shape.slice(1);
+  if (!dims.every((d) => Number.isInteger(d) && (d as number) >= 1 && (d as number) <= 1 << 24)) fail('artifact is malformed: input.shape dimensions after the batch must be positive integers');
+  const product = (dims as number[]).reduce((a, b) => a * b, 1);
+  if (product !== features) fail(`artifact is malformed: input.shape [${shape.join(', ')}] holds ${product} features but input.features is ${features}`);
+  if (m.layers[0] && isObj(m.layers[0]) && m.layers[0].inFeatures !== features) fail(`artifact is malformed: input.features (${features}) differs from layers[0].inFeatures (${String(m.layers[0].inFeatures)})`);
+  const last = m.layers[m.layers.length - 1];
+  if (last && isObj(last) && last.outFeatures !== m.output.features) fail(`artifact is malformed: output.features (${m.output.features}) differs from the last layer's outFeatures (${String(last.outFeatures)})`);
   m.arrays.forEach((a, i) => {
     if (!isObj(a)) fail(`artifact is malformed: arrays[${i}]`);
     const cells = int(a.rows, `arrays[${i}].rows`) * int(a.cols, `arrays[${i}].cols`);

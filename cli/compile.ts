@@ -1,5 +1,5 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { checkOutputPath } from '../common/files.js';
 import { compileWithReport, type CompileOptions } from '../compiler/index.js';
 import { writeArtifact } from '../artifact/write.js';
 import { InputError } from '../common/errors.js';
@@ -41,6 +41,7 @@ function samples(file: string): { data: Float32Array; n: number } {
 }
 
 export function compileCommand(model: string, opts: CompileArgs): void {
+  checkOutputPath(opts.output, ['.dendra'], '-o');
   const t0 = performance.now();
   const options: CompileOptions = { device: opts.device ?? 'ideal', defects: opts.defects, remap: opts.remap };
   if (opts.calibrate) {
@@ -83,7 +84,6 @@ export function compileCommand(model: string, opts: CompileArgs): void {
   const { artifact, report } = result;
   const bytes = writeArtifact(artifact);
   try {
-    mkdirSync(dirname(opts.output), { recursive: true });
     writeFileSync(opts.output, bytes);
   } catch (e) {
     throw new InputError(`cannot write ${opts.output}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.output });

@@ -1,6 +1,7 @@
 import { generateDefects, writeDefectMap, type DefectPattern } from '../common/defects.js';
 import { loadProfile } from '../common/profile.js';
 import { InputError } from '../common/errors.js';
+import { checkOutputPath } from '../common/files.js';
 
 export interface GenerateArgs {
   device: string;
@@ -19,6 +20,7 @@ const fraction = (v: string, name: string) => {
 };
 
 export function defectsGenerateCommand(opts: GenerateArgs): void {
+  checkOutputPath(opts.output, ['.json'], '-o');
   const profile = loadProfile(opts.device);
   const pattern = (opts.pattern ?? 'random') as DefectPattern;
   if (!['random', 'rows', 'columns', 'clustered'].includes(pattern)) throw new InputError(`--pattern must be random, rows, columns or clustered (got '${pattern}')`);

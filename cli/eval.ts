@@ -1,5 +1,6 @@
 import { readNpyFile, type NpyArray } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
+import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
 import type { Artifact } from '../artifact/format.js';
@@ -17,6 +18,9 @@ export interface EvalArgs {
   device?: string;
   /** Gaussian noise of this standard deviation added to every input value (seeded by --seed). */
   inputNoise?: number;
+  /** Run inputs that hold NaN or ±Infinity (counted and reported) instead of refusing them. */
+  allowNonfinite?: boolean;
+  tokenFile?: string;
 }
 
 /** One run of the evaluation set: accuracy and the energy model's figures per inference. */
@@ -40,6 +44,8 @@ export interface EvalReport {
   energy: EnergyBreakdown;
   /** The σ of the Gaussian noise added to the inputs (absent: clean inputs). */
   inputNoise?: number;
+  /** With --allow-nonfinite: how many input values were NaN or ±Infinity. */
+  nonfiniteInputs?: number;
   /**
    * Dendritic artifacts: branches per layer, the same network without dendrite devices run on the same inputs,
    * powerAdvantage = soma energy without ÷ with dendrites (Li et al. 2020: the integral of the applied voltage
@@ -60,7 +66,7 @@ export function addInputNoise(x: Float32Array, sigma: number, seed: number): Flo
 }
 
 /** Labels as class indices: an integer vector [n], or one-hot / scores [n, classes] (`read`: the file already read). */
-export function readLabels(file: string, n: number, read?: NpyArray): Int32Array {
+export function readLabels(file: string, n: number, read?: NpyArray, classes?: number): Int32Array {
   const l = read ?? readNpyFile(file);
   let labels: Int32Array;
   if (l.shape.length === 1) {
@@ -72,6 +78,13 @@ export function readLabels(file: string, n: number, read?: NpyArray): Int32Array
     throw new InputError(`labels ${file} have shape (${l.shape.join(', ')}); expected (n,) class indices or (n, classes)`, { file });
   }
   if (labels.length !== n) throw new InputError(`labels ${file} hold ${labels.length} labels but the input holds ${n} samples`, { file });
+  if (l.shape.length === 2 && classes !== undefined && l.shape[1] !== classes) {
+    throw new InputError(`labels ${file} have ${l.shape[1]} columns, but the model has ${classes} classes`, { file });
+  }
+  if (classes !== undefined) {
+    const i = labels.findIndex((c) => c >= classes);
+    if (i >= 0) throw new InputError(`labels ${file}: label ${labels[i]} (sample ${i}) is outside the model's ${classes} classes (0..${classes - 1})`, { file });
+  }
   return labels;
 }
 
@@ -119,16 +132,17 @@ export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalRe
   if (opts.inputNoise !== undefined && !(Number.isFinite(opts.inputNoise) && opts.inputNoise >= 0)) {
     throw new InputError(`--input-noise must be a standard deviation >= 0 (got ${opts.inputNoise})`);
   }
-  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device });
+  const session = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, device: opts.device, ...(opts.tokenFile !== undefined ? { link: { token: readTokenFile(opts.tokenFile) } } : {}) });
   try {
-    const { x, n } = readInputs(session, opts.input);
-    const labels = readLabels(opts.labels, n);
+    const { x, n, nonfinite } = readInputs(session, opts.input, undefined, opts.allowNonfinite);
+    const labels = readLabels(opts.labels, n, undefined, session.artifact.output.features);
     const inputs = opts.inputNoise ? addInputNoise(x.data, opts.inputNoise, opts.seed ?? 0) : x.data;
     const r = await evalRun(session, inputs, n, labels);
     const report: EvalReport = {
       artifact, device: session.profile.name, n, correct: r.correct, accuracy: r.accuracy, seconds: r.seconds, inferencesPerSecond: n / r.seconds,
       energyPerInferenceJ: r.energyPerInferenceJ, energy: r.energy,
       ...(opts.inputNoise !== undefined ? { inputNoise: opts.inputNoise } : {}),
+      ...(opts.allowNonfinite ? { nonfiniteInputs: nonfinite } : {}),
     };
     if (session.artifact.layers.some((l) => l.dendrites)) report.dendrites = await compareWithoutDendrites(artifact, session.artifact, r, inputs, n, labels, opts);
     return report;
@@ -143,6 +157,7 @@ export async function evalCommand(artifact: string, opts: EvalArgs): Promise<voi
     console.log(JSON.stringify(r));
   } else {
     const noise = r.inputNoise ? ` with input noise σ = ${r.inputNoise}` : '';
+    if (r.nonfiniteInputs) console.log(`warning: ${r.nonfiniteInputs} non-finite input values were run as given (--allow-nonfinite)`);
     console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}${noise}, ${Math.round(r.inferencesPerSecond)} inferences/s, ${formatJoules(r.energyPerInferenceJ)} per inference`);
     const d = r.dendrites;
     if (d) {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { checkOutputPath, LIMITS, parseJsonQuiet, readBounded } from '../common/files.js';
 import { isArtifact, readArtifact } from '../artifact/read.js';
 import type { Artifact } from '../artifact/format.js';
 import { fuseLayers, foldBatchnorm, loadOnnx, lower } from '../compiler/index.js';
@@ -19,24 +19,16 @@ export interface InspectArgs {
 }
 
 export function inspectCommand(file: string, opts: InspectArgs): void {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new InputError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
-  }
+  if (opts.png !== undefined) checkOutputPath(opts.png, ['.png'], '--png');
+  const bytes: Uint8Array = readBounded(file, Math.max(LIMITS.model, LIMITS.artifact), 'file');
   if (isArtifact(bytes)) {
     const a = readArtifact(bytes, file);
     const png = opts.png ? picture(opts.png, artifactPicture(a)) : undefined;
     if (opts.json) console.log(JSON.stringify({ ...artifactSummary(a), ...(png && { png }) }));
     else printArtifact(file, a, png);
   } else if (looksLikeJson(bytes)) {
-    let json: unknown;
-    try {
-      json = JSON.parse(Buffer.from(bytes).toString('utf8'));
-    } catch (e) {
-      throw new InputError(`${file} is neither a .dendra artifact nor an ONNX model, and not valid JSON (${(e as Error).message})`, { file });
-    }
+    if (bytes.length > LIMITS.defectMap) throw new InputError(`${file}: a defect map is at most ${LIMITS.defectMap} bytes (docs/limits.md)`, { file });
+    const json = parseJsonQuiet(Buffer.from(bytes).toString('utf8'), `${file} is neither a .dendra artifact nor an ONNX model, and`, InputError, file);
     const map = validateDefectMap(json, file);
     const png = opts.png ? picture(opts.png, defectMapPicture(map)) : undefined;
     if (opts.json) console.log(JSON.stringify({ ...defectMapSummary(map), ...(png && { png }) }));

@@ -7,7 +7,7 @@ import { InferenceSession, Tensor } from '../runtime/index.js';
  * Reads X.npy (or takes it already read, `file` then only names it) and checks it against the session's input:
  * trailing dims equal the model's, or one flat sample row per leading index.
  */
-export function readInputs(session: InferenceSession, file: string, read?: NpyArray): { x: NpyArray; n: number } {
+export function readInputs(session: InferenceSession, file: string, read?: NpyArray, allowNonfinite = false): { x: NpyArray; n: number; nonfinite: number } {
   const x = read ?? readNpyFile(file);
   const meta = session.inputMetadata[0]!;
   const dims = meta.shape.slice(1) as number[];
@@ -22,7 +22,19 @@ export function readInputs(session: InferenceSession, file: string, read?: NpyAr
     throw new InputError(`input ${file} has shape (${x.shape.join(', ')}) but the model's input '${meta.name}' is [${meta.shape.join(', ')}]: its trailing dimensions must be (${dims.join(', ')})`, { file });
   }
   if (n === 0) throw new InputError(`input ${file} holds no samples`, { file });
-  return { x, n };
+  let nonfinite = 0;
+  let first = -1;
+  for (let i = 0; i < x.data.length; i++) {
+    if (!Number.isFinite(x.data[i]!)) {
+      if (first < 0) first = i;
+      nonfinite++;
+    }
+  }
+  if (nonfinite > 0 && !allowNonfinite) {
+    const perSample = x.data.length / n;
+    throw new InputError(`input ${file} holds ${nonfinite} non-finite values (NaN or ±Infinity; the first in sample ${Math.floor(first / perSample)}, element ${first % perSample}); fix them, or pass --allow-nonfinite to run them and count them`, { file });
+  }
+  return { x, n, nonfinite };
 }
 
 /** Runs all n samples through the session in chunks; returns [n, outFeatures] float32. */

@@ -27,7 +27,8 @@ const timeOption = () => new Option('--time <seconds>', 'seconds since the chip 
   if (!(Number.isFinite(t) && t >= 0)) throw new InputError(`--time must be a number of seconds >= 0 (got '${v}')`);
   return t;
 });
-const boardOption = () => new Option('--device <URL>', 'run on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]) that `dendra deploy` programmed, instead of the simulator');
+const boardOption = () => new Option('--device <URL>', 'run on the board at URL (tcp://HOST:PORT, tcps://HOST:PORT or serial:///dev/ttyX[?baud=N]) that `dendra deploy` programmed, instead of the simulator');
+const tokenOption = () => new Option('--token-file <FILE>', "the board's shared token (one line; default: the DENDRA_BOARD_TOKEN environment variable); proved by challenge-response, never sent");
 const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
 
 export function program(): Command {
@@ -82,6 +83,8 @@ export function program(): Command {
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
+    .option('--allow-nonfinite', 'run inputs holding NaN or ±Infinity (counted and reported) instead of refusing them')
+    .addOption(tokenOption())
     .action((artifact: string, opts) => runCommand(artifact, opts));
 
   cli.command('eval')
@@ -95,6 +98,8 @@ export function program(): Command {
     .addOption(seedOption())
     .addOption(threadsOption())
     .addOption(timeOption())
+    .option('--allow-nonfinite', 'run inputs holding NaN or ±Infinity (counted and reported) instead of refusing them')
+    .addOption(tokenOption())
     .action((artifact: string, opts) => evalCommand(artifact, opts));
 
   cli.command('inspect')
@@ -163,7 +168,7 @@ export function program(): Command {
     .action((opts) => workerCommand(opts));
   cli.command('emulate')
     .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
-    .option('--listen <tcp://HOST:PORT>', 'serve on TCP (port 0: a free port, printed)')
+    .option('--listen <tcp://HOST:PORT|tcps://HOST:PORT|PORT>', 'serve on TCP, or TLS with tcps:// (port 0: a free port, printed); a bare PORT listens on 127.0.0.1 only')
     .option('--pty <PATH>', 'serve on a virtual serial pair (socat): clients open PATH')
     .requiredOption('--device <name|profile.json>', 'device profile of the chip (needs a pulse section)')
     .option('--defects <MAP.json>', "the chip's hidden stuck cells")
@@ -173,6 +178,9 @@ export function program(): Command {
     .addOption(new Option('--seed <n>', 'seed of the stuck cells, the as-fabricated state, the noise and the link faults').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(new Option('--arrays <n>', "arrays on the board (default: the defect map's, else the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
     .option('--link-faults <spec>', 'inject link faults: drop=P,corrupt=P,disconnect-after=N')
+    .option('--token-file <FILE>', 'require this shared token (one line) on every connection (challenge-response)')
+    .option('--tls-cert <PEM>', 'with --listen tcps://HOST:PORT: the certificate')
+    .option('--tls-key <PEM>', 'with --listen tcps://HOST:PORT: its private key')
     .action((opts) => emulateCommand(opts));
 
   cli.command('scan')
@@ -180,6 +188,7 @@ export function program(): Command {
     .requiredOption('--device <URL>', 'the board: tcp://HOST:PORT or serial:///dev/ttyX')
     .option('--profile <name|profile.json>', "device profile (default: the one the board names)")
     .requiredOption('-o, --output <MAP.json>', 'where to write the defect map')
+    .addOption(tokenOption())
     .action((opts) => scanCommand(opts));
 
   cli.command('deploy')
@@ -191,6 +200,8 @@ export function program(): Command {
     .option('--report <FILE.json>', 'verify report (default: ART.verify.json)')
     .option('--defects-out <MAP.json>', "the chip's defect map after deploying: known stuck cells plus cells that failed (default: ART.defects.json)")
     .option('--force', 'program again even if the board already holds this artifact, verified')
+    .option('--max-failed <N|P%>', 'most cells that may fail program-and-verify, a count or a percentage of the programmed cells (default 1%); beyond it the board is not marked ready and deploy exits 1')
+    .addOption(tokenOption())
     .action((artifact: string, opts) => deployCommand(artifact, opts));
   return cli;
 }

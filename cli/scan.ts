@@ -1,5 +1,8 @@
 import { writeDefectMap } from '../common/defects.js';
-import { loadProfile } from '../common/profile.js';
+import { builtinProfiles, loadProfile } from '../common/profile.js';
+import { DeviceError } from '../common/errors.js';
+import { checkOutputPath } from '../common/files.js';
+import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { connectBoard } from '../runtime/backends/device/client.js';
 import { scan } from '../runtime/backends/device/scan.js';
 import { progressBar } from './progress.js';
@@ -8,12 +11,18 @@ export interface ScanArgs {
   device: string;
   profile?: string;
   output: string;
+  tokenFile?: string;
 }
 
 export async function scanCommand(opts: ScanArgs): Promise<void> {
-  const board = await connectBoard(opts.device);
+  checkOutputPath(opts.output, ['.json'], '-o');
+  const board = await connectBoard(opts.device, { token: opts.tokenFile !== undefined ? readTokenFile(opts.tokenFile) : undefined });
   try {
     const id = await board.identify();
+    // The board names its profile; only a shipped profile is looked up by that name (never a path it sends).
+    if (opts.profile === undefined && !builtinProfiles().includes(id.device)) {
+      throw new DeviceError(`the board at ${opts.device} names device '${id.device.slice(0, 64)}', which is not a shipped profile; give --profile PROFILE.json`);
+    }
     const profile = loadProfile(opts.profile ?? id.device);
     const bar = progressBar('scanning', id.arrays.length, 'arrays');
     const map = await scan(board, profile, { onProgress: (done) => bar.update(done) });

@@ -3,7 +3,8 @@
  * (docs/defect-map.md). `dendra defects generate` makes them with the statistics real chips show;
  * a device scan produces the same format.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { LIMITS, readJsonBounded } from './files.js';
 import { InputError } from './errors.js';
 import type { DeviceProfile } from './profile.js';
 import { Random } from './random.js';
@@ -53,14 +54,7 @@ export function faultGrid(a: ArrayDefects): FaultGrid {
 }
 
 export function loadDefectMap(file: string): DefectMap {
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(code ? `cannot read defect map: ${code}` : `defect map is not valid JSON (${(e as Error).message})`, { file });
-  }
-  return validateDefectMap(json, file);
+  return validateDefectMap(readJsonBounded(file, LIMITS.defectMap, 'defect map'), file);
 }
 
 export function writeDefectMap(file: string, map: DefectMap): void {
@@ -75,6 +69,14 @@ export function writeDefectMap(file: string, map: DefectMap): void {
   }
 }
 
+const MAP_FIELDS = ['format', 'version', 'device', 'arrays', 'origin'];
+const ARRAY_FIELDS = ['rows', 'cols', 'faults'];
+/** Sane limits on what a defect map may describe (docs/limits.md). */
+export const MAX_MAP_DIM = 1 << 16;
+export const MAX_MAP_CELLS = 1 << 26;
+export const MAX_MAP_TOTAL_CELLS = 1 << 30;
+export const MAX_MAP_ARRAYS = 1 << 16;
+
 export function validateDefectMap(json: unknown, file?: string): DefectMap {
   const bad = (msg: string): never => {
     throw new InputError(`defect map: ${msg}`, { file });
@@ -85,11 +87,23 @@ export function validateDefectMap(json: unknown, file?: string): DefectMap {
   if (m['version'] !== 1) bad(`version ${JSON.stringify(m['version'])} is not supported (this dendra reads version 1)`);
   if (typeof m['device'] !== 'string') bad(`'device' must name a device profile`);
   if (!Array.isArray(m['arrays']) || m['arrays'].length === 0) bad(`'arrays' must be a non-empty list`);
+  if (Array.isArray(m)) bad('not a JSON object');
+  for (const k of Object.keys(m)) if (!MAP_FIELDS.includes(k)) bad(`unknown field '${k}' (a defect map has ${MAP_FIELDS.join(', ')})`);
+  if (m['origin'] !== undefined && (typeof m['origin'] !== 'object' || m['origin'] === null || Array.isArray(m['origin']))) bad(`'origin' must be an object`);
+  if ((m['arrays'] as unknown[]).length > MAX_MAP_ARRAYS) bad(`'arrays' lists ${(m['arrays'] as unknown[]).length} arrays, more than ${MAX_MAP_ARRAYS}`);
+  let cellsTotal = 0;
   const arrays = (m['arrays'] as unknown[]).map((raw, i) => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`arrays[${i}] must be an object with rows, cols and faults`);
     const a = raw as Record<string, unknown>;
-    const rows = a?.['rows'];
-    const cols = a?.['cols'];
+    for (const k of Object.keys(a)) if (!ARRAY_FIELDS.includes(k)) bad(`unknown field 'arrays[${i}].${k}' (an array has ${ARRAY_FIELDS.join(', ')})`);
+    const rows = a['rows'];
+    const cols = a['cols'];
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || (rows as number) < 1 || (cols as number) < 1) bad(`arrays[${i}] needs integer 'rows' and 'cols'`);
+    if ((rows as number) > MAX_MAP_DIM || (cols as number) > MAX_MAP_DIM || (rows as number) * (cols as number) > MAX_MAP_CELLS) {
+      bad(`arrays[${i}] is ${rows} × ${cols}: at most ${MAX_MAP_DIM} rows or columns and ${MAX_MAP_CELLS} cells per array (docs/limits.md)`);
+    }
+    cellsTotal += (rows as number) * (cols as number);
+    if (cellsTotal > MAX_MAP_TOTAL_CELLS) bad(`the arrays hold more than ${MAX_MAP_TOTAL_CELLS} cells in all (docs/limits.md)`);
     if (!Array.isArray(a['faults'])) bad(`arrays[${i}].faults must be a list`);
     const seen = new Set<number>();
     const faults = (a['faults'] as unknown[]).map((f, k) => {

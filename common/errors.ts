@@ -11,10 +11,23 @@ export type ErrorWhere = {
   layer?: number;
 };
 
+/** Longest message kept (names taken from a file can be arbitrarily long). */
+const MAX_MESSAGE = 1000;
+
+/**
+ * A message is one printable line: control characters (a newline in a node name read from a model) are
+ * shown escaped, and a message longer than MAX_MESSAGE characters is cut.
+ */
+function oneLine(message: string): string {
+  // eslint-disable-next-line no-control-regex
+  const flat = message.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return flat.length > MAX_MESSAGE ? `${flat.slice(0, MAX_MESSAGE)}…` : flat;
+}
+
 export class DendraError extends Error {
   readonly where: ErrorWhere;
   constructor(message: string, where: ErrorWhere = {}) {
-    super(message);
+    super(oneLine(message));
     this.name = new.target.name;
     this.where = where;
   }

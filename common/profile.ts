@@ -3,7 +3,8 @@
  * models/devices/; docs/device-profile.md documents every field. Loading validates every field and
  * names the bad one.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { LIMITS, readJsonBounded } from './files.js';
 import { basename, join } from 'node:path';
 import { ProfileError } from './errors.js';
 import { packageRoot } from './paths.js';
@@ -118,14 +119,29 @@ export function loadProfile(nameOrPath: string): DeviceProfile {
       { file: isPath ? file : undefined },
     );
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new ProfileError(`device profile is not valid JSON (${(e as Error).message})`, { file });
-  }
-  return validateProfile(json, file);
+  return validateProfile(readJsonBounded(file, LIMITS.profile, 'device profile', ProfileError), file);
 }
+
+/** The fields a profile may hold, per section (null: free-form, e.g. cite). */
+const PROFILE_FIELDS: Record<string, string[] | null> = {
+  name: null,
+  description: null,
+  cite: null,
+  array: ['rows', 'cols', 'differential', 'spareRows', 'spareCols', 'count'],
+  conductance: ['min', 'max', 'levels'],
+  mapping: ['scale'],
+  read: ['voltage', 'sigma', 'relative'],
+  programming: ['sigma', 'relative'],
+  drift: ['nu', 'nuSigma', 't0'],
+  wire: ['resistance'],
+  stuck: ['on', 'off'],
+  dac: ['bits'],
+  adc: ['bits', 'range'],
+  energy: ['readTime', 'dacConversion', 'adcConversion', 'digitalOp'],
+  pulse: ['slope', 'offset', 'gate', 'threshold', 'scale', 'amplitude', 'width', 'noise', 'variation'],
+  dendrite: ['kind', 'nonlinearity', 'onOffRatio', 'voltage', 'onVoltage', 'threshold', 'rectify', 'variation', 'onCurrent', 'time'],
+  soma: ['voltage', 'onCurrent', 'time'],
+};
 
 /** Checks a parsed profile field by field; the error names the field and the file. */
 export function validateProfile(json: unknown, file?: string): DeviceProfile {
@@ -135,6 +151,14 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
   const obj = (v: unknown, field: string): Record<string, unknown> =>
     typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : bad(field, 'must be an object');
   const root = obj(json, '(root)');
+  // Every field is known: a misspelt one ("bitz") is refused with its path rather than ignored.
+  for (const [key, value] of Object.entries(root)) {
+    const fields = Object.hasOwn(PROFILE_FIELDS, key) ? PROFILE_FIELDS[key] : undefined;
+    if (fields === undefined) bad(key, `is not a device profile field (known: ${Object.keys(PROFILE_FIELDS).join(', ')})`);
+    if (fields && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      for (const sub of Object.keys(value)) if (!fields.includes(sub)) bad(`${key}.${sub}`, `is not a field of '${key}' (known: ${fields.join(', ')})`);
+    }
+  }
   const number = (sec: Record<string, unknown>, key: string, field: string, check: (x: number) => boolean, rule: string): number => {
     const v = sec[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) bad(field, `must be ${rule} (got ${JSON.stringify(v)})`);

@@ -241,6 +241,12 @@ export interface NativeModule {
 }
 
 function findAddon(): string {
+  // DENDRA_NATIVE_ADDON: another build of the addon (CI runs the tests against build-asan/, the sanitizer build).
+  const override = process.env['DENDRA_NATIVE_ADDON'];
+  if (override) {
+    if (!existsSync(override)) throw new Error(`dendra: DENDRA_NATIVE_ADDON names ${override}, which does not exist`);
+    return override;
+  }
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, 'build', 'Release', 'dendra_native.node');

@@ -2,8 +2,7 @@
  * InferenceSession, shaped like onnxruntime-node's: `create`, `run(feeds)`, `inputNames`, `outputNames`,
  * `inputMetadata`, `release()`; plus what only dendra has: the artifact's device profile and layout.
  */
-import { readFileSync } from 'node:fs';
-import { readArtifact, readArtifactFile, isArtifact } from '../artifact/read.js';
+import { readArtifact, readArtifactBytes, readArtifactFile, isArtifact } from '../artifact/read.js';
 import type { Artifact } from '../artifact/format.js';
 import { ArtifactError, InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
@@ -103,11 +102,7 @@ export class InferenceSession {
       let file: string | undefined;
       if (typeof pathOrBytes === 'string') {
         file = pathOrBytes;
-        try {
-          bytes = readFileSync(pathOrBytes);
-        } catch (e) {
-          throw new ArtifactError(`cannot read artifact: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
-        }
+        bytes = readArtifactBytes(pathOrBytes);
       } else if (pathOrBytes instanceof Uint8Array) {
         bytes = pathOrBytes;
       } else {

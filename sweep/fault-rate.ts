@@ -200,7 +200,7 @@ export async function prepareFaultRate(model: string, opts: SweepArgs): Promise<
     } finally {
       await s.release();
     }
-    readLabels(opts.labels, n);
+    readLabels(opts.labels, n, undefined, base.output.features);
   }
   refs['input'] = addBlob(blobs, readBytes(opts.input, 'the inputs'));
   refs['labels'] = addBlob(blobs, readBytes(opts.labels, 'the labels'));

@@ -224,7 +224,7 @@ export async function prepareParam(model: string, opts: SweepParamArgs, onStage?
     } finally {
       await s.release();
     }
-    readLabels(opts.labels, n);
+    readLabels(opts.labels, n, undefined, artifact.output.features);
   }
   refs['input'] = addBlob(blobs, readBytes(opts.input, 'the inputs'));
   refs['labels'] = addBlob(blobs, readBytes(opts.labels, 'the labels'));

@@ -2,12 +2,13 @@
  * ONNX bytes (and external data files) → Graph IR. All protobuf handling lives here.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync, statSync, openSync, readSync, closeSync } from 'node:fs';
+import { realpathSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { dtypeByOnnx, toFloat32, type DTypeInfo } from '../../common/dtypes.js';
 import { ModelError } from '../../common/errors.js';
+import { LIMITS, readBounded } from '../../common/files.js';
 import type { AttrValue, Graph, GraphNode, GraphTensor, GraphValue } from '../ir/graph.js';
 
 const { onnx } = onnxProto;
@@ -29,13 +30,7 @@ export interface LoadOptions {
 
 /** Reads an .onnx file from disk. */
 export function loadOnnxFile(file: string): Graph {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new ModelError(`cannot read model file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
-  }
-  return loadOnnx(bytes, { file });
+  return loadOnnx(readBounded(file, LIMITS.model, 'model file', ModelError), { file });
 }
 
 /** Decodes ONNX bytes into Graph IR; every problem is a ModelError naming the node or tensor. */
@@ -193,7 +188,10 @@ function readExternal(t: OnnxTypes.ITensorProto, ctx: TensorContext, name: strin
     throw new ModelError(`external data file '${location}' of tensor '${name}' is missing`, where);
   }
   if (!real.startsWith(base + sep)) throw new ModelError(`external data '${location}' of tensor '${name}' links outside the model's folder; refused`, where);
-  const size = statSync(real).size;
+  const st = statSync(real);
+  if (!st.isFile()) throw new ModelError(`external data '${location}' of tensor '${name}' is ${st.isDirectory() ? 'a directory' : 'not a regular file'}; refused`, where);
+  const size = st.size;
+  if (length > LIMITS.externalData) throw new ModelError(`tensor '${name}': external length ${length} bytes exceeds the ${LIMITS.externalData}-byte limit (docs/limits.md)`, where);
   if (length !== expected) throw new ModelError(`tensor '${name}': external length ${length} bytes does not match its shape (${expected} bytes)`, where);
   if (offset + length > size) {
     throw new ModelError(`tensor '${name}': external data '${location}' is ${size} bytes, too short for offset ${offset} + length ${length} (truncated?)`, where);

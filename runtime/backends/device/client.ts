@@ -28,6 +28,8 @@ import {
   type StatusResponse,
 } from './protocol.js';
 import { openLink, parseDeviceUrl, type DeviceAddress, type Link } from './transport.js';
+import { boardProof, checkToken, hostProof, isNonce, newNonce, sameMac, TOKEN_ENV } from './auth.js';
+import { checkIdentity } from './limits.js';
 
 export interface ClientOptions extends ConnectOptions {
   /**
@@ -35,7 +37,15 @@ export interface ClientOptions extends ConnectOptions {
    * into several requests. Default 2 MiB on TCP; on a serial line what the line carries in about a second.
    */
   maxChunkBytes?: number;
+  /**
+   * Shared token of a board that requires one (challenge–response, auth.ts; never sent). Default: the
+   * DENDRA_BOARD_TOKEN environment variable, if set.
+   */
+  token?: string;
 }
+
+/** Authentication with the board failed (wrong token, or a board that does not know it): not retried. */
+export class BoardAuthError extends DeviceError {}
 
 export const DEFAULT_TIMEOUT_MS = 2000;
 export const DEFAULT_RETRIES = 5;
@@ -68,7 +78,9 @@ export async function connectBoard(url: string, options: ClientOptions = {}): Pr
   if (!(Number.isInteger(retries) && retries >= 0 && retries <= 1000)) throw new InputError(`retries must be an integer from 0 to 1000 (got ${retries})`);
   const chunk = options.maxChunkBytes ?? (address.kind === 'tcp' ? DEFAULT_CHUNK_TCP : Math.max(16 * 1024, Math.min(DEFAULT_CHUNK_TCP, address.baud / 10)));
   if (!(Number.isInteger(chunk) && chunk >= 64 && chunk <= 32 * 1024 * 1024)) throw new InputError(`maxChunkBytes must be an integer from 64 to 33554432 (got ${chunk})`);
-  const client = new BoardClient(url, address, timeoutMs, retries, chunk);
+  const rawToken = options.token ?? process.env[TOKEN_ENV];
+  const token = rawToken === undefined || rawToken === '' ? undefined : checkToken(rawToken, options.token !== undefined ? 'token' : TOKEN_ENV);
+  const client = new BoardClient(url, address, timeoutMs, retries, chunk, token);
   await client.open();
   return client;
 }
@@ -114,7 +126,10 @@ class BoardClient implements Board {
   #srtt: number | undefined;
   #rttvar = 0;
 
-  constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number) {
+  readonly #token: string | undefined;
+
+  constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number, token?: string) {
+    this.#token = token;
     this.url = url;
     this.#address = address;
     this.#timeoutMs = timeoutMs;
@@ -133,6 +148,7 @@ class BoardClient implements Board {
         return;
       } catch (e) {
         if (this.#closed) throw new DeviceError(`the link to the board at ${this.url} was closed`);
+        if (e instanceof BoardAuthError) throw e;
         reasons.push((e as Error).message);
       }
     }
@@ -140,12 +156,12 @@ class BoardClient implements Board {
   }
 
   identify(): Promise<IdentifyResponse> {
-    return this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) =>
-      typeof j['protocol'] === 'number' && Array.isArray(j['arrays']) ? null : 'identify reply without protocol/arrays');
+    return this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) => checkIdentity(j));
   }
 
   status(): Promise<StatusResponse> {
-    return this.#json<StatusResponse>(MessageType.Status, {}, 'status', (j) => (typeof j['state'] === 'string' ? null : 'status reply without state'));
+    return this.#json<StatusResponse>(MessageType.Status, {}, 'status', (j) =>
+      typeof j['state'] !== 'string' ? 'status reply without state' : j['boot'] !== undefined && typeof j['boot'] !== 'string' ? 'status reply with a boot id that is not a string' : null);
   }
 
   async mark(request: MarkRequest): Promise<void> {
@@ -195,7 +211,7 @@ class BoardClient implements Board {
       }
       const req: PulseRequest = { array, width, cells: m };
       const frame = await this.#exchange(MessageType.Pulse, req, data, `pulse of ${m} cells on array ${array}`, 64, array, (f) =>
-        typeof (f.json as Partial<PulseResponse>)?.applied === 'number' ? null : 'pulse reply without applied');
+        Number.isInteger((f.json as Partial<PulseResponse>)?.applied) && (f.json as PulseResponse).applied >= 0 && (f.json as PulseResponse).applied <= m ? null : `pulse reply without a count of applied pulses from 0 to ${m}`);
       applied += (frame.json as PulseResponse).applied;
     }
     return applied;
@@ -271,6 +287,7 @@ class BoardClient implements Board {
           this.#stats.reconnects++;
         } catch (e) {
           if (this.#closed) throw closedError();
+          if (e instanceof BoardAuthError) throw e;
           reasons.push((e as Error).message);
           continue;
         }
@@ -301,7 +318,8 @@ class BoardClient implements Board {
           const f = outcome.frame;
           if (f.type === MessageType.Error) {
             const e = (typeof f.json === 'object' && f.json !== null ? f.json : {}) as Partial<ErrorResponse>;
-            throw new BoardRequestError(this.url, what, String(e.code ?? 'unknown'), String(e.message ?? 'no message'), array);
+            const hint = e.code === 'unauthorized' ? `; give the board's token (${TOKEN_ENV} or --token-file)` : '';
+            throw new BoardRequestError(this.url, what, String(e.code ?? 'unknown'), String(e.message ?? 'no message').slice(0, 500) + hint, array);
           }
           const bad = f.type !== (type | RESPONSE) ? `reply of type 0x${f.type.toString(16)} to a ${typeNames[type] ?? type} request` : check(f);
           if (bad === null) return f;
@@ -394,6 +412,39 @@ class BoardClient implements Board {
     this.#failedConnects = 0;
     this.#decoder.reset();
     this.#link = link;
+    if (this.#token !== undefined) {
+      try {
+        await this.#authenticate(link, this.#token);
+      } catch (e) {
+        this.#link = undefined;
+        await link.close();
+        throw e;
+      }
+    }
+  }
+
+  /** Challenge–response on a fresh link (auth.ts): the board proves it knows the token, then the host does. */
+  async #authenticate(link: Link, token: string): Promise<void> {
+    const step = async (json: Record<string, unknown>): Promise<Record<string, unknown>> => {
+      const id = this.#takeId();
+      const outcome = await this.#attempt(link, encodeFrame({ type: MessageType.Auth, id, json, data: new Uint8Array(0) }), id, this.#timeoutMs);
+      if (outcome.kind !== 'reply') throw new Error(`authentication: ${outcome.kind === 'down' ? `link dropped: ${outcome.reason}` : outcome.kind === 'timeout' ? 'no reply' : outcome.kind}`);
+      const j = (typeof outcome.frame.json === 'object' && outcome.frame.json !== null ? outcome.frame.json : {}) as Record<string, unknown>;
+      if (outcome.frame.type === MessageType.Error) {
+        const why = j['code'] === 'unsupported' ? 'the board does not use a token; refusing to trust it with one (unset the token to talk to it)' : `the board refused the token (${String(j['code'] ?? 'error')})`;
+        throw new BoardAuthError(`cannot authenticate with the board at ${this.url}: ${why}`);
+      }
+      if (outcome.frame.type !== (MessageType.Auth | RESPONSE)) throw new Error('authentication: unexpected reply');
+      return j;
+    };
+    const client = newNonce();
+    const challenge = await step({ step: 'hello', client });
+    const server = challenge['server'];
+    if (!isNonce(server) || !sameMac(challenge['mac'], boardProof(token, client, server))) {
+      throw new BoardAuthError(`cannot authenticate with the board at ${this.url}: it does not know the token (wrong token, or not the board you meant)`);
+    }
+    const done = await step({ step: 'prove', mac: hostProof(token, server, client) });
+    if (done['ok'] !== true) throw new BoardAuthError(`cannot authenticate with the board at ${this.url}: it did not accept the token`);
   }
 
   #sleep(ms: number): Promise<void> {

@@ -33,6 +33,9 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { randomUUID } from 'node:crypto';
+import { createServer as createTlsServer } from 'node:tls';
+import { boardProof, checkToken, hostProof, isNonce, newNonce, sameMac } from './auth.js';
 import { dendraVersion } from '../../../artifact/write.js';
 import { generateDefects, type DefectMap, type DefectPattern } from '../../../common/defects.js';
 import { DeviceError, InputError, ProfileError } from '../../../common/errors.js';
@@ -79,6 +82,10 @@ export interface EmulatorOptions {
   /** Seeds the generated defects (as `dendra defects generate --seed`), the as-fabricated state, noise and link faults. */
   seed?: number;
   linkFaults?: LinkFaults;
+  /** Require this shared token (challenge–response, auth.ts) on every link before any other request. */
+  token?: string;
+  /** Certificate and key (PEM) for tcps:// listeners. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface EmulatorStats {
@@ -93,6 +100,8 @@ export interface EmulatorStats {
   duplicates: number;
   /** Damaged incoming bytes/frames the decoder skipped. */
   damaged: number;
+  /** Auth attempts refused for a wrong token. */
+  authFailures: number;
 }
 
 /** A refusal the board answers with an ErrorResponse. */
@@ -109,6 +118,8 @@ interface Link {
   decoder: FrameDecoder;
   damagedSeen: number;
   alive: boolean;
+  /** Authentication progress on this link (when the board requires a token). */
+  auth: { state: 'none' | 'challenged' | 'done'; client?: string; server?: string };
 }
 
 interface CacheEntry {
@@ -165,11 +176,15 @@ function chipDefects(opts: EmulatorOptions): DefectMap {
 export class BoardEmulator {
   readonly profile: DeviceProfile;
   readonly serial: string;
+  /** This start's state identity (protocol: boot): a fresh random id per emulator instance, i.e. per board start. */
+  readonly boot: string = randomUUID();
+  readonly #token: string | undefined;
+  readonly #tls: EmulatorOptions['tls'];
   readonly #chip: ChipPhysics;
   readonly #linkFaults: LinkFaults;
   readonly #linkRng: Random;
   readonly #cache = new Map<number, CacheEntry>();
-  readonly #stats: EmulatorStats = { connections: 0, framesIn: 0, framesOut: 0, droppedIn: 0, droppedOut: 0, corrupted: 0, disconnects: 0, duplicates: 0, damaged: 0 };
+  readonly #stats: EmulatorStats = { connections: 0, framesIn: 0, framesOut: 0, droppedIn: 0, droppedOut: 0, corrupted: 0, disconnects: 0, duplicates: 0, damaged: 0, authFailures: 0 };
   #disconnected = false;
   #deployment: StatusResponse['deployment'] = null;
   #counters = { pulses: 0, cellPulses: 0, reads: 0, infers: 0 };
@@ -191,6 +206,8 @@ export class BoardEmulator {
     }
     if (lf.disconnectAfter !== undefined && !(Number.isInteger(lf.disconnectAfter) && lf.disconnectAfter >= 1)) throw new InputError(`link fault disconnect-after must be a positive integer (got ${lf.disconnectAfter})`);
     this.#linkFaults = { ...lf };
+    this.#token = opts.token === undefined ? undefined : checkToken(opts.token, 'emulator');
+    this.#tls = opts.tls;
     this.#linkRng = new Random((seed ^ 0x11f4a017) >>> 0);
     // A stable identity: same profile, seed and stuck cells → same serial.
     let h = crc32(`${opts.profile.name}|${seed}|${defects.arrays.length}`);
@@ -315,6 +332,8 @@ export class BoardEmulator {
       },
       readVoltage: this.profile.read.voltage,
       features: { dendrites: false, soma: false },
+      boot: this.boot,
+      auth: this.#token !== undefined,
     };
   }
 
@@ -325,6 +344,7 @@ export class BoardEmulator {
       pulses: this.#counters.pulses,
       reads: this.#counters.reads,
       errors: [...this.#errors],
+      boot: this.boot,
       // Beyond StatusResponse: more counters, and the link faults the emulator injected.
       cellPulses: this.#counters.cellPulses,
       infers: this.#counters.infers,
@@ -440,6 +460,9 @@ export class BoardEmulator {
     const state = b['state'];
     if (typeof artifact !== 'string' || artifact.length === 0 || artifact.length > 256) throw new Refusal('bad-request', `'artifact' must be the artifact's id, a non-empty string of at most 256 characters`);
     if (state !== 'programming' && state !== 'ready' && state !== 'cleared') throw new Refusal('bad-request', `'state' must be "programming", "ready" or "cleared" (got ${JSON.stringify(state) ?? 'nothing'})`);
+    const boot = b['boot'];
+    if (boot !== undefined && typeof boot !== 'string') throw new Refusal('bad-request', `'boot' must be the board's boot id (a string)`);
+    if (boot !== undefined && boot !== this.boot) throw new Refusal('state-lost', `this board restarted (boot ${this.boot}, not ${boot.slice(0, 64)}): what was programmed before is gone`);
     if (state === 'cleared') this.#deployment = null;
     else if (state === 'programming') this.#deployment = { artifact, state };
     else {
@@ -472,7 +495,7 @@ export class BoardEmulator {
         this.#stats.droppedIn++;
         continue;
       }
-      const response = this.handle(frame);
+      const response = this.#authGate(link, frame) ?? this.handle(frame);
       if (lf.disconnectAfter && !this.#disconnected && this.#stats.framesIn >= lf.disconnectAfter) {
         this.#disconnected = true;
         this.#stats.disconnects++;
@@ -481,6 +504,33 @@ export class BoardEmulator {
       }
       this.#send(link, response);
     }
+  }
+
+  /** With a token: answers Auth requests and refuses everything else until the link is authenticated. null: pass on. */
+  #authGate(link: Link, frame: Frame): Uint8Array | null {
+    const refuse = (code: ErrorResponse['code'], message: string) => encodeFrame({ type: MessageType.Error, id: frame.id, json: { code, message } satisfies ErrorResponse, data: new Uint8Array(0) });
+    if (frame.type !== MessageType.Auth) {
+      if (this.#token === undefined || link.auth.state === 'done') return null;
+      return refuse('unauthorized', 'this board requires a token: authenticate (Auth) first');
+    }
+    if (this.#token === undefined) return refuse('unsupported', 'this board has no token configured; Auth is not used');
+    const b = (typeof frame.json === 'object' && frame.json !== null ? frame.json : {}) as Record<string, unknown>;
+    if (b['step'] === 'hello' && isNonce(b['client'])) {
+      const server = newNonce();
+      link.auth = { state: 'challenged', client: b['client'], server };
+      return encodeFrame({ type: frame.type | RESPONSE, id: frame.id, json: { server, mac: boardProof(this.#token, b['client'], server) }, data: new Uint8Array(0) });
+    }
+    if (b['step'] === 'prove' && link.auth.state === 'challenged') {
+      const ok = sameMac(b['mac'], hostProof(this.#token, link.auth.server!, link.auth.client!));
+      link.auth = ok ? { state: 'done' } : { state: 'none' };
+      if (!ok) {
+        this.#stats.authFailures++;
+        return refuse('unauthorized', 'wrong token');
+      }
+      return encodeFrame({ type: frame.type | RESPONSE, id: frame.id, json: { ok: true }, data: new Uint8Array(0) });
+    }
+    link.auth = { state: 'none' };
+    return refuse('bad-request', "Auth takes {step: 'hello', client: NONCE} and then {step: 'prove', mac: MAC}");
   }
 
   #send(link: Link, response: Uint8Array): void {
@@ -507,15 +557,22 @@ export class BoardEmulator {
   async listen(url: string): Promise<string> {
     if (this.#closed) throw new DeviceError('the emulator is closed');
     if (url.startsWith('pty:')) return this.#listenPty(url.slice('pty:'.length).replace(/^\/\/(?=\/)/, ''));
+    // A bare port listens on the loopback interface only.
+    if (/^\d+$/.test(url)) url = `tcp://127.0.0.1:${url}`;
     let u: URL;
     try {
       u = new URL(url);
     } catch {
-      throw new InputError(`cannot listen on '${url}': expected tcp://HOST:PORT`);
+      throw new InputError(`cannot listen on '${url}': expected tcp://HOST:PORT, tcps://HOST:PORT or a port`);
     }
-    if (u.protocol !== 'tcp:' || !u.hostname || u.port === '' || (u.pathname !== '' && u.pathname !== '/')) throw new InputError(`cannot listen on '${url}': expected tcp://HOST:PORT (port 0 picks a free port)`);
+    if ((u.protocol !== 'tcp:' && u.protocol !== 'tcps:') || !u.hostname || u.port === '' || (u.pathname !== '' && u.pathname !== '/')) throw new InputError(`cannot listen on '${url}': expected tcp://HOST:PORT or tcps://HOST:PORT (port 0 picks a free port)`);
     const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
-    const server = createServer((socket) => this.#serveSocket(socket));
+    const secure = u.protocol === 'tcps:';
+    if (secure && !this.#tls) throw new InputError(`cannot listen on '${url}': tcps:// needs a certificate and key (--tls-cert, --tls-key)`);
+    const server: Server = secure
+      ? createTlsServer({ cert: this.#tls!.cert, key: this.#tls!.key, minVersion: 'TLSv1.2' }, (socket) => this.#serveSocket(socket))
+      : createServer((socket) => this.#serveSocket(socket));
+    if (secure) server.on('tlsClientError', () => {});
     await new Promise<void>((res, rej) => {
       server.once('error', (e: NodeJS.ErrnoException) => rej(new DeviceError(`cannot listen on ${url}: ${e.code ?? e.message}`)));
       server.listen(Number(u.port), host, () => res());
@@ -523,7 +580,7 @@ export class BoardEmulator {
     server.on('error', () => {});
     this.#servers.push(server);
     const addr = server.address() as AddressInfo;
-    return `tcp://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    return `${secure ? 'tcps' : 'tcp'}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
   }
 
   #serveSocket(socket: Socket): void {
@@ -538,6 +595,7 @@ export class BoardEmulator {
       decoder: new FrameDecoder(),
       damagedSeen: 0,
       alive: true,
+      auth: { state: 'none' },
       send: (bytes) => {
         if (link.alive && !socket.destroyed) socket.write(bytes);
       },
@@ -600,6 +658,7 @@ export class BoardEmulator {
       decoder: new FrameDecoder(),
       damagedSeen: 0,
       alive: true,
+      auth: { state: 'none' },
       send: (bytes) => {
         if (port.isOpen) port.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       },

@@ -28,6 +28,8 @@ export const MessageType = {
   Infer: 0x05,
   ReadNeurons: 0x06,
   Mark: 0x07,
+  /** Challenge–response authentication with a shared token (auth.ts); the first request on a link to a board that requires a token. */
+  Auth: 0x08,
   Error: 0xff,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -66,33 +68,58 @@ export function encodeFrame(frame: Frame): Uint8Array {
  * Incremental decoder for a byte stream: push chunks, take whole frames. Damaged bytes (bad magic,
  * header or payload CRC, unknown version, oversize length, unparsable JSON) are skipped by resynchronising
  * on the next magic; `dropped` counts the frames lost that way.
+ *
+ * Linear time: bytes are appended to a buffer that grows by doubling and is compacted only when the
+ * unread part fits in its first half, so each byte is copied O(1) times on average however the frame
+ * is chunked; the header and payload CRCs are computed once, when the whole frame is there. A frame is
+ * at most MAX_PAYLOAD + 20 bytes, so the buffer never exceeds about twice that.
  */
 export class FrameDecoder {
-  #buf = new Uint8Array(0);
+  #store = new Uint8Array(0);
+  /** Unread bytes are #store[#start, #end). */
+  #start = 0;
+  #end = 0;
   dropped = 0;
 
+  #append(chunk: Uint8Array): void {
+    const live = this.#end - this.#start;
+    if (this.#end + chunk.length > this.#store.length) {
+      const need = live + chunk.length;
+      if (need <= this.#store.length >>> 1) {
+        this.#store.copyWithin(0, this.#start, this.#end);
+      } else {
+        const grown = new Uint8Array(Math.max(need, 2 * this.#store.length, 4096));
+        grown.set(this.#store.subarray(this.#start, this.#end));
+        this.#store = grown;
+      }
+      this.#start = 0;
+      this.#end = live;
+    }
+    this.#store.set(chunk, this.#end);
+    this.#end += chunk.length;
+  }
+
   push(chunk: Uint8Array): Frame[] {
-    const merged = new Uint8Array(this.#buf.length + chunk.length);
-    merged.set(this.#buf);
-    merged.set(chunk, this.#buf.length);
-    this.#buf = merged;
+    this.#append(chunk);
+    const store = this.#store;
+    const end = this.#end;
     const frames: Frame[] = [];
-    let at = 0;
+    let at = this.#start;
     for (;;) {
       // Find the magic.
-      while (at + 1 < this.#buf.length && !(this.#buf[at] === MAGIC0 && this.#buf[at + 1] === MAGIC1)) at++;
-      if (at + HEADER_BYTES > this.#buf.length) break;
-      const view = new DataView(this.#buf.buffer, this.#buf.byteOffset + at);
+      while (at + 1 < end && !(store[at] === MAGIC0 && store[at + 1] === MAGIC1)) at++;
+      if (at + HEADER_BYTES > end) break;
+      const view = new DataView(store.buffer, store.byteOffset + at);
       const length = view.getUint32(8, true);
-      const headerOk = view.getUint32(12, true) === crc32(this.#buf.subarray(at, at + 12)) && this.#buf[at + 2] === PROTOCOL_VERSION && length <= MAX_PAYLOAD && length >= 4;
+      const headerOk = view.getUint32(12, true) === crc32(store.subarray(at, at + 12)) && store[at + 2] === PROTOCOL_VERSION && length <= MAX_PAYLOAD && length >= 4;
       if (!headerOk) {
         this.dropped++;
         at++;
         continue;
       }
-      if (at + HEADER_BYTES + length + 4 > this.#buf.length) break;
-      const payload = this.#buf.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
-      const pcrc = new DataView(this.#buf.buffer, this.#buf.byteOffset + at + HEADER_BYTES + length).getUint32(0, true);
+      if (at + HEADER_BYTES + length + 4 > end) break;
+      const payload = store.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
+      const pcrc = new DataView(store.buffer, store.byteOffset + at + HEADER_BYTES + length).getUint32(0, true);
       if (pcrc !== crc32(payload)) {
         this.dropped++;
         at++;
@@ -108,15 +135,18 @@ export class FrameDecoder {
         at++;
         continue;
       }
-      frames.push({ type: this.#buf[at + 3]!, id: view.getUint32(4, true), json, data: payload.slice(4 + jsonLength) });
+      frames.push({ type: store[at + 3]!, id: view.getUint32(4, true), json, data: payload.slice(4 + jsonLength) });
       at += HEADER_BYTES + length + 4;
     }
-    this.#buf = this.#buf.slice(at);
+    // Nothing before `at` is needed again (a frame in progress starts at `at`).
+    this.#start = Math.min(at, end);
+    if (this.#start === this.#end) this.#start = this.#end = 0;
     return frames;
   }
 
   reset(): void {
-    this.#buf = new Uint8Array(0);
+    this.#store = new Uint8Array(0);
+    this.#start = this.#end = 0;
   }
 }
 
@@ -147,6 +177,14 @@ export interface IdentifyResponse {
   limits: { setVoltage: [number, number]; resetVoltage: [number, number]; gateVoltage: [number, number]; width: [number, number] };
   readVoltage: number;
   features: { dendrites: boolean; soma: boolean };
+  /**
+   * The board's state identity: a random id drawn each time the board starts or loses its programmed
+   * state (power cycle, reset, crash). Two answers with the same boot id come from the same state; a
+   * changed one means everything programmed before is gone. Optional for boards that predate it.
+   */
+  boot?: string;
+  /** Whether requests need a token (Auth) first. */
+  auth?: boolean;
 }
 
 export interface StatusResponse {
@@ -156,6 +194,8 @@ export interface StatusResponse {
   pulses: number;
   reads: number;
   errors: string[];
+  /** The same boot id as Identify's. */
+  boot?: string;
 }
 
 /** Read: conductances of a rectangular region; response data = float32 [rows × cols] siemens, row-major. */
@@ -198,9 +238,11 @@ export interface InferRequest {
 export interface MarkRequest {
   artifact: string;
   state: 'programming' | 'ready' | 'cleared';
+  /** When given, the board refuses the mark ('state-lost') unless its boot id is this one. */
+  boot?: string;
 }
 
 export interface ErrorResponse {
-  code: 'bad-request' | 'unsupported' | 'out-of-range' | 'busy' | 'internal';
+  code: 'bad-request' | 'unsupported' | 'out-of-range' | 'busy' | 'internal' | 'state-lost' | 'unauthorized';
   message: string;
 }

@@ -9,6 +9,7 @@ import { DeviceError } from '../../../common/errors.js';
 import type { DeviceProfile } from '../../../common/profile.js';
 import type { Board, Pulses } from './board.js';
 import { programmingWidth, setLevel } from './pulses.js';
+import { checkAgainstProfile } from './limits.js';
 
 export interface ScanOptions {
   onProgress?: (done: number, total: number) => void;
@@ -28,6 +29,7 @@ export async function scan(board: Board, profile: DeviceProfile, options: ScanOp
   const p = profile.pulse;
   if (!p) throw new DeviceError(`device profile '${profile.name}' has no pulse model; dendra cannot choose test pulses for it`);
   if (id.device !== profile.name) throw new DeviceError(`the board at ${board.url} is a '${id.device}' chip, not '${profile.name}'`);
+  checkAgainstProfile(id, profile, board.url);
   const high = setLevel(p, p.gate[1]);
   const mid = (high + profile.conductance.min) / 2;
   const width = programmingWidth(p);

@@ -5,34 +5,39 @@
  *
  * URLs:
  *   tcp://HOST:PORT                     e.g. tcp://127.0.0.1:7070, tcp://[::1]:7070
+ *   tcps://HOST:PORT                    TCP with TLS (node:tls): the board's certificate is checked against
+ *                                       the system CAs or the PEM file named by DENDRA_BOARD_CA
  *   serial:///dev/ttyUSB0[?baud=N]      a serial device by path (default 115200 baud, 8N1, no flow control)
  *   serial://COM3[?baud=N]              a Windows port name
  */
 import { createConnection, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { readBounded } from '../../../common/files.js';
 import { DeviceError, InputError } from '../../../common/errors.js';
 
 export type DeviceAddress =
-  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'tcp'; host: string; port: number; tls?: boolean }
   | { kind: 'serial'; path: string; baud: number };
 
 export const DEFAULT_BAUD = 115200;
 
 /** Parses a board URL; a malformed one is an InputError that says what forms are accepted. */
 export function parseDeviceUrl(url: string): DeviceAddress {
-  const forms = 'tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]';
+  const forms = 'tcp://HOST:PORT, tcps://HOST:PORT or serial:///dev/ttyX[?baud=N]';
   let u: URL;
   try {
     u = new URL(url);
   } catch {
     throw new InputError(`device '${url}' is not a URL; expected ${forms}`);
   }
-  if (u.protocol === 'tcp:') {
+  if (u.protocol === 'tcp:' || u.protocol === 'tcps:') {
+    const scheme = u.protocol.slice(0, -1);
     const port = Number(u.port);
     if (!u.hostname || !u.port || !Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new InputError(`device '${url}' needs a host and a port from 1 to 65535: tcp://HOST:PORT`);
+      throw new InputError(`device '${url}' needs a host and a port from 1 to 65535: ${scheme}://HOST:PORT`);
     }
-    if ((u.pathname && u.pathname !== '/') || u.search) throw new InputError(`device '${url}': a tcp:// URL takes only HOST:PORT`);
-    return { kind: 'tcp', host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port };
+    if ((u.pathname && u.pathname !== '/') || u.search || u.username || u.password) throw new InputError(`device '${url}': a ${scheme}:// URL takes only HOST:PORT`);
+    return { kind: 'tcp', host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port, ...(scheme === 'tcps' ? { tls: true } : {}) };
   }
   if (u.protocol === 'serial:') {
     const path = decodeURIComponent(u.hostname ? u.hostname + u.pathname : u.pathname);
@@ -67,12 +72,21 @@ export interface Link {
 
 /** Opens a link to the address; rejects (with a short reason) when it cannot within `timeoutMs`. */
 export function openLink(address: DeviceAddress, handlers: LinkHandlers, timeoutMs: number): Promise<Link> {
-  return address.kind === 'tcp' ? openTcp(address.host, address.port, handlers, timeoutMs) : openSerial(address.path, address.baud, handlers, timeoutMs);
+  return address.kind === 'tcp' ? openTcp(address.host, address.port, handlers, timeoutMs, address.tls === true) : openSerial(address.path, address.baud, handlers, timeoutMs);
 }
 
-function openTcp(host: string, port: number, handlers: LinkHandlers, timeoutMs: number): Promise<Link> {
+/** The CA bundle for tcps:// links: DENDRA_BOARD_CA (a PEM file) if set, else Node's default CAs. */
+function boardCa(): Buffer | undefined {
+  const file = process.env['DENDRA_BOARD_CA'];
+  return file ? readBounded(file, 1 << 20, 'board CA file (DENDRA_BOARD_CA)') : undefined;
+}
+
+function openTcp(host: string, port: number, handlers: LinkHandlers, timeoutMs: number, secure = false): Promise<Link> {
+  const ca = secure ? boardCa() : undefined;
   return new Promise((resolve, reject) => {
-    const socket: Socket = createConnection({ host, port });
+    const socket: Socket = secure
+      ? tlsConnect({ host, port, ca, servername: /^[\d.:]+$/.test(host) ? undefined : host, minVersion: 'TLSv1.2' })
+      : createConnection({ host, port });
     let open = false;
     let closedByOwner = false;
     let reason = 'connection closed by the board';
@@ -80,7 +94,7 @@ function openTcp(host: string, port: number, handlers: LinkHandlers, timeoutMs: 
       socket.destroy();
       reject(new Error(`connect timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       open = true;
       socket.setNoDelay(true);
