@@ -123,15 +123,20 @@ export async function runOnQueue(study: Study, blobs: Map<string, Uint8Array>, u
   const id = studyId(study);
   const redis = await connectRedis(url);
   const queue = new Queue<JobData, unknown, string>(queueName(id), { connection: bullConnection(url), prefix: PREFIX });
-  let queueError: Error | undefined;
-  queue.on('error', (e) => (queueError = e));
-  try {
+  // Redis going away is waited out (the connections reconnect), said once per message and minute.
+  const say = onceAMinute((text) => opts.onNotice?.(text));
+  queue.on('error', (e) => say(`Redis at ${shown(url)}: ${e.message}; waiting for it`));
+  redis.on('error', (e: Error) => say(`Redis at ${shown(url)}: ${e.message}; waiting for it`));
+  const store = async () => {
     for (const [hash, bytes] of blobs) {
       // Stored once: an input another study already stored is only given more time.
       const stored = await redis.set(blobKey(hash), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', TTL_SECONDS, 'NX');
       if (stored === null) await redis.expire(blobKey(hash), TTL_SECONDS);
     }
     await redis.set(studyKey(id), JSON.stringify(study), 'EX', TTL_SECONDS);
+  };
+  try {
+    await store();
     // Jobs that failed in an earlier run of this very study are tried again; finished ones are kept.
     for (const job of await queue.getJobs(['failed'])) await job.retry('failed');
     await redis.zadd(REGISTRY, 'NX', Date.now(), id);
@@ -150,12 +155,12 @@ export async function runOnQueue(study: Study, blobs: Map<string, Uint8Array>, u
       );
     await addJobs();
     for (;;) {
-      if (queueError) throw new QueueError(`lost the queue at ${shown(url)}: ${queueError.message}`);
       const counts = await queue.getJobCounts('completed', 'failed', 'delayed', 'active', 'wait', 'prioritized');
       if (Object.values(counts).reduce((a, b) => a + b, 0) < total) {
-        // Another driver of this same study finished it and cleared its queue before this one read the
-        // results: the points are computed again (the same numbers) rather than waited for forever.
-        await redis.set(studyKey(id), JSON.stringify(study), 'EX', TTL_SECONDS);
+        // Jobs are gone: another driver of this same study finished it and cleared its queue before this
+        // one read the results, or Redis restarted without its data. The inputs are stored again and the
+        // missing points computed again (the same numbers) rather than waited for forever.
+        await store();
         await addJobs();
         await redis.zadd(REGISTRY, 'NX', Date.now(), id);
         continue;
@@ -205,6 +210,17 @@ export async function runOnQueue(study: Study, blobs: Map<string, Uint8Array>, u
     await queue.close().catch(() => {});
     redis.disconnect();
   }
+}
+
+/** A logger that says each distinct line at most once a minute (errors repeat while a link is down). */
+function onceAMinute(say: (text: string) => void): (text: string) => void {
+  const last = new Map<string, number>();
+  return (text) => {
+    const now = Date.now();
+    if (now - (last.get(text) ?? -Infinity) < 60_000) return;
+    last.set(text, now);
+    say(text);
+  };
 }
 
 function firstLine(text: string | undefined): string {
@@ -258,6 +274,8 @@ export async function runWorker(url: string, opts: WorkerOptions = {}): Promise<
   const name = opts.name ?? `${hostname()}:${process.pid}`;
   const log = opts.log ?? (() => {});
   const redis = await connectRedis(url);
+  const say = onceAMinute(log);
+  redis.on('error', (e: Error) => say(`${name}: Redis at ${shown(url)}: ${e.message}; waiting for it`));
   const served = new Map<string, Served>();
   opts.onReady?.(name);
 
@@ -326,7 +344,7 @@ export async function runWorker(url: string, opts: WorkerOptions = {}): Promise<
           drainDelay: 1,
           autorun: false,
         });
-        worker.on('error', (e) => log(`${name}: queue error on study ${id.slice(0, 12)}: ${e.message}`));
+        worker.on('error', (e) => say(`${name}: Redis at ${shown(url)}: ${e.message}; waiting for it`));
         served.set(id, { study, handler, points: handler.points(study), worker });
         log(`${name}: serving study ${id.slice(0, 12)} (${study.kind}, ${handler.points(study).length} points)`);
         void worker.run().catch((e: unknown) => log(`${name}: worker for study ${id.slice(0, 12)} stopped: ${describe(e)}`));

@@ -15,11 +15,11 @@ import { MISSING_REDIS, redisAvailable, startRedis, type TestRedis } from '../he
 
 const dir = mkdtempSync(join(tmpdir(), 'dendra-distributed-'));
 
-/** digits8x8 repeated 6 times (12,024 samples): points long enough to kill a worker in the middle of one. */
+/** digits8x8 repeated 16 times (32,064 samples): jobs long enough (a worker's first, which also sets up, takes ~0.5 s) to kill a worker in the middle of one. */
 function tiledData(): { x: string; l: string } {
   const x = readNpyFile(mnist('digits8x8-f32.npy'));
   const l = readNpyFile(mnist('labels.npy'));
-  const k = 6;
+  const k = 16;
   const xs = new Float32Array(x.data.length * k);
   const ls = new Float32Array(l.data.length * k);
   for (let i = 0; i < k; i++) {
