@@ -5,7 +5,10 @@
  * 'programming' before the first pulse and 'ready' only after every array has been programmed and
  * verified, so a half-programmed network is never marked ready. A dropped link is survived: the
  * driver retries each request, and if it gives up, deploy reconnects and resumes at the array it was on
- * (reading back first, so nothing is programmed twice).
+ * (reading back first, so nothing is programmed twice). After every reconnect, every array and the final
+ * mark the board is re-identified (state.ts): a board that restarted (its boot id changed) lost what was
+ * programmed, so deploy starts over on it, or fails saying so — the 'ready' mark carries the boot id, so
+ * a board can never be marked ready holding half a network.
  */
 import type { Artifact } from '../../../artifact/format.js';
 import { readArtifact } from '../../../artifact/read.js';
