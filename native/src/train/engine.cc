@@ -82,7 +82,7 @@ void Engine::setVariation(const Draw& draw) {
     if (draw.drawVariation && sigma > 0.0) {
       w.eps.resize(static_cast<size_t>(w.groups) * L.out);
       for (float& e : w.eps) e = static_cast<float>(std::max(0.0, 1.0 + sigma * rng_.normal()));
-    } else if (!draw.drawVariation && draw.eps && !(*draw.eps)[li].empty()) {
+    } else if (!draw.drawVariation && draw.eps && li < draw.eps->size() && !(*draw.eps)[li].empty()) {
       w.eps = (*draw.eps)[li];
     }
   }
