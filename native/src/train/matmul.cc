@@ -74,11 +74,13 @@ void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, co
 }
 
 void Matmul::runRows(int64_t r0, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-                     const gemm::PackedMatrix& w, const Target& t) const {
+                     const gemm::PackedMatrix& w, const Target& t, Scratch& s) const {
   const int64_t block = std::min<int64_t>(kBlockRows, (rows + gemm::kMR - 1) / gemm::kMR * gemm::kMR);
   const int64_t ldc = w.paddedCols();
-  gemm::FloatBuffer apack(gemm::packBufferSize(block));
-  gemm::FloatBuffer c(static_cast<size_t>(block * ldc));
+  if (s.apack.size() < gemm::packBufferSize(block)) s.apack.resize(gemm::packBufferSize(block));
+  if (s.c.size() < static_cast<size_t>(block * ldc)) s.c.resize(static_cast<size_t>(block * ldc));
+  gemm::FloatBuffer& apack = s.apack;
+  gemm::FloatBuffer& c = s.c;
   const int64_t m = w.m;
   for (int64_t b0 = 0; b0 < rows; b0 += block) {
     const int64_t nr = std::min(block, rows - b0);
@@ -119,15 +121,16 @@ void Matmul::run(int64_t rows, const float* x, int64_t ldx, const int32_t* gathe
   int64_t chunk = (rows + workers - 1) / workers;
   chunk = (chunk + gemm::kMR - 1) / gemm::kMR * gemm::kMR;
   workers = (rows + chunk - 1) / chunk;
+  if (scratch_.size() < static_cast<size_t>(workers)) scratch_.resize(static_cast<size_t>(workers));
   if (workers == 1) {
-    runRows(0, rows, x, ldx, gather, w, target);
+    runRows(0, rows, x, ldx, gather, w, target, scratch_[0]);
     return;
   }
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   auto job = [&](int64_t t) {
     try {
       const int64_t r0 = t * chunk;
-      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target);
+      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target, scratch_[static_cast<size_t>(t)]);
     } catch (...) {
       errors[static_cast<size_t>(t)] = std::current_exception();
     }

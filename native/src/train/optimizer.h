@@ -46,6 +46,7 @@ class Optimizer {
               double lr, double c1, double c2) const;
 
   OptimizerDef def_;
+  bool avx2_ = false;  // run the AVX2/FMA build of the update loops (the CPU check of the GEMM kernel)
   int64_t steps_ = 0;
   Params first_, second_;  // momentum / running squares, per parameter
 };
