@@ -542,7 +542,7 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
   ReadNet net = readNetwork(env, info[0]);
   OptimizerDef od = readOptimizer(env, info[1]);
   try {
-    Optimizer opt(od, net.params);
+    Optimizer opt(od, net.params, net.def.threads);
     state_ = std::make_shared<State>(Engine(std::move(net.def), std::move(net.params)), std::move(opt), net.transposed);
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "Trainer: out of memory");
