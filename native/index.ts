@@ -406,6 +406,13 @@ export interface NativeTrainer {
   evaluate(x: Float32Array, labels: Int32Array, options?: NativeTrainPassOptions): { loss: number; accuracy: number; correct: number; samples: number };
   /** The last layer's outputs [samples × out] (before any head). */
   predict(x: Float32Array, options?: NativeTrainPassOptions): Float32Array;
+  /**
+   * The forward with every layer kept: per layer its outputs [samples × out] (after the soma), its soma inputs
+   * `pre` [samples × out] and, for a dendritic layer, its branch sums z [samples × count × out] (after the ADC;
+   * null for a point-neuron layer): what calibration and energy statistics need, and the activations a
+   * simulated chip would report to trainGradients' `measured`.
+   */
+  forwardLayers(x: Float32Array, options?: NativeTrainPassOptions): { outputs: Float32Array[]; pre: Float32Array[]; branch: (Float32Array | null)[] };
   /** Copies of the current weights and biases, in the network's layout. */
   params(): { weight: Float32Array[]; bias: Float32Array[] };
   setParams(p: { weight: Float32Array[]; bias: Float32Array[] }): void;

@@ -531,6 +531,7 @@ Napi::Function Trainer::define(Napi::Env env) {
                          InstanceMethod<&Trainer::fitSync>("fitSync"),
                          InstanceMethod<&Trainer::evaluate>("evaluate"),
                          InstanceMethod<&Trainer::predict>("predict"),
+                         InstanceMethod<&Trainer::forwardLayers>("forwardLayers"),
                          InstanceMethod<&Trainer::params>("params"),
                          InstanceMethod<&Trainer::setParams>("setParams"),
                          InstanceAccessor<&Trainer::steps>("steps"),
@@ -660,6 +661,40 @@ Napi::Value Trainer::predict(const Napi::CallbackInfo& info) {
     throwRangeError(env, "predict: out of memory");
   }
   return out;
+}
+
+Napi::Value Trainer::forwardLayers(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  checkIdle(env, "forwardLayers");
+  Engine& e = state_->engine;
+  const Batch b = readBatch(info, 0, e.def(), "forwardLayers", false);
+  const PassOptions opts = readPassOptions(env, info[1], e.def(), b.n, state_->transposed, "forwardLayers", false);
+  Draw draw = opts.draw;
+  if (!draw.drawVariation) draw.eps = &opts.eps;
+  std::vector<std::vector<float>> outputs, pre, branch;
+  try {
+    e.forwardLayers(b.x, b.n, draw, outputs, pre, branch);
+  } catch (const std::bad_alloc&) {
+    throwRangeError(env, "forwardLayers: out of memory");
+  }
+  auto toArray = [&](const std::vector<std::vector<float>>& v, bool nullWhenEmpty) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (nullWhenEmpty && v[i].empty()) {
+        a.Set(static_cast<uint32_t>(i), env.Null());
+        continue;
+      }
+      auto f = Napi::Float32Array::New(env, v[i].size());
+      if (!v[i].empty()) std::memcpy(f.Data(), v[i].data(), v[i].size() * sizeof(float));
+      a.Set(static_cast<uint32_t>(i), f);
+    }
+    return a;
+  };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("outputs", toArray(outputs, false));
+  o.Set("pre", toArray(pre, false));
+  o.Set("branch", toArray(branch, true));
+  return o;
 }
 
 Napi::Value Trainer::params(const Napi::CallbackInfo& info) {

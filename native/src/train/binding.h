@@ -27,6 +27,7 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value fitSync(const Napi::CallbackInfo& info);
   Napi::Value evaluate(const Napi::CallbackInfo& info);
   Napi::Value predict(const Napi::CallbackInfo& info);
+  Napi::Value forwardLayers(const Napi::CallbackInfo& info);
   Napi::Value params(const Napi::CallbackInfo& info);
   Napi::Value setParams(const Napi::CallbackInfo& info);
   Napi::Value steps(const Napi::CallbackInfo& info);

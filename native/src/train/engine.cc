@@ -373,6 +373,37 @@ void Engine::forward(const float* x, int64_t batch, float* out, const Draw& draw
   }
 }
 
+void Engine::forwardLayers(const float* x, int64_t batch, const Draw& draw, std::vector<std::vector<float>>& outputs,
+                           std::vector<std::vector<float>>& pre, std::vector<std::vector<float>>& branch) {
+  const size_t n = def_.layers.size();
+  const int64_t inF = inFeatures();
+  outputs.assign(n, {});
+  pre.assign(n, {});
+  branch.assign(n, {});
+  for (size_t li = 0; li < n; ++li) {
+    const LayerDef& L = def_.layers[li];
+    outputs[li].resize(static_cast<size_t>(batch) * L.out);
+    pre[li].resize(static_cast<size_t>(batch) * L.out);
+    if (L.dendrites.active()) branch[li].resize(static_cast<size_t>(batch) * L.out * L.dendrites.count);
+  }
+  setVariation(draw);  // one chip for every chunk
+  for (int64_t r0 = 0; r0 < batch; r0 += kEvalChunk) {
+    const int64_t nr = std::min(kEvalChunk, batch - r0);
+    ensure(nr);
+    const float* input = x + r0 * inF;
+    for (size_t li = 0; li < n; ++li) {
+      forwardLayer(li, input, nr, draw, nullptr, r0 == 0);
+      const Work& w = work_[li];
+      const int64_t out = def_.layers[li].out;
+      std::memcpy(outputs[li].data() + r0 * out, w.outputs, static_cast<size_t>(nr * out) * sizeof(float));
+      std::memcpy(pre[li].data() + r0 * out, w.pre.data(), static_cast<size_t>(nr * out) * sizeof(float));
+      if (!branch[li].empty())
+        std::memcpy(branch[li].data() + r0 * out * w.groups, w.z.data(), static_cast<size_t>(nr * out * w.groups) * sizeof(float));
+      input = w.outputs;
+    }
+  }
+}
+
 BatchResult Engine::evaluate(const float* x, const int32_t* labels, int64_t batch, const Draw& draw) {
   const int64_t outF = outFeatures();
   std::vector<float> out(static_cast<size_t>(batch * outF));
