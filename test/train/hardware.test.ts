@@ -217,6 +217,7 @@ describe('bad input is refused with the field named', () => {
     expect(() => n.trainGradients(net, x, Int32Array.from([0, 3]))).toThrow(/labels\[1\] = 3 is not a class of the network's 3 outputs/);
     expect(() => n.trainGradients(net, new Float32Array(7), labels)).toThrow(/x holds 7 values, not a whole number .* of 4 features/);
     expect(() => n.trainGradients(net, x, Int32Array.from([0]))).toThrow(/1 labels for 2 samples/);
+    expect(() => n.trainGradients(net, Float32Array.from([0, 0, 0, 0, 0, Infinity, 0, 0]), labels)).toThrow(/x\[5\] \(sample 1, feature 1\) = Infinity must be finite/);
     expect(() => n.trainGradients(net, x, new Float32Array(2) as unknown as Int32Array)).toThrow(/labels must be an Int32Array \(got Float32Array\)/);
     expect(() => n.trainGradients({ ...net, layers: [{ ...net.layers[0]!, weight: new Float32Array(5) }] }, x, labels)).toThrow(/network\.layers\[0\]\.weight has length 5, expected 12/);
     expect(() => n.trainGradients({ ...net, layers: [{ ...net.layers[0]!, bias: Float32Array.from([0, NaN, 0]) }] }, x, labels)).toThrow(/network\.layers\[0\]\.bias\[1\] = NaN must be finite/);

@@ -195,6 +195,10 @@ Batch readBatch(const Napi::CallbackInfo& info, size_t at, const NetDef& def, co
   b.n = len / inF;
   if (b.n > kMaxSamples) throwRangeError(env, method + ": too many samples (" + std::to_string(b.n) + ")");
   if (!needLabels) return b;
+  for (int64_t k = 0; k < len; ++k)
+    if (!std::isfinite(b.x[k]))
+      throwRangeError(env, method + ": x[" + std::to_string(k) + "] (sample " + std::to_string(k / inF) + ", feature " +
+                               std::to_string(k % inF) + ") = " + formatNumber(b.x[k]) + " must be finite");
   Napi::Value lv = info[at + 1];
   if (!lv.IsTypedArray() || lv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throwTypeError(env, method + ": labels must be an Int32Array (got " + describe(lv) + ")");
@@ -739,6 +743,7 @@ Napi::Value Trainer::setParams(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Trainer::steps(const Napi::CallbackInfo& info) {
+  checkIdle(info.Env(), "steps");
   return Napi::Number::New(info.Env(), static_cast<double>(state_->optimizer.steps()));
 }
 
