@@ -145,6 +145,34 @@ describe('hardware effects in the training forward', () => {
   });
 });
 
+describe('fit with the chip in the loop', () => {
+  it('variation and noise drawn per minibatch: deterministic for a seed, and they change what is learnt', () => {
+    const layer: NativeTrainLayer = {
+      inFeatures: 12,
+      outFeatures: 4,
+      weight: normal(48, 0.5),
+      bias: new Float32Array(4),
+      activation: NativeActivation.Tanh,
+      dendrites: { count: 3, branchOf: Int32Array.from({ length: 12 }, (_, i) => i % 3), kind: NativeDendriteKind.Exponential, alpha: 3, onOffRatio: 20, variation: 0.4 },
+      hardware: { programSigma: 0.05, readSigma: 0.05 },
+    };
+    const net: NativeTrainNetwork = { threads: 2, seed: 4, layers: [layer, { inFeatures: 4, outFeatures: 3, weight: normal(12, 0.5), bias: new Float32Array(3), activation: NativeActivation.None }] };
+    const x = normal(12 * 90);
+    const labels = Int32Array.from({ length: 90 }, (_, s) => s % 3);
+    const run = (opts: { variation?: boolean; noise?: boolean }, seed = 4) => {
+      const t = new (native().Trainer)({ ...net, seed }, { kind: 'sgd', learningRate: 0.1, momentum: 0.5 });
+      t.fitSync(x, labels, { epochs: 2, batch: 10, ...opts });
+      return t.params().weight[0]!;
+    };
+    const plain = run({});
+    expect(run({ variation: true })).toEqual(run({ variation: true }));
+    expect(run({ noise: true })).toEqual(run({ noise: true }));
+    expect(run({ variation: true })).not.toEqual(plain);
+    expect(run({ noise: true })).not.toEqual(plain);
+    expect(run({ variation: true })).not.toEqual(run({ variation: true }, 5));
+  });
+});
+
 describe('the one-step primitive with the activations a chip measured', () => {
   const layers: NativeTrainLayer[] = [
     { inFeatures: 6, outFeatures: 5, weight: normal(30, 0.6), bias: normal(5, 0.2), activation: NativeActivation.Tanh },
