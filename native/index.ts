@@ -309,7 +309,7 @@ export interface NativeTrainNetwork {
   layout?: 'in-out' | 'out-in';
   /** The loss is the softmax cross-entropy of logitScale × the last layer's outputs (default 1). */
   logitScale?: number;
-  /** L1 activity penalty added to the loss, per sample: soma·Σ_j |out_j| over every layer, branch·Σ_bj |z_bj / F| over dendritic layers (a rectified negative signal: 0). */
+  /** L1 activity penalty added to the loss, per sample: soma·Σ_j |out_j| over every layer but the last (its outputs are the logits), branch·Σ_bj |z_bj / F| over dendritic layers (a rectified negative signal: 0). */
   penalty?: { soma?: number; branch?: number };
 }
 

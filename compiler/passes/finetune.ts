@@ -62,7 +62,7 @@ export interface FinetuneOptions {
    * The probe and the accuracies stay on the nominal devices.
    */
   hardware?: (NativeTrainHardware | undefined)[];
-  /** L1 activity penalty added to the loss (per sample): soma·Σ|soma outputs| + branch·Σ|branch signal z/F|. */
+  /** L1 activity penalty added to the loss (per sample): soma·Σ|soma outputs| (hidden layers) + branch·Σ|branch signal z/F|. */
   penalty?: { soma?: number; branch?: number };
   /** GEMM threads of the engine (default: the machine's, at most 8). */
   threads?: number;

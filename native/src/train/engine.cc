@@ -221,7 +221,9 @@ void Engine::backwardLayer(size_t li, int64_t batch, Params& grads, bool fromOut
   const double invB = 1.0 / static_cast<double>(batch);
 
   // dLoss/dOut (w.dout) → dLoss/dPre through the soma; the soma penalty adds λ_s·sign(out)/B.
-  const float somaPenalty = static_cast<float>(def_.penalty.soma * invB);
+  // (not on the last layer: its outputs are the logits the loss sees)
+  const bool last = li + 1 == def_.layers.size();
+  const float somaPenalty = last ? 0.0f : static_cast<float>(def_.penalty.soma * invB);
   for (int64_t k = 0; k < batch * out; ++k) {
     float g = w.dout[k];
     if (somaPenalty > 0.0f) g += somaPenalty * sign(w.outputs[k]);
@@ -338,7 +340,7 @@ BatchResult Engine::gradients(const float* x, const int32_t* labels, int64_t bat
   for (size_t li = 0; li < n; ++li) {
     const LayerDef& L = def_.layers[li];
     const Work& w = work_[li];
-    if (def_.penalty.soma > 0.0) {
+    if (def_.penalty.soma > 0.0 && li + 1 < n) {
       double sum = 0.0;
       for (int64_t k = 0; k < batch * L.out; ++k) sum += std::fabs(w.outputs[k]);
       penalty += def_.penalty.soma * sum;
