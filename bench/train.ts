@@ -64,6 +64,7 @@ export async function trainingBench(threads: number, seconds: number): Promise<T
       }
       bestOrt = Math.max(bestOrt, (calls * ortBatch * 1000) / (performance.now() - t0));
     }
+    trainer.release();
     throughput.push({ net: '784-500-10', batch, trainSamplesPerSecond: bestTrain, ortInferencesPerSecond: bestOrt, ortBatch, ratio: bestTrain / bestOrt, target: 0.25 });
   }
   await ortSession.release();

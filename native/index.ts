@@ -418,6 +418,8 @@ export interface NativeTrainer {
   setParams(p: { weight: Float32Array[]; bias: Float32Array[] }): void;
   /** Optimizer steps taken. */
   readonly steps: number;
+  /** Frees the native memory (weights, optimizer state, buffers) now; later calls throw. A running fit finishes first. */
+  release(): void;
 }
 
 export interface NativeModule {

@@ -538,6 +538,7 @@ Napi::Function Trainer::define(Napi::Env env) {
                          InstanceMethod<&Trainer::forwardLayers>("forwardLayers"),
                          InstanceMethod<&Trainer::params>("params"),
                          InstanceMethod<&Trainer::setParams>("setParams"),
+                         InstanceMethod<&Trainer::release>("release"),
                          InstanceAccessor<&Trainer::steps>("steps"),
                      });
 }
@@ -555,6 +556,7 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
 }
 
 void Trainer::checkIdle(Napi::Env env, const char* method) const {
+  if (!state_) throw Napi::Error::New(env, std::string("dendra native: Trainer.") + method + ": the trainer was released");
   if (state_->busy) throw Napi::Error::New(env, std::string("dendra native: Trainer.") + method + ": a fit() is running on this trainer");
 }
 
@@ -740,6 +742,11 @@ Napi::Value Trainer::setParams(const Napi::CallbackInfo& info) {
   }
   e.params() = std::move(p);
   return env.Undefined();
+}
+
+Napi::Value Trainer::release(const Napi::CallbackInfo& info) {
+  state_.reset();  // a running fit keeps its own reference until it settles
+  return info.Env().Undefined();
 }
 
 Napi::Value Trainer::steps(const Napi::CallbackInfo& info) {
