@@ -56,7 +56,7 @@ const net = (layers: NativeTrainLayer[], extra: Partial<NativeTrainNetwork> = {}
 
 describe('training engine gradients against finite differences (float64 reference)', () => {
   it('point-neuron layers: every activation, the loss with a logit scale', () => {
-    const acts: [number, Partial<NativeTrainLayer>][] = [
+    const acts: [NativeActivation, Partial<NativeTrainLayer>][] = [
       [NativeActivation.None, {}],
       [NativeActivation.Relu, {}],
       [NativeActivation.LeakyRelu, { alpha: 0.1 }],
