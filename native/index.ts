@@ -164,6 +164,8 @@ export interface NativeProgram {
   seed: number;
   /** Optional; absent = ideal devices. */
   physics?: NativePhysics;
+  /** The kernels: 'portable', 'avx2', 'avx512', 'vnni' or 'auto' (absent: DENDRA_KERNEL, else the CPU's best). */
+  kernel?: string;
 }
 
 export interface NativeChip {
@@ -236,8 +238,13 @@ export interface NativeModule {
   Chip: new (program: NativeProgram) => NativeChip;
   /** Solves every problem (on up to `threads` threads) and returns the improved slots. */
   placeTiles(problems: NativePlacementProblem[], threads: number): NativePlacement[];
-  /** Which matrix kernel the CPU selected at load: 'avx2-fma' or 'scalar'. */
+  /**
+   * The kernels a program without `kernel` runs: DENDRA_KERNEL (portable | avx2 | avx512 | vnni) when set, else
+   * the best this CPU has. Throws a RangeError when DENDRA_KERNEL names one this CPU lacks.
+   */
   kernel(): string;
+  /** Every kernel this CPU can run, lowest first. */
+  kernels(): string[];
 }
 
 function findAddon(): string {

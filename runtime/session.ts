@@ -34,6 +34,11 @@ export interface SessionOptions {
    * straight into the soma): the reference of the power advantage. Default 'on'. Simulator only.
    */
   dendrites?: 'on' | 'bypass';
+  /**
+   * The simulator's kernels: 'portable', 'avx2', 'avx512' or 'vnni' (one this CPU has: `kernels()`), or 'auto'
+   * (default: the DENDRA_KERNEL environment variable, else the best this CPU has). docs/performance.md.
+   */
+  kernel?: string;
 }
 
 export interface ValueMetadata {
@@ -79,7 +84,7 @@ export class InferenceSession {
     if (backend !== 'sim' && backend !== 'device') throw new InputError(`backend '${String(backend)}' is not available (supported: sim, device)`);
     if (backend === 'device') {
       if (typeof options.device !== 'string' || !options.device) throw new InputError("backend 'device' needs the board's URL: { device: 'tcp://HOST:PORT' | 'serial:///dev/ttyX' }");
-      const simOnly = (['seed', 'threads', 'time', 'dendrites'] as const).filter((k) => options[k] !== undefined);
+      const simOnly = (['seed', 'threads', 'time', 'dendrites', 'kernel'] as const).filter((k) => options[k] !== undefined);
       if (simOnly.length > 0) throw new InputError(`${simOnly.join(', ')} apply to the simulator only, not to backend 'device'`);
     } else if (options.device !== undefined) {
       throw new InputError(`device '${options.device}' needs backend 'device' (got '${backend}')`);
@@ -92,6 +97,9 @@ export class InferenceSession {
     }
     if (options.dendrites !== undefined && options.dendrites !== 'on' && options.dendrites !== 'bypass') {
       throw new InputError(`dendrites must be 'on' or 'bypass' (got '${String(options.dendrites)}')`);
+    }
+    if (options.kernel !== undefined && typeof options.kernel !== 'string') {
+      throw new InputError(`kernel must be a string: 'auto', 'portable', 'avx2', 'avx512' or 'vnni' (got ${typeof options.kernel})`);
     }
     if (options.time !== undefined && !(Number.isFinite(options.time) && options.time >= 0)) {
       throw new InputError(`time must be a number of seconds >= 0 (got ${options.time})`);

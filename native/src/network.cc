@@ -172,14 +172,14 @@ Network::Network(Program program)
     : arrays_(std::move(program.arrays)),
       physics_(program.physics),
       readNoise_(program.physics.readNoise()),
-      noiseKernel_(noise::selectKernel()),
+      noiseKernel_(noise::kernelFor(program.isa)),
       noiseSeed_(noise::mix64(noise::mix64(program.seed) ^ 0x726561642D6E6F69ull)),
       threads_(program.threads),
-      kernel_(gemm::selectKernel()),
+      kernel_(gemm::kernelFor(program.isa)),
       rng_(program.seed) {
   weightedSquares_ = &weightedSquaresPortable;
 #ifdef DENDRA_X86_DISPATCH
-  if (std::strcmp(kernel_.name, "avx2-fma") == 0) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
+  if (kernel_.isa >= cpu::Isa::Avx2) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
 #endif
   programCells(physics_);  // the constructor is the only user of rng_ so far: no lock needed
 
@@ -266,7 +266,7 @@ Network::Network(Program program)
     if (ls.dendrites.active()) {
       const DendriteSpec& d = ls.dendrites;
       layer.consts = dendrite::constants(d);
-      layer.consts.avx2 = std::strcmp(kernel_.name, "avx2-fma") == 0;  // the same CPU check as the GEMM's
+      layer.consts.avx2 = kernel_.isa >= cpu::Isa::Avx2;  // the same CPU check as the GEMM's
       layer.eps.assign(static_cast<size_t>(d.count) * static_cast<size_t>(ls.outFeatures), 1.0f);
       if (d.variation > 0.0)  // device-to-device variation, drawn once per chip (constructor only: no lock)
         for (float& e : layer.eps) e = static_cast<float>(std::max(0.0, 1.0 + d.variation * rng_.normal()));

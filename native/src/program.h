@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu.h"
 #include "dendrite.h"
 
 namespace dendra {
@@ -81,6 +82,7 @@ struct Program {
   int32_t threads = 1;
   uint32_t seed = 0;
   Physics physics;  // all zero when program.physics is absent
+  cpu::Isa isa = cpu::Isa::Portable;  // the kernels to run: program.kernel, else cpu::requested()
 };
 
 /** Reads and validates everything; throws Napi::TypeError / Napi::RangeError naming the field. */

@@ -33,6 +33,8 @@ export interface SimOptions {
   time?: number;
   /** 'bypass': run the same network without its dendrite devices (the reference of the power advantage). */
   dendrites?: 'on' | 'bypass';
+  /** The kernels ('portable', 'avx2', 'avx512', 'vnni' or 'auto'; default: DENDRA_KERNEL, else the best the CPU has). */
+  kernel?: string;
 }
 
 /** A dendritic layer's dendrites in the addon's terms (from the profile's devices and the layer's gains). */
@@ -95,6 +97,7 @@ export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): N
     layers,
     threads: options.threads ?? Math.max(1, availableParallelism()),
     seed: (options.seed ?? 0) >>> 0,
+    ...(options.kernel !== undefined ? { kernel: options.kernel } : {}),
   };
 }
 
