@@ -51,6 +51,12 @@ export interface NativePhysics {
    *   G_eff = G / (1 + G · r · (j + 1 + R − i)).
    */
   wireResistance: number;
+  /**
+   * Spacing (S) of the device's evenly spaced conductance levels; 0 or absent: continuous. With a DAC of at
+   * most 8 bits, a tile whose G+ − G− are all whole multiples of it runs as exact integer products (level
+   * differences × DAC codes); any other tile in 16-bit fixed point (docs/performance.md).
+   */
+  levelStep?: number;
 }
 
 /**
@@ -196,6 +202,20 @@ export interface NativeChip {
   conductances(array: number): Float32Array;
   /** Frees the native memory; later calls throw. */
   release(): void;
+  /** How the chip runs: its kernels and what it holds (docs/performance.md). */
+  info(): NativeChipInfo;
+}
+
+export interface NativeChipInfo {
+  /** The kernels in use: 'portable', 'avx2', 'avx512' or 'vnni'. */
+  kernel: string;
+  /** Bytes the session holds natively: packed matrices (once per session), held conductances, scratch buffers. */
+  memoryBytes: number;
+  tiles: number;
+  /** Tiles run as integer products (their layer has a DAC of 1..8 bits). */
+  integerTiles: number;
+  /** ... of which every G+ − G− is a whole number of conductance levels: products exact. */
+  exactTiles: number;
 }
 
 /**

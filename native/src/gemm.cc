@@ -35,75 +35,36 @@ void microScalar(int64_t kc, const float* a, const float* b, float* c, int64_t l
 #define DENDRA_AVX2 __attribute__((target("avx2,fma")))
 #define DENDRA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
 
-#define DENDRA_ROW(i)                                  \
-  {                                                    \
-    const __m256 ai = _mm256_broadcast_ss(ap + (i));   \
-    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);        \
-    c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);        \
-  }
-
-#define DENDRA_STEP(ap, bp)                            \
-  {                                                    \
-    const __m256 b0 = _mm256_load_ps(bp);              \
-    const __m256 b1 = _mm256_load_ps((bp) + 8);        \
-    DENDRA_ROW(0) DENDRA_ROW(1) DENDRA_ROW(2)          \
-    DENDRA_ROW(3) DENDRA_ROW(4) DENDRA_ROW(5)          \
-  }
-
-/** One 6 x 16 half of a 32-column panel (b: the half's first column, row stride kNR). */
+/**
+ * One 6 x 16 half of a 32-column panel (b: the half's first column, row stride kNR): 12 __m256 accumulators.
+ * Written as plain loops over an accumulator array: GCC then keeps every accumulator in its register
+ * (a hand-unrolled form made it shuffle registers between the FMAs).
+ */
 DENDRA_AVX2 inline void halfAvx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-
-  int64_t p = 0;
-  for (; p + 4 <= kc; p += 4) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNR), _MM_HINT_T0);
-    {
-      const float* ap = a;
-      DENDRA_STEP(ap, b)
+  __m256 acc[12];
+  for (int q = 0; q < 12; ++q) acc[q] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_load_ps(b + p * kNR);
+    const __m256 b1 = _mm256_load_ps(b + p * kNR + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + p * kMR + i);
+      acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+      acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
     }
-    {
-      const float* ap = a + kMR;
-      DENDRA_STEP(ap, b + kNR)
-    }
-    {
-      const float* ap = a + 2 * kMR;
-      DENDRA_STEP(ap, b + 2 * kNR)
-    }
-    {
-      const float* ap = a + 3 * kMR;
-      DENDRA_STEP(ap, b + 3 * kNR)
-    }
-    a += 4 * kMR;
-    b += 4 * kNR;
   }
-  for (; p < kc; ++p) {
-    const float* ap = a;
-    DENDRA_STEP(ap, b)
-    a += kMR;
-    b += kNR;
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_loadu_ps(ci));
+      acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_loadu_ps(ci + 8));
+    }
+    _mm256_storeu_ps(ci, acc[2 * i]);
+    _mm256_storeu_ps(ci + 8, acc[2 * i + 1]);
   }
-
-#define DENDRA_STORE(i)                                                              \
-  {                                                                                  \
-    float* ci = c + (i) * ldc;                                                       \
-    if (accumulate) {                                                                \
-      c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(ci));                         \
-      c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(ci + 8));                     \
-    }                                                                                \
-    _mm256_storeu_ps(ci, c##i##0);                                                   \
-    _mm256_storeu_ps(ci + 8, c##i##1);                                               \
-  }
-  DENDRA_STORE(0) DENDRA_STORE(1) DENDRA_STORE(2) DENDRA_STORE(3) DENDRA_STORE(4) DENDRA_STORE(5)
-#undef DENDRA_STORE
 }
-
-#undef DENDRA_STEP
-#undef DENDRA_ROW
 
 DENDRA_AVX2 void microAvx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
   halfAvx2(kc, a, b, c, ldc, accumulate);
@@ -137,73 +98,31 @@ DENDRA_AVX2 void rowAvx2(int64_t kc, const float* a, const float* b, int64_t str
 }
 
 // 6 x 32 with 12 __m512 accumulators: per k, two loads of B and six broadcasts of A for twelve FMAs.
-#define DENDRA_ROW512(i)                               \
-  {                                                    \
-    const __m512 ai = _mm512_set1_ps(ap[i]);           \
-    c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);        \
-    c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);        \
-  }
-
-#define DENDRA_STEP512(ap, bp)                         \
-  {                                                    \
-    const __m512 b0 = _mm512_load_ps(bp);              \
-    const __m512 b1 = _mm512_load_ps((bp) + 16);       \
-    DENDRA_ROW512(0) DENDRA_ROW512(1) DENDRA_ROW512(2) \
-    DENDRA_ROW512(3) DENDRA_ROW512(4) DENDRA_ROW512(5) \
-  }
-
 DENDRA_AVX512 void microAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
-  __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
-  __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
-  __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
-  __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
-  __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
-  __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
-  int64_t p = 0;
-  for (; p + 4 <= kc; p += 4) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNR), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNR + 16), _MM_HINT_T0);
-    {
-      const float* ap = a;
-      DENDRA_STEP512(ap, b)
+  __m512 acc[12];
+  for (int q = 0; q < 12; ++q) acc[q] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_load_ps(b + p * kNR);
+    const __m512 b1 = _mm512_load_ps(b + p * kNR + 16);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[p * kMR + i]);
+      acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
+      acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
     }
-    {
-      const float* ap = a + kMR;
-      DENDRA_STEP512(ap, b + kNR)
-    }
-    {
-      const float* ap = a + 2 * kMR;
-      DENDRA_STEP512(ap, b + 2 * kNR)
-    }
-    {
-      const float* ap = a + 3 * kMR;
-      DENDRA_STEP512(ap, b + 3 * kNR)
-    }
-    a += 4 * kMR;
-    b += 4 * kNR;
   }
-  for (; p < kc; ++p) {
-    const float* ap = a;
-    DENDRA_STEP512(ap, b)
-    a += kMR;
-    b += kNR;
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(ci));
+      acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(ci + 16));
+    }
+    _mm512_storeu_ps(ci, acc[2 * i]);
+    _mm512_storeu_ps(ci + 16, acc[2 * i + 1]);
   }
-#define DENDRA_STORE512(i)                                                           \
-  {                                                                                  \
-    float* ci = c + (i) * ldc;                                                       \
-    if (accumulate) {                                                                \
-      c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(ci));                         \
-      c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(ci + 16));                    \
-    }                                                                                \
-    _mm512_storeu_ps(ci, c##i##0);                                                   \
-    _mm512_storeu_ps(ci + 16, c##i##1);                                              \
-  }
-  DENDRA_STORE512(0) DENDRA_STORE512(1) DENDRA_STORE512(2) DENDRA_STORE512(3) DENDRA_STORE512(4) DENDRA_STORE512(5)
-#undef DENDRA_STORE512
 }
-
-#undef DENDRA_STEP512
-#undef DENDRA_ROW512
 
 template <int NP>
 DENDRA_AVX512 void rowAvx512Impl(int64_t kc, const float* a, const float* b, int64_t stride, float* c, bool accumulate) {

@@ -81,6 +81,84 @@ std::vector<float> irDrop(const ArraySpec& a, double r) {
   return eff;
 }
 
+/**
+ * Integer path epilogue over `rows` rows: v = c · scale (current / vRead), through the ADC when there is one,
+ * added into acc at the tile's outputs. Branch-free inner loops, built per instruction set below.
+ */
+template <bool Quantise, bool Contiguous>
+inline __attribute__((always_inline)) void intEpilogueRows(const int32_t* c, int64_t ldc, int64_t rows, int64_t m,
+                                                           float scale, const periphery::Adc* adc, const int32_t* oi,
+                                                           float* acc, int64_t ldAcc) {
+  const float toCode = Quantise ? adc->toCode : 0.0f, fromCode = Quantise ? adc->fromCode : 0.0f;
+  const float lo = Quantise ? -adc->levels : 0.0f, hi = Quantise ? adc->levels : 0.0f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* ai = acc + i * ldAcc;
+    float* dst = Contiguous ? ai + oi[0] : ai;
+    for (int64_t j = 0; j < m; ++j) {
+      float v = static_cast<float>(ci[j]) * scale;
+      if (Quantise) {
+        float code = v * toCode;
+        code = code > lo ? code : lo;
+        code = code < hi ? code : hi;
+        v = periphery::roundHalfAway(code) * fromCode;
+      }
+      if (Contiguous)
+        dst[j] += v;
+      else
+        ai[oi[j]] += v;
+    }
+  }
+}
+
+#define DENDRA_INT_EPILOGUE(NAME, ATTR)                                                                         \
+  ATTR void NAME(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, float scale, const periphery::Adc* adc, \
+                 const int32_t* oi, bool contiguous, float* acc, int64_t ldAcc) {                               \
+    if (adc) {                                                                                                  \
+      if (contiguous)                                                                                           \
+        intEpilogueRows<true, true>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                               \
+      else                                                                                                      \
+        intEpilogueRows<true, false>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                              \
+    } else {                                                                                                    \
+      if (contiguous)                                                                                           \
+        intEpilogueRows<false, true>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                              \
+      else                                                                                                      \
+        intEpilogueRows<false, false>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                             \
+    }                                                                                                           \
+  }
+
+DENDRA_INT_EPILOGUE(intEpiloguePortable, )
+#ifdef DENDRA_X86_DISPATCH
+DENDRA_INT_EPILOGUE(intEpilogueAvx2, __attribute__((target("avx2,fma"))))
+DENDRA_INT_EPILOGUE(intEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+#endif
+#undef DENDRA_INT_EPILOGUE
+
+/** int32 sums × scale → float currents (the integer path with read noise, before the noise and the ADC). */
+void intToFloat(const int32_t* c, float* out, int64_t n, float scale) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(c[j]) * scale;
+}
+
+/**
+ * Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while a forward pass runs on this thread, as
+ * onnxruntime does: trained weights and activations often hold subnormals, which cost x86 cores ~100 cycles
+ * each. The caller's MXCSR comes back on exit (the JS main thread runs the sync path and V8 needs IEEE
+ * subnormals).
+ */
+class FlushDenormals {
+ public:
+#ifdef DENDRA_X86_DISPATCH
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
+
+// The largest DAC resolution the integer path takes: codes up to 127 in magnitude.
+constexpr int32_t kMaxIntDacBits = 8;
+
 }  // namespace
 
 void Network::prepareReadPower(Layer& layer) const {
@@ -168,6 +246,67 @@ void Network::programCells(const Physics& ph) {
   }
 }
 
+void Network::makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const {
+  const int64_t k = static_cast<int64_t>(ts.inputIndex.size());
+  const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
+  std::vector<double> wd(static_cast<size_t>(k * m));
+  double maxAbs = 0.0;
+  for (int64_t p = 0; p < k; ++p) {
+    const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+    const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+    for (int64_t c = 0; c < m; ++c) {
+      const double v = static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]];
+      wd[static_cast<size_t>(p * m + c)] = v;
+      maxAbs = std::max(maxAbs, std::fabs(v));
+    }
+  }
+  // |Σ_p code_p · w_p| <= k · q · wMax must stay below 2^31 (q <= 127): the bound on the 16-bit weights.
+  const double q = static_cast<double>((int32_t{1} << (dacBits - 1)) - 1);
+  const double wMax = std::min(32767.0, std::floor(2147483647.0 / (std::max<double>(1.0, static_cast<double>(k)) * q)));
+  // Exact: every G+ − G− a whole number of level steps (the conductances sit on the device's levels; the
+  // tolerance covers their float32 storage only).
+  const double step = physics_.levelStep;
+  bool exact = step > 0.0 && maxAbs / step <= wMax;
+  if (exact)
+    for (double v : wd) {
+      const double n = std::round(v / step);
+      if (std::fabs(v - n * step) > 1e-4 * step) {
+        exact = false;
+        break;
+      }
+    }
+  // Otherwise fixed point: unit maxAbs / wMax, so |error| <= maxAbs / (2 wMax) per weight (docs/performance.md).
+  const double unit = exact ? step : (maxAbs > 0.0 ? maxAbs / wMax : 1.0);
+  std::vector<int16_t> wi(wd.size());
+  for (size_t i = 0; i < wd.size(); ++i)
+    wi[i] = static_cast<int16_t>(std::clamp(std::round(wd[i] / unit), -wMax, wMax));
+  tile.wq = igemm::pack(wi.data(), k, m);
+  tile.intScale = static_cast<float>(unit / q);
+  tile.exactLevels = exact;
+}
+
+Network::Info Network::info() const {
+  Info r;
+  for (const ArraySpec& a : arrays_) r.memoryBytes += a.conductance.size() * sizeof(float) + a.stuck.size();
+  for (const Layer& l : layers_) {
+    for (const Tile& t : l.tiles) {
+      r.memoryBytes += (t.weff.data.size() + t.var.data.size()) * sizeof(float) + t.wq.bytes();
+      ++r.tiles;
+      if (l.intPath) ++r.integerTiles;
+      if (l.intPath && t.exactLevels) ++r.exactTiles;
+    }
+    r.memoryBytes += l.eps.size() * sizeof(float) + l.rowPower.size() * sizeof(double);
+  }
+  std::lock_guard<std::mutex> lock(poolMutex_);
+  for (const auto& s : pool_)
+    r.memoryBytes += (s->act[0].size() + s->act[1].size() + s->u.size() + s->c.size() + s->apack.size() +
+                      s->cvar.size() + s->apack2.size() + s->branch.size()) * sizeof(float) +
+                     s->noise.size() * sizeof(noise::RowState) + s->scale.size() * sizeof(float) +
+                     s->dendritePower.size() * sizeof(double) + s->codes.size() * sizeof(int16_t) +
+                     (s->ci.size() + s->capack.size()) * sizeof(int32_t);
+  return r;
+}
+
 Network::Network(Program program)
     : arrays_(std::move(program.arrays)),
       physics_(program.physics),
@@ -176,7 +315,15 @@ Network::Network(Program program)
       noiseSeed_(noise::mix64(noise::mix64(program.seed) ^ 0x726561642D6E6F69ull)),
       threads_(program.threads),
       kernel_(gemm::kernelFor(program.isa)),
+      ikernel_(igemm::kernelFor(program.isa)),
       rng_(program.seed) {
+  intEpilogue_ = &intEpiloguePortable;
+#ifdef DENDRA_X86_DISPATCH
+  if (program.isa >= cpu::Isa::Avx512)
+    intEpilogue_ = &intEpilogueAvx512;
+  else if (program.isa == cpu::Isa::Avx2)
+    intEpilogue_ = &intEpilogueAvx2;
+#endif
   weightedSquares_ = &weightedSquaresPortable;
 #ifdef DENDRA_X86_DISPATCH
   if (kernel_.isa >= cpu::Isa::Avx2) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
@@ -203,19 +350,25 @@ Network::Network(Program program)
     const LayerSpec& ls = layer.spec;
     maxIn_ = std::max<int64_t>(maxIn_, ls.inFeatures);
     maxOut_ = std::max<int64_t>(maxOut_, ls.outFeatures);
+    layer.intPath = ls.dacBits >= 1 && ls.dacBits <= kMaxIntDacBits;
+    anyIntPath_ |= layer.intPath;
     layer.tiles.reserve(ls.tiles.size());
     for (const TileSpec& ts : ls.tiles) {
       const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
       const int64_t k = static_cast<int64_t>(ts.inputIndex.size());
       const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
       Tile tile;
-      tile.weff = gemm::allocatePacked(k, m);
       const float* g = effective.empty() ? arr.conductance.data() : effective[static_cast<size_t>(ts.array)].data();
-      for (int64_t p = 0; p < k; ++p) {
-        const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
-        const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
-        for (int64_t c = 0; c < m; ++c)
-          tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+      if (layer.intPath) {
+        makeIntegerTile(tile, ts, arr, g, ls.dacBits);
+      } else {
+        tile.weff = gemm::allocatePacked(k, m);
+        for (int64_t p = 0; p < k; ++p) {
+          const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+          const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+          for (int64_t c = 0; c < m; ++c)
+            tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+        }
       }
       if (readNoise_) {
         // Variance of the (r, c) current per volt²: both devices of the pair, from the held conductances.
@@ -243,7 +396,7 @@ Network::Network(Program program)
         }
       tile.quantiseOutput = ls.adcBits > 0;
       if (tile.quantiseOutput) tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
-      maxPaddedCols_ = std::max(maxPaddedCols_, tile.weff.paddedCols());
+      maxPaddedCols_ = std::max(maxPaddedCols_, layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols());
       flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
       layer.tiles.push_back(std::move(tile));
     }
@@ -307,6 +460,12 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
       s->noise.resize(block);
     }
     s->scale.resize(block);
+    if (anyIntPath_) {
+      s->codes.resize(block * static_cast<size_t>(maxIn_));
+      s->ci.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+      s->capack.resize(igemm::packBufferSize(blockRows_));
+      if (readNoise_) s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+    }
     if (maxBranchOut_ > 0) {
       s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
       s->dendritePower.resize(static_cast<size_t>(maxOut_));
@@ -338,6 +497,7 @@ RunStats Network::forward(const float* in, float* out, int64_t batch, uint64_t r
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   std::vector<RunStats> power(static_cast<size_t>(workers));
   auto job = [&](int64_t t) {
+    FlushDenormals ftz;
     try {
       const int64_t r0 = t * chunk;
       const int64_t rows = std::min(chunk, batch - r0);
@@ -388,7 +548,11 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
 
       // DAC: per-row abs-max scaling + quantisation (or the raw input when dacBits == 0).
       const float* u = x;
-      if (ls.dacBits > 0) {
+      if (layer.intPath) {
+        for (int64_t i = 0; i < nr; ++i)
+          s.scale[i] = periphery::dacRowCodes(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF, s.codes.data() + i * inF);
+        u = s.u.data();
+      } else if (ls.dacBits > 0) {
         for (int64_t i = 0; i < nr; ++i) s.scale[i] = periphery::dacRow(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF);
         u = s.u.data();
       } else {
@@ -411,13 +575,36 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
-        const int64_t ldc = tile.weff.paddedCols();
-        const int64_t m = tile.weff.m;
-        const bool reuse = layer.inputGroup[ti] == packedGroup;
-        gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.weff, s.c.data(),
-                       ldc, s.apack.data(), reuse);
-        packedGroup = tile.weff.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
-        if (readNoise_) {
+        const int32_t* gather = tile.gatherInput ? ts.inputIndex.data() : nullptr;
+        const size_t group = layer.inputGroup[ti];
+        if (layer.intPath) {
+          // Integer crossbar: DAC codes × wq, exact int32 sums; then current / vRead = sum · intScale.
+          const int64_t ldc = tile.wq.paddedCols();
+          const int64_t m = tile.wq.m;
+          igemm::multiply(ikernel_, nr, s.codes.data(), inF, gather, tile.wq, s.ci.data(), ldc, s.capack.data(),
+                          group == packedGroup);
+          packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
+          float* dst = dendritic ? s.branch.data() + static_cast<int64_t>(ts.branch) * outF : acc;
+          const int64_t ldDst = dendritic ? branchStride : outF;
+          if (!readNoise_) {  // fused: scale, ADC, add into the layer's (or branch's) outputs
+            intEpilogue_(s.ci.data(), ldc, nr, m, tile.intScale, tile.quantiseOutput ? &tile.adc : nullptr,
+                         ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
+            continue;
+          }
+          intToFloat(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);
+          // S = (u∘u)·Var in float (the squared DAC outputs packed once per input group when k fits one K block)
+          const bool one = tile.var.k <= gemm::kKC;
+          gemm::multiply(kernel_, nr, u, inF, gather, tile.var, s.cvar.data(), ldc, s.apack2.data(),
+                         one && group == packedGroupSq, true);
+          packedGroupSq = one ? group : static_cast<size_t>(-1);
+        } else {
+          const int64_t ldc = tile.weff.paddedCols();
+          gemm::multiply(kernel_, nr, u, inF, gather, tile.weff, s.c.data(), ldc, s.apack.data(), group == packedGroup);
+          packedGroup = tile.weff.k <= gemm::kKC ? group : static_cast<size_t>(-1);
+        }
+        const int64_t ldc = layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols();
+        const int64_t m = layer.intPath ? tile.wq.m : tile.weff.m;
+        if (readNoise_ && !layer.intPath) {
           // S = (u∘u)·Var: the variance of each output current (in (current / vRead)² units)
           if (tile.var.k <= gemm::kKC) {
             // s.apack holds this tile's packed A (one K block): square it once per input group

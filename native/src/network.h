@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "igemm.h"
 #include "noise.h"
 #include "periphery.h"
 #include "program.h"
@@ -42,6 +43,15 @@ class Network {
   int32_t outFeatures() const { return layers_.back().spec.outFeatures; }
   const char* kernelName() const { return kernel_.name; }
 
+  /** What the session holds and how its tiles run (Chip.info()). */
+  struct Info {
+    size_t memoryBytes = 0;   // packed matrices, held conductances and the scratch pool, in bytes
+    int64_t tiles = 0;
+    int64_t integerTiles = 0;  // tiles run as integer products (a DAC of <= 8 bits)
+    int64_t exactTiles = 0;    // ... of which every G+ − G− is a whole number of levels (exact integers)
+  };
+  Info info() const;
+
   size_t arrayCount() const { return arrays_.size(); }
   /** The conductances the chip holds (after programming error, stuck cells and drift; before IR drop). */
   const ArraySpec& array(size_t i) const { return arrays_[i]; }
@@ -69,6 +79,11 @@ class Network {
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0
     periphery::Adc adc;
+    // Integer path (the layer's DAC has 1..8 bits): Weff = wq · intStep, wq 16-bit; the GEMM of the DAC codes
+    // with wq is exact in int32 and one product by intScale = intStep / q turns it into current / vRead.
+    igemm::PackedInt wq;
+    float intScale = 0.0f;
+    bool exactLevels = false;           // every Weff is a whole number of level steps (wq exact)
   };
   /**
    * Crossbar read power of a tile in which one physical row is driven by several inputs (never written by
@@ -81,6 +96,7 @@ class Network {
   };
   struct Layer {
     LayerSpec spec;                     // including the raw tile specs (indices) for later physics
+    bool intPath = false;               // tiles run on the integer kernel (Tile::wq)
     std::vector<Tile> tiles;
     std::vector<size_t> order;          // execution order: tiles sharing an inputIndex run back to back
     std::vector<size_t> inputGroup;     // per tile: id of its inputIndex (equal ids => identical gathers)
@@ -103,6 +119,9 @@ class Network {
     std::vector<float> scale;  // per-row DAC scale s
     gemm::FloatBuffer branch;  // dendrites: per-branch partial sums, [row][branch][output]
     std::vector<double> dendritePower;  // dendrites: one branch row's per-neuron V·I terms
+    igemm::CodeBuffer codes;   // integer path: the DAC codes of the block's rows
+    igemm::IntBuffer ci;       // integer path: one tile's int32 sums
+    igemm::IntBuffer capack;   // integer path: packed code micro-panels
   };
 
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
@@ -112,6 +131,8 @@ class Network {
   RunStats forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
   /** Dendrites and soma of rows [0, nr) of a dendritic layer: branch sums s.branch → acc (before the head). */
   void dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const;
+  /** The integer path's wq and intScale of a tile from its effective conductances g (constructor only). */
+  void makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const;
   /** Programming error and drift of every healthy cell, in place (constructor only). */
   void programCells(const Physics& ph);
   /** layer.rowPower and layer.sharedRows from the held conductances (constructor only, after programCells). */
@@ -131,6 +152,11 @@ class Network {
   int32_t threads_ = 1;
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
+  igemm::Kernel ikernel_;
+  /** Integer path epilogue: rows of int32 sums × scale, through the ADC (adc non-null), added into acc. */
+  void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, float scale, const periphery::Adc* adc,
+                       const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  bool anyIntPath_ = false;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
   int64_t blockRows_ = kMaxBlockRows;  // fewer rows per block for very wide layers (bounded scratch)
@@ -138,7 +164,7 @@ class Network {
   std::mutex rngMutex_;
   Rng rng_;  // per instance, seeded from program.seed; guarded by rngMutex_
 
-  std::mutex poolMutex_;
+  mutable std::mutex poolMutex_;
   std::vector<std::unique_ptr<Scratch>> pool_;
 };
 

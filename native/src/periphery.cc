@@ -41,6 +41,18 @@ float dacRow(const float* x, int64_t n, int32_t bits, float* u) {
   return s;
 }
 
+float dacRowCodes(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes) {
+  const float s = dacRow(x, n, bits, u);
+  if (!(s > 0.0f) || !std::isfinite(s)) {  // zero row, or a row without a usable scale
+    std::fill(codes, codes + n, int16_t{0});
+    return s;
+  }
+  // u = code / q exactly up to one rounding, so round(u * q) recovers the code.
+  const float q = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
+  for (int64_t j = 0; j < n; ++j) codes[j] = static_cast<int16_t>(roundHalfAway(u[j] * q));
+  return s;
+}
+
 Adc makeAdc(int32_t bits, double fullScale, double vRead) {
   const double levels = static_cast<double>((int32_t{1} << (bits - 1)) - 1);
   const double step = fullScale / levels;

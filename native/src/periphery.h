@@ -15,6 +15,13 @@ namespace dendra::periphery {
 float dacRow(const float* x, int64_t n, int32_t bits, float* u);
 
 /**
+ * dacRow that also writes each input's integer code c = u * q (|c| <= q <= 127 for bits <= 8): the operand of
+ * the integer crossbar GEMM. A row holding NaN or ±Infinity gets codes 0 (its scale, NaN, makes the layer's
+ * outputs NaN as on the float path).
+ */
+float dacRowCodes(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes);
+
+/**
  * Per-tile ADC constants. The GEMM yields p = I / vRead; the ADC computes
  * code = clamp(round(I / step), -L, L), I = code * step, i.e. p = code * step / vRead.
  */

@@ -80,6 +80,7 @@ Physics readPhysics(Reader& rd, Napi::Value v, const std::string& path) {
   field("driftT0", ph.driftT0, true);
   field("time", ph.time);
   field("wireResistance", ph.wireResistance);
+  if (!o.Get("levelStep").IsUndefined()) field("levelStep", ph.levelStep);  // optional (older callers omit it)
   return ph;
 }
 

@@ -43,6 +43,7 @@ struct Physics {
   double driftT0 = 1.0;
   double time = 0.0;
   double wireResistance = 0.0;
+  double levelStep = 0.0;  // spacing of the device's conductance levels (S); 0: continuous conductances
 
   bool programError() const { return programSigma > 0.0 || programRelative > 0.0; }
   bool drift() const { return time > driftT0 && (driftNu > 0.0 || driftNuSigma > 0.0); }

@@ -23,6 +23,8 @@ export function physicsOf(p: DeviceProfile, time = 0): NativePhysics {
     driftT0: p.drift.t0,
     time,
     wireResistance: p.wire.resistance,
+    // The levels' spacing: where every conductance of a tile sits on a level, the simulator runs it in exact integers.
+    levelStep: p.conductance.levels >= 2 ? (p.conductance.max - p.conductance.min) / (p.conductance.levels - 1) : 0,
   };
 }
 
