@@ -1,6 +1,7 @@
 #include "igemm.h"
 
 #include <algorithm>
+#include <cstring>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define DENDRA_X86_DISPATCH 1
@@ -124,6 +125,15 @@ void packA(int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather, i
         continue;
       }
       const int16_t* src = x + row * ldx;
+      if (!gather && 2 * (g0 + kp) <= k) {  // contiguous codes: each pair is one (unaligned) 32-bit word
+        const int16_t* s2 = src + 2 * g0;
+        for (int64_t g = 0; g < kp; ++g) {
+          int32_t v;
+          std::memcpy(&v, s2 + 2 * g, sizeof v);
+          dst[g * kMR + i] = v;
+        }
+        continue;
+      }
       for (int64_t g = 0; g < kp; ++g) {
         const int64_t p = 2 * (g0 + g);
         const int16_t v0 = gather ? src[gather[p]] : src[p];

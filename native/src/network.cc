@@ -316,6 +316,7 @@ Network::Network(Program program)
       threads_(program.threads),
       kernel_(gemm::kernelFor(program.isa)),
       ikernel_(igemm::kernelFor(program.isa)),
+      dacCodes_(periphery::dacCodesFor(program.isa)),
       rng_(program.seed) {
   intEpilogue_ = &intEpiloguePortable;
 #ifdef DENDRA_X86_DISPATCH
@@ -382,10 +383,13 @@ Network::Network(Program program)
         }
         flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m) + 30.0 * static_cast<double>(m);
       }
+      // Inputs o0, o0 + 1, ...: read the input rows in place from o0 (no gather).
       tile.gatherInput = false;
+      tile.inputOffset = k > 0 ? ts.inputIndex[0] : 0;
       for (int64_t p = 0; p < k; ++p)
-        if (ts.inputIndex[p] != p) {
+        if (ts.inputIndex[p] != tile.inputOffset + p) {
           tile.gatherInput = true;
+          tile.inputOffset = 0;
           break;
         }
       tile.contiguousOutput = true;
@@ -550,7 +554,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       const float* u = x;
       if (layer.intPath) {
         for (int64_t i = 0; i < nr; ++i)
-          s.scale[i] = periphery::dacRowCodes(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF, s.codes.data() + i * inF);
+          s.scale[i] = dacCodes_(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF, s.codes.data() + i * inF);
         u = s.u.data();
       } else if (ls.dacBits > 0) {
         for (int64_t i = 0; i < nr; ++i) s.scale[i] = periphery::dacRow(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF);
@@ -581,8 +585,8 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
           // Integer crossbar: DAC codes × wq, exact int32 sums; then current / vRead = sum · intScale.
           const int64_t ldc = tile.wq.paddedCols();
           const int64_t m = tile.wq.m;
-          igemm::multiply(ikernel_, nr, s.codes.data(), inF, gather, tile.wq, s.ci.data(), ldc, s.capack.data(),
-                          group == packedGroup);
+          igemm::multiply(ikernel_, nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq, s.ci.data(), ldc,
+                          s.capack.data(), group == packedGroup);
           packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
           float* dst = dendritic ? s.branch.data() + static_cast<int64_t>(ts.branch) * outF : acc;
           const int64_t ldDst = dendritic ? branchStride : outF;
@@ -594,12 +598,13 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
           intToFloat(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);
           // S = (u∘u)·Var in float (the squared DAC outputs packed once per input group when k fits one K block)
           const bool one = tile.var.k <= gemm::kKC;
-          gemm::multiply(kernel_, nr, u, inF, gather, tile.var, s.cvar.data(), ldc, s.apack2.data(),
+          gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.var, s.cvar.data(), ldc, s.apack2.data(),
                          one && group == packedGroupSq, true);
           packedGroupSq = one ? group : static_cast<size_t>(-1);
         } else {
           const int64_t ldc = tile.weff.paddedCols();
-          gemm::multiply(kernel_, nr, u, inF, gather, tile.weff, s.c.data(), ldc, s.apack.data(), group == packedGroup);
+          gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.weff, s.c.data(), ldc, s.apack.data(),
+                         group == packedGroup);
           packedGroup = tile.weff.k <= gemm::kKC ? group : static_cast<size_t>(-1);
         }
         const int64_t ldc = layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols();
@@ -612,8 +617,8 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
             packedGroupSq = layer.inputGroup[ti];
             gemm::multiply(kernel_, nr, u, inF, nullptr, tile.var, s.cvar.data(), ldc, s.apack2.data(), true);
           } else {
-            gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.var,
-                           s.cvar.data(), ldc, s.apack2.data(), false, true);
+            gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.var, s.cvar.data(), ldc,
+                           s.apack2.data(), false, true);
             packedGroupSq = static_cast<size_t>(-1);
           }
         }

@@ -75,7 +75,8 @@ class Network {
     gemm::PackedMatrix weff;            // Weff[r][c] = G[rowPos[r]][colPos[c]] - G[rowNeg[r]][colNeg[c]], packed
                                         // (G after IR drop)
     gemm::PackedMatrix var;             // read noise only: Var[r][c] = σ²(G+) + σ²(G−) of the held G, packed
-    bool gatherInput = true;            // false when inputIndex is 0..k-1 (read the input row in place)
+    bool gatherInput = true;            // false when inputIndex is o0..o0+k-1 (read the input row in place)
+    int64_t inputOffset = 0;            // o0 when !gatherInput
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0
     periphery::Adc adc;
@@ -153,6 +154,7 @@ class Network {
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
   igemm::Kernel ikernel_;
+  periphery::DacCodesFn dacCodes_ = nullptr;
   /** Integer path epilogue: rows of int32 sums × scale, through the ADC (adc non-null), added into acc. */
   void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, float scale, const periphery::Adc* adc,
                        const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpu.h"
 #include "program.h"
 
 namespace dendra::periphery {
@@ -20,6 +21,10 @@ float dacRow(const float* x, int64_t n, int32_t bits, float* u);
  * outputs NaN as on the float path).
  */
 float dacRowCodes(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes);
+
+/** dacRowCodes built for one instruction-set level (the same results on every level). */
+using DacCodesFn = float (*)(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes);
+DacCodesFn dacCodesFor(cpu::Isa isa);
 
 /**
  * Per-tile ADC constants. The GEMM yields p = I / vRead; the ADC computes
