@@ -7,7 +7,7 @@ import { readArtifact, readArtifactFile, isArtifact } from '../artifact/read.js'
 import type { Artifact } from '../artifact/format.js';
 import { ArtifactError, InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
-import type { NativeChip } from '../native/index.js';
+import type { NativeChip, NativeChipInfo } from '../native/index.js';
 import { createSimChip } from './backends/sim.js';
 import { DeviceBackend } from './backends/device/backend.js';
 import type { ClientOptions } from './backends/device/client.js';
@@ -138,6 +138,27 @@ export class InferenceSession {
 
   get profile(): DeviceProfile {
     return this.artifact.profile;
+  }
+
+  /**
+   * The simulator's kernels in use ('portable', 'avx2', 'avx512' or 'vnni'; docs/performance.md), or 'device'
+   * for backend 'device'.
+   */
+  get kernel(): string {
+    if (this.#device) return 'device';
+    if (!this.#chip) throw new DeviceError('session was released');
+    return this.#chip.info().kernel;
+  }
+
+  /**
+   * How the simulator runs this artifact: its kernels, the bytes the session holds natively (the packed
+   * matrices, once per session, the held conductances and scratch buffers), and how many tiles run as integer
+   * products (exactly, when their conductances sit on the device's levels). Simulator only.
+   */
+  info(): NativeChipInfo {
+    if (this.#device) throw new InputError("info() describes the simulator; backend 'device' has none");
+    if (!this.#chip) throw new DeviceError('session was released');
+    return this.#chip.info();
   }
 
   /** Runs a batch. Feeds: { [inputName]: Tensor } with dims [batch, ...input dims]. */

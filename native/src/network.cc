@@ -82,26 +82,31 @@ std::vector<float> irDrop(const ArraySpec& a, double r) {
 }
 
 /**
- * Integer path epilogue over `rows` rows: v = c · scale (current / vRead), through the ADC when there is one,
- * added into acc at the tile's outputs. Branch-free inner loops, built per instruction set below.
+ * Integer path epilogue over `rows` rows: each exact sum c becomes v = c · scale (current / vRead), or with an
+ * ADC the code round(clamp(c · codeScale)) times fromCode; added into acc at the tile's outputs. The products
+ * are formed in double and rounded once to float, so a current exactly at an ADC decision boundary (common:
+ * level currents and the ADC's full scale are commensurate) lands exactly on it and rounds half away from
+ * zero, the periphery's rule. Branch-free inner loops, built per instruction set below.
  */
 template <bool Quantise, bool Contiguous>
 inline __attribute__((always_inline)) void intEpilogueRows(const int32_t* c, int64_t ldc, int64_t rows, int64_t m,
-                                                           float scale, const periphery::Adc* adc, const int32_t* oi,
-                                                           float* acc, int64_t ldAcc) {
-  const float toCode = Quantise ? adc->toCode : 0.0f, fromCode = Quantise ? adc->fromCode : 0.0f;
+                                                           double scale, const periphery::Adc* adc, double codeScale,
+                                                           const int32_t* oi, float* acc, int64_t ldAcc) {
+  const float fromCode = Quantise ? adc->fromCode : 0.0f;
   const float lo = Quantise ? -adc->levels : 0.0f, hi = Quantise ? adc->levels : 0.0f;
   for (int64_t i = 0; i < rows; ++i) {
     const int32_t* ci = c + i * ldc;
     float* ai = acc + i * ldAcc;
     float* dst = Contiguous ? ai + oi[0] : ai;
     for (int64_t j = 0; j < m; ++j) {
-      float v = static_cast<float>(ci[j]) * scale;
+      float v;
       if (Quantise) {
-        float code = v * toCode;
+        float code = static_cast<float>(static_cast<double>(ci[j]) * codeScale);
         code = code > lo ? code : lo;
         code = code < hi ? code : hi;
         v = periphery::roundHalfAway(code) * fromCode;
+      } else {
+        v = static_cast<float>(static_cast<double>(ci[j]) * scale);
       }
       if (Contiguous)
         dst[j] += v;
@@ -112,18 +117,18 @@ inline __attribute__((always_inline)) void intEpilogueRows(const int32_t* c, int
 }
 
 #define DENDRA_INT_EPILOGUE(NAME, ATTR)                                                                         \
-  ATTR void NAME(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, float scale, const periphery::Adc* adc, \
-                 const int32_t* oi, bool contiguous, float* acc, int64_t ldAcc) {                               \
+  ATTR void NAME(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale, const periphery::Adc* adc, \
+                 double codeScale, const int32_t* oi, bool contiguous, float* acc, int64_t ldAcc) {             \
     if (adc) {                                                                                                  \
       if (contiguous)                                                                                           \
-        intEpilogueRows<true, true>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                               \
+        intEpilogueRows<true, true>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                    \
       else                                                                                                      \
-        intEpilogueRows<true, false>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                              \
+        intEpilogueRows<true, false>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                   \
     } else {                                                                                                    \
       if (contiguous)                                                                                           \
-        intEpilogueRows<false, true>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                              \
+        intEpilogueRows<false, true>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                   \
       else                                                                                                      \
-        intEpilogueRows<false, false>(c, ldc, rows, m, scale, adc, oi, acc, ldAcc);                             \
+        intEpilogueRows<false, false>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                  \
     }                                                                                                           \
   }
 
@@ -135,8 +140,8 @@ DENDRA_INT_EPILOGUE(intEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,a
 #undef DENDRA_INT_EPILOGUE
 
 /** int32 sums × scale → float currents (the integer path with read noise, before the noise and the ADC). */
-void intToFloat(const int32_t* c, float* out, int64_t n, float scale) {
-  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(c[j]) * scale;
+void intToFloat(const int32_t* c, float* out, int64_t n, double scale) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(static_cast<double>(c[j]) * scale);
 }
 
 /**
@@ -281,7 +286,7 @@ void Network::makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& a
   for (size_t i = 0; i < wd.size(); ++i)
     wi[i] = static_cast<int16_t>(std::clamp(std::round(wd[i] / unit), -wMax, wMax));
   tile.wq = igemm::pack(wi.data(), k, m);
-  tile.intScale = static_cast<float>(unit / q);
+  tile.intScale = unit / q;
   tile.exactLevels = exact;
 }
 
@@ -399,7 +404,12 @@ Network::Network(Program program)
           break;
         }
       tile.quantiseOutput = ls.adcBits > 0;
-      if (tile.quantiseOutput) tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
+      if (tile.quantiseOutput) {
+        tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
+        // ADC code per unit of the integer sum: (intStep / q) · vRead / (fullScale / L), in double
+        const double levels = static_cast<double>((int32_t{1} << (ls.adcBits - 1)) - 1);
+        tile.codeScale = tile.intScale * ls.vRead / (ts.adcFullScale / levels);
+      }
       maxPaddedCols_ = std::max(maxPaddedCols_, layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols());
       flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
       layer.tiles.push_back(std::move(tile));
@@ -592,7 +602,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
           const int64_t ldDst = dendritic ? branchStride : outF;
           if (!readNoise_) {  // fused: scale, ADC, add into the layer's (or branch's) outputs
             intEpilogue_(s.ci.data(), ldc, nr, m, tile.intScale, tile.quantiseOutput ? &tile.adc : nullptr,
-                         ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
+                         tile.codeScale, ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
             continue;
           }
           intToFloat(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);

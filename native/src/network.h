@@ -83,7 +83,8 @@ class Network {
     // Integer path (the layer's DAC has 1..8 bits): Weff = wq · intStep, wq 16-bit; the GEMM of the DAC codes
     // with wq is exact in int32 and one product by intScale = intStep / q turns it into current / vRead.
     igemm::PackedInt wq;
-    float intScale = 0.0f;
+    double intScale = 0.0;
+    double codeScale = 0.0;             // with an ADC: its code per unit of the integer sum
     bool exactLevels = false;           // every Weff is a whole number of level steps (wq exact)
   };
   /**
@@ -156,8 +157,8 @@ class Network {
   igemm::Kernel ikernel_;
   periphery::DacCodesFn dacCodes_ = nullptr;
   /** Integer path epilogue: rows of int32 sums × scale, through the ADC (adc non-null), added into acc. */
-  void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, float scale, const periphery::Adc* adc,
-                       const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale, const periphery::Adc* adc,
+                       double codeScale, const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
   bool anyIntPath_ = false;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
