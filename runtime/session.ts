@@ -49,8 +49,12 @@ export interface ValueMetadata {
   shape: (number | string)[];
 }
 
-/** Below this many multiply-accumulates a run stays on the calling thread (no worker hop). */
-const SYNC_MACS = 1 << 18;
+/**
+ * Up to this many multiply-accumulates a run stays on the calling thread: no worker hop, no input copy (a
+ * hop costs tens of microseconds, about what the kernels take for 4M MACs; a batch-1 inference of any network
+ * the benchmark runs stays synchronous). docs/performance.md.
+ */
+const SYNC_MACS = 1 << 22;
 
 export class InferenceSession {
   readonly inputNames: readonly string[];
