@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { describe, DendraError, InputError } from '../common/errors.js';
 import { dendraVersion } from '../artifact/write.js';
+import { native } from '../native/index.js';
 import { compileCommand } from './compile.js';
 import { runCommand } from './run.js';
 import { evalCommand } from './eval.js';
@@ -27,10 +28,24 @@ const timeOption = () => new Option('--time <seconds>', 'seconds since the chip 
 const boardOption = () => new Option('--device <URL>', 'run on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX[?baud=N]) that `dendra deploy` programmed, instead of the simulator');
 const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
 
+/**
+ * `dendra --version`: the version and the simulator's kernels: the one in use (DENDRA_KERNEL, else the best
+ * this CPU has) and every one this CPU can run (docs/performance.md).
+ */
+function versionLine(): string {
+  let kernels: string;
+  try {
+    kernels = `kernel ${native().kernel()} (this CPU: ${native().kernels().join(', ')})`;
+  } catch (e) {
+    kernels = `kernel: ${(e as Error).message}`;
+  }
+  return `${dendraVersion()}\n${kernels}`;
+}
+
 export function program(): Command {
   const cli = new Command('dendra')
     .description('Compile ONNX MLPs onto memristor crossbars and run them on a simulated accelerator')
-    .version(dendraVersion())
+    .version(versionLine())
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });
 

@@ -7,6 +7,8 @@
  * sits within ~1e-7 of a decision boundary) and, with programming error / drift / IR drop, the 16-bit fixed
  * point of G+ − G− (error <= max|G+ − G−| / 65534 per weight).
  */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/index.js';
 import { writeArtifact } from '../../artifact/write.js';
@@ -18,6 +20,7 @@ import { InferenceSession, Tensor } from '../../runtime/index.js';
 import { createSimChip, toNativeProgram } from '../../runtime/backends/sim.js';
 import { native, NativeHead } from '../../native/index.js';
 import { mnist } from '../helpers/fixtures.js';
+import { MAIN } from '../helpers/cli.js';
 
 const hfo2 = loadProfile('hfo2-1t1r');
 /** hfo2-1t1r's levels, DAC and ADC without noise, drift or wire resistance: every tile exact in integers. */
@@ -182,6 +185,30 @@ describe('kernel dispatch', () => {
     const missing = ['avx2', 'avx512', 'vnni'].find((k) => !kernels.includes(k));
     if (missing) expect(() => createSimChip(art, { kernel: missing })).toThrow(/this CPU lacks it/);
     await expect(InferenceSession.create(writeArtifact(art), { kernel: 7 as unknown as string })).rejects.toThrow(/kernel must be a string/);
+  });
+});
+
+describe('DENDRA_KERNEL', () => {
+  const withEnv = (env: Record<string, string>, args: string[]) =>
+    spawnSync(process.execPath, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it('forces the path of every session in the process, and `dendra --version` reports it', () => {
+    for (const k of kernels) {
+      const v = withEnv({ DENDRA_KERNEL: k }, [MAIN, '--version']);
+      expect(v.stdout).toContain(`kernel ${k} (this CPU: ${kernels.join(', ')})`);
+      const script = `const { InferenceSession } = await import(${JSON.stringify(join(MAIN, '..', '..', 'runtime', 'index.js'))});
+        const { writeArtifact } = await import(${JSON.stringify(join(MAIN, '..', '..', 'artifact', 'write.js'))});
+        const { compile } = await import(${JSON.stringify(join(MAIN, '..', '..', 'compiler', 'index.js'))});
+        const s = await InferenceSession.create(writeArtifact(compile(${JSON.stringify(mnist('mnist8x8-64x54x10.onnx'))}, { device: 'hfo2-1t1r' })));
+        console.log(s.kernel);`;
+      const r = withEnv({ DENDRA_KERNEL: k }, ['--input-type=module', '-e', script]);
+      expect(r.stdout.trim()).toBe(k);
+    }
+  });
+
+  it('names the problem when it asks for a path this CPU lacks', () => {
+    const r = withEnv({ DENDRA_KERNEL: 'avx1024' }, [MAIN, '--version']);
+    expect(r.stdout).toMatch(/DENDRA_KERNEL = 'avx1024' is not a kernel/);
   });
 });
 
