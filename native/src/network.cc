@@ -139,6 +139,59 @@ DENDRA_INT_EPILOGUE(intEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,a
 #endif
 #undef DENDRA_INT_EPILOGUE
 
+/**
+ * Float path epilogue over `rows` rows of tile currents (current / vRead): through the ADC when there is one
+ * (periphery::adcInPlace's operations: NaN stays NaN), added into acc at the tile's outputs.
+ */
+template <bool Quantise, bool Contiguous>
+inline __attribute__((always_inline)) void floatEpilogueRows(const float* c, int64_t ldc, int64_t rows, int64_t m,
+                                                             const periphery::Adc* adc, const int32_t* oi, float* acc,
+                                                             int64_t ldAcc) {
+  const float toCode = Quantise ? adc->toCode : 0.0f, fromCode = Quantise ? adc->fromCode : 0.0f;
+  const float lo = Quantise ? -adc->levels : 0.0f, hi = Quantise ? adc->levels : 0.0f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* ci = c + i * ldc;
+    float* ai = acc + i * ldAcc;
+    float* dst = Contiguous ? ai + oi[0] : ai;
+    for (int64_t j = 0; j < m; ++j) {
+      float v = ci[j];
+      if (Quantise) {
+        const float c0 = v * toCode;
+        float code = c0 > lo ? c0 : lo;
+        code = code < hi ? code : hi;
+        v = periphery::roundHalfAway(code) * fromCode + (c0 - c0);
+      }
+      if (Contiguous)
+        dst[j] += v;
+      else
+        ai[oi[j]] += v;
+    }
+  }
+}
+
+#define DENDRA_FLOAT_EPILOGUE(NAME, ATTR)                                                                          \
+  ATTR void NAME(const float* c, int64_t ldc, int64_t rows, int64_t m, const periphery::Adc* adc, const int32_t* oi, \
+                 bool contiguous, float* acc, int64_t ldAcc) {                                                     \
+    if (adc) {                                                                                                     \
+      if (contiguous)                                                                                              \
+        floatEpilogueRows<true, true>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                       \
+      else                                                                                                         \
+        floatEpilogueRows<true, false>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                      \
+    } else {                                                                                                       \
+      if (contiguous)                                                                                              \
+        floatEpilogueRows<false, true>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                      \
+      else                                                                                                         \
+        floatEpilogueRows<false, false>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                     \
+    }                                                                                                              \
+  }
+
+DENDRA_FLOAT_EPILOGUE(floatEpiloguePortable, )
+#ifdef DENDRA_X86_DISPATCH
+DENDRA_FLOAT_EPILOGUE(floatEpilogueAvx2, __attribute__((target("avx2,fma"))))
+DENDRA_FLOAT_EPILOGUE(floatEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+#endif
+#undef DENDRA_FLOAT_EPILOGUE
+
 /** int32 sums × scale → float currents (the integer path with read noise, before the noise and the ADC). */
 void intToFloat(const int32_t* c, float* out, int64_t n, double scale) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(static_cast<double>(c[j]) * scale);
@@ -324,11 +377,15 @@ Network::Network(Program program)
       dacCodes_(periphery::dacCodesFor(program.isa)),
       rng_(program.seed) {
   intEpilogue_ = &intEpiloguePortable;
+  floatEpilogue_ = &floatEpiloguePortable;
 #ifdef DENDRA_X86_DISPATCH
-  if (program.isa >= cpu::Isa::Avx512)
+  if (program.isa >= cpu::Isa::Avx512) {
     intEpilogue_ = &intEpilogueAvx512;
-  else if (program.isa == cpu::Isa::Avx2)
+    floatEpilogue_ = &floatEpilogueAvx512;
+  } else if (program.isa == cpu::Isa::Avx2) {
     intEpilogue_ = &intEpilogueAvx2;
+    floatEpilogue_ = &floatEpilogueAvx2;
+  }
 #endif
   weightedSquares_ = &weightedSquaresPortable;
 #ifdef DENDRA_X86_DISPATCH
@@ -429,6 +486,11 @@ Network::Network(Program program)
     for (size_t i = 0; i < nt; ++i) layer.order[i] = i;
     std::stable_sort(layer.order.begin(), layer.order.end(),
                      [&](size_t a, size_t b) { return layer.inputGroup[a] < layer.inputGroup[b]; });
+    // Dendritic layers run branch by branch (each branch's dendrites apply as soon as its tiles are done, so
+    // only one branch's partial sums are held): tiles grouped by branch, in the order above within a branch.
+    if (ls.dendrites.active())
+      std::stable_sort(layer.order.begin(), layer.order.end(),
+                       [&](size_t a, size_t b) { return ls.tiles[a].branch < ls.tiles[b].branch; });
     flopsPerRow += 8.0 * ls.outFeatures;
     if (ls.dendrites.active()) {
       const DendriteSpec& d = ls.dendrites;
@@ -481,7 +543,8 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
       if (readNoise_) s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
     }
     if (maxBranchOut_ > 0) {
-      s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
+      s->branch.resize(block * static_cast<size_t>(maxOut_));
+      s->branchPower.resize(block);
       s->dendritePower.resize(static_cast<size_t>(maxOut_));
     }
     out.push_back(std::move(s));
@@ -579,9 +642,9 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       }
 
       const bool dendritic = ls.dendrites.active();
-      const int64_t branchStride = dendritic ? static_cast<int64_t>(ls.dendrites.count) * outF : 0;
+      int32_t branch = 0;  // dendritic: the branch whose partial sums s.branch holds
       if (dendritic)
-        std::fill(s.branch.data(), s.branch.data() + nr * branchStride, 0.0f);
+        dendriticBegin(layer, s, nr, acc);
       else
         std::fill(acc, acc + nr * outF, 0.0f);
       size_t packedGroup = static_cast<size_t>(-1);    // input group whose gathered block is in s.apack
@@ -589,6 +652,8 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
+        if (dendritic)
+          for (; branch < ts.branch; ++branch) dendriticBranch(layer, s, nr, branch, acc);
         const int32_t* gather = tile.gatherInput ? ts.inputIndex.data() : nullptr;
         const size_t group = layer.inputGroup[ti];
         if (layer.intPath) {
@@ -598,8 +663,8 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
           igemm::multiply(ikernel_, nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq, s.ci.data(), ldc,
                           s.capack.data(), group == packedGroup);
           packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
-          float* dst = dendritic ? s.branch.data() + static_cast<int64_t>(ts.branch) * outF : acc;
-          const int64_t ldDst = dendritic ? branchStride : outF;
+          float* dst = dendritic ? s.branch.data() : acc;
+          const int64_t ldDst = outF;
           if (!readNoise_) {  // fused: scale, ADC, add into the layer's (or branch's) outputs
             intEpilogue_(s.ci.data(), ldc, nr, m, tile.intScale, tile.quantiseOutput ? &tile.adc : nullptr,
                          tile.codeScale, ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
@@ -634,22 +699,12 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
         }
         if (readNoise_)  // I += sqrt(S) * N(0, 1), before the ADC
           noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, ldc);
-        const int32_t* oi = ts.outputIndex.data();
-        for (int64_t i = 0; i < nr; ++i) {
-          float* crow = s.c.data() + i * ldc;
-          float* arow = dendritic ? s.branch.data() + i * branchStride + static_cast<int64_t>(ts.branch) * outF
-                                  : acc + i * outF;
-          if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
-          if (tile.contiguousOutput) {
-            float* dst = arow + oi[0];
-            for (int64_t c = 0; c < m; ++c) dst[c] += crow[c];
-          } else {
-            for (int64_t c = 0; c < m; ++c) arow[oi[c]] += crow[c];
-          }
-        }
+        floatEpilogue_(s.c.data(), ldc, nr, m, tile.quantiseOutput ? &tile.adc : nullptr, ts.outputIndex.data(),
+                       tile.contiguousOutput, dendritic ? s.branch.data() : acc, outF);
       }
 
       if (dendritic) {
+        for (; branch < ls.dendrites.count; ++branch) dendriticBranch(layer, s, nr, branch, acc);
         dendriticFinish(layer, s, nr, acc, stats);
       } else {
         for (int64_t i = 0; i < nr; ++i) {
@@ -675,30 +730,42 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
   return stats;
 }
 
-void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const {
+void Network::dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* acc) const {
+  const LayerSpec& ls = layer.spec;
+  const int64_t outF = ls.outFeatures;
+  const float kappa = ls.dendrites.bypass ? 1.0f : static_cast<float>(ls.dendrites.biasScale);
+  for (int64_t i = 0; i < nr; ++i)
+    for (int64_t j = 0; j < outF; ++j) acc[i * outF + j] = kappa * ls.bias[j];
+  std::fill(s.branch.data(), s.branch.data() + nr * outF, 0.0f);
+  std::fill(s.branchPower.begin(), s.branchPower.begin() + nr, 0.0);
+}
+
+void Network::dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const {
   const LayerSpec& ls = layer.spec;
   const DendriteSpec& d = ls.dendrites;
   const int64_t outF = ls.outFeatures;
-  const int64_t nb = d.count;
-  const float kappa = d.bypass ? 1.0f : static_cast<float>(d.biasScale);
   for (int64_t i = 0; i < nr; ++i) {
-    const float* z = s.branch.data() + i * nb * outF;
+    const float* zb = s.branch.data() + i * outF;
     float* y = acc + i * outF;
     const float sc = s.scale[i];
-    double power = 0.0;  // Σ over the row's dendrites of (a|u|)·i(a|u|)·ε
-    for (int64_t j = 0; j < outF; ++j) y[j] = kappa * ls.bias[j];
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* zb = z + b * outF;
-      if (d.bypass) {
-        for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
-      } else {
-        power += dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + b * outF, y,
-                                     s.dendritePower.data(), outF);
-      }
+    if (d.bypass) {
+      for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
+    } else {  // Σ over the row's dendrites of (a|u|)·i(a|u|)·ε, branch by branch
+      s.branchPower[static_cast<size_t>(i)] +=
+          dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + static_cast<int64_t>(b) * outF,
+                              y, s.dendritePower.data(), outF);
     }
-    const double e = power * d.energyUnit;
+  }
+  std::fill(s.branch.data(), s.branch.data() + nr * outF, 0.0f);
+}
+
+void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const {
+  const LayerSpec& ls = layer.spec;
+  const int64_t outF = ls.outFeatures;
+  for (int64_t i = 0; i < nr; ++i) {
+    const double e = s.branchPower[static_cast<size_t>(i)] * ls.dendrites.energyUnit;
     if (std::isfinite(e)) stats.dendriteEnergy += e;
-    periphery::activate(y, outF, ls.activation, ls.alpha, ls.beta);
+    periphery::activate(acc + i * outF, outF, ls.activation, ls.alpha, ls.beta);
   }
 }
 

@@ -119,7 +119,8 @@ class Network {
     gemm::FloatBuffer apack2;  // read noise: packed squared A micro-panels
     std::vector<noise::RowState> noise;  // read noise: each row's random stream
     std::vector<float> scale;  // per-row DAC scale s
-    gemm::FloatBuffer branch;  // dendrites: per-branch partial sums, [row][branch][output]
+    gemm::FloatBuffer branch;  // dendrites: the partial sums of the branch being computed, [row][output]
+    std::vector<double> branchPower;  // dendrites: each row's Σ of its dendrites' V·I so far
     std::vector<double> dendritePower;  // dendrites: one branch row's per-neuron V·I terms
     igemm::CodeBuffer codes;   // integer path: the DAC codes of the block's rows
     igemm::IntBuffer ci;       // integer path: one tile's int32 sums
@@ -131,7 +132,13 @@ class Network {
 
   /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. Returns their crossbar read power (W). */
   RunStats forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
-  /** Dendrites and soma of rows [0, nr) of a dendritic layer: branch sums s.branch → acc (before the head). */
+  /**
+   * A dendritic layer, rows [0, nr), branch by branch: begin sets acc = κ·bias and clears the partial sums;
+   * branch b adds its dendrites' outputs (from the partial sums s.branch) into acc and clears s.branch; finish
+   * adds the dendrites' energy and applies the activation (before the head).
+   */
+  void dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* acc) const;
+  void dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const;
   void dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const;
   /** The integer path's wq and intScale of a tile from its effective conductances g (constructor only). */
   void makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const;
@@ -159,6 +166,9 @@ class Network {
   /** Integer path epilogue: rows of int32 sums × scale, through the ADC (adc non-null), added into acc. */
   void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale, const periphery::Adc* adc,
                        double codeScale, const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  /** Float path epilogue: rows of tile currents through the ADC (adc non-null), added into acc. */
+  void (*floatEpilogue_)(const float* c, int64_t ldc, int64_t rows, int64_t m, const periphery::Adc* adc,
+                         const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
   bool anyIntPath_ = false;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
