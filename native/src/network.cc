@@ -372,6 +372,7 @@ Network::Network(Program program)
       noiseKernel_(noise::kernelFor(program.isa)),
       noiseSeed_(noise::mix64(noise::mix64(program.seed) ^ 0x726561642D6E6F69ull)),
       threads_(program.threads),
+      workers_(program.threads - 1),
       kernel_(gemm::kernelFor(program.isa)),
       ikernel_(igemm::kernelFor(program.isa)),
       dacCodes_(periphery::dacCodesFor(program.isa)),
@@ -573,29 +574,28 @@ RunStats Network::forward(const float* in, float* out, int64_t batch, uint64_t r
   auto scratches = acquire(static_cast<size_t>(workers));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   std::vector<RunStats> power(static_cast<size_t>(workers));
-  auto job = [&](int64_t t) {
+  struct Job {
+    Network* net;
+    const float* in;
+    float* out;
+    int64_t batch, chunk, inF, outF;
+    uint64_t runKey;
+    std::vector<std::unique_ptr<Scratch>>* scratches;
+    std::vector<std::exception_ptr>* errors;
+    std::vector<RunStats>* power;
+  } job{this, in, out, batch, chunk, inF, outF, runKey, &scratches, &errors, &power};
+  workers_.run(workers, [](void* ctx, int64_t t) {
+    const Job& j = *static_cast<const Job*>(ctx);
     FlushDenormals ftz;
     try {
-      const int64_t r0 = t * chunk;
-      const int64_t rows = std::min(chunk, batch - r0);
-      power[static_cast<size_t>(t)] =
-          forwardRows(in + r0 * inF, out + r0 * outF, rows, r0, runKey, *scratches[static_cast<size_t>(t)]);
+      const int64_t r0 = t * j.chunk;
+      const int64_t rows = std::min(j.chunk, j.batch - r0);
+      (*j.power)[static_cast<size_t>(t)] = j.net->forwardRows(j.in + r0 * j.inF, j.out + r0 * j.outF, rows, r0, j.runKey,
+                                                             *(*j.scratches)[static_cast<size_t>(t)]);
     } catch (...) {
-      errors[static_cast<size_t>(t)] = std::current_exception();
+      (*j.errors)[static_cast<size_t>(t)] = std::current_exception();
     }
-  };
-
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers));
-  for (int64_t t = 1; t < workers; ++t) {
-    try {
-      pool.emplace_back(job, t);
-    } catch (const std::system_error&) {
-      job(t);  // could not start a thread: do the chunk here
-    }
-  }
-  job(0);
-  for (auto& th : pool) th.join();
+  }, &job);
   giveBack(scratches);
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);

@@ -12,6 +12,7 @@
 #include "igemm.h"
 #include "noise.h"
 #include "periphery.h"
+#include "pool.h"
 #include "program.h"
 #include "rng.h"
 
@@ -159,6 +160,7 @@ class Network {
   std::atomic<uint64_t> runs_{0};
   std::vector<Layer> layers_;
   int32_t threads_ = 1;
+  WorkerPool workers_;  // the session's threads besides the caller's, started on the first batch that uses them
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
   igemm::Kernel ikernel_;
