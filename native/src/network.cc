@@ -134,8 +134,71 @@ inline __attribute__((always_inline)) void intEpilogueRows(const int32_t* c, int
 
 DENDRA_INT_EPILOGUE(intEpiloguePortable, )
 #ifdef DENDRA_X86_DISPATCH
-DENDRA_INT_EPILOGUE(intEpilogueAvx2, __attribute__((target("avx2,fma"))))
-DENDRA_INT_EPILOGUE(intEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+DENDRA_INT_EPILOGUE(intEpilogueAvx2Generic, __attribute__((target("avx2,fma"))))
+DENDRA_INT_EPILOGUE(intEpilogueAvx512Generic, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+
+// The contiguous-output case with intrinsics (GCC does not vectorise the int → double → float chain): the same
+// operations as intEpilogueRows, lane by lane, so every path gives the same floats.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 conversion intrinsics (false positive)
+#define DENDRA_T512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
+DENDRA_T512 inline __m512 roundHalfAway512(__m512 x) {
+  const __m512 half = _mm512_or_ps(_mm512_set1_ps(0.49999997f), _mm512_and_ps(x, _mm512_set1_ps(-0.0f)));
+  return _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_add_ps(x, half)));
+}
+
+DENDRA_T512 void intEpilogueAvx512(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale,
+                                   const periphery::Adc* adc, double codeScale, const int32_t* oi, bool contiguous,
+                                   float* acc, int64_t ldAcc) {
+  if (!contiguous) return intEpilogueAvx512Generic(c, ldc, rows, m, scale, adc, codeScale, oi, contiguous, acc, ldAcc);
+  const __m512d mul = _mm512_set1_pd(adc ? codeScale : scale);
+  const __m512 lo = _mm512_set1_ps(adc ? -adc->levels : 0.0f), hi = _mm512_set1_ps(adc ? adc->levels : 0.0f);
+  const __m512 fromCode = _mm512_set1_ps(adc ? adc->fromCode : 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* dst = acc + i * ldAcc + oi[0];
+    for (int64_t j = 0; j < m; j += 16) {
+      const __mmask16 k = m - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (m - j)) - 1u);
+      const __m512i x = _mm512_maskz_loadu_epi32(k, ci + j);
+      const __m256 v0 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(x)), mul));
+      const __m256 v1 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(x, 1)), mul));
+      __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(v0), v1, 1);
+      if (adc) v = _mm512_mul_ps(roundHalfAway512(_mm512_min_ps(_mm512_max_ps(v, lo), hi)), fromCode);
+      _mm512_mask_storeu_ps(dst + j, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dst + j), v));
+    }
+  }
+}
+#undef DENDRA_T512
+#pragma GCC diagnostic pop
+
+#define DENDRA_T256 __attribute__((target("avx2,fma")))
+DENDRA_T256 inline __m256 roundHalfAway256(__m256 x) {
+  const __m256 half = _mm256_or_ps(_mm256_set1_ps(0.49999997f), _mm256_and_ps(x, _mm256_set1_ps(-0.0f)));
+  return _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_add_ps(x, half)));
+}
+
+DENDRA_T256 void intEpilogueAvx2(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale,
+                                 const periphery::Adc* adc, double codeScale, const int32_t* oi, bool contiguous,
+                                 float* acc, int64_t ldAcc) {
+  if (!contiguous || m % 8 != 0)
+    return intEpilogueAvx2Generic(c, ldc, rows, m, scale, adc, codeScale, oi, contiguous, acc, ldAcc);
+  const __m256d mul = _mm256_set1_pd(adc ? codeScale : scale);
+  const __m256 lo = _mm256_set1_ps(adc ? -adc->levels : 0.0f), hi = _mm256_set1_ps(adc ? adc->levels : 0.0f);
+  const __m256 fromCode = _mm256_set1_ps(adc ? adc->fromCode : 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* dst = acc + i * ldAcc + oi[0];
+    for (int64_t j = 0; j < m; j += 8) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j));
+      const __m128 v0 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(x)), mul));
+      const __m128 v1 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1)), mul));
+      __m256 v = _mm256_insertf128_ps(_mm256_castps128_ps256(v0), v1, 1);
+      if (adc) v = _mm256_mul_ps(roundHalfAway256(_mm256_min_ps(_mm256_max_ps(v, lo), hi)), fromCode);
+      _mm256_storeu_ps(dst + j, _mm256_add_ps(_mm256_loadu_ps(dst + j), v));
+    }
+  }
+}
+#undef DENDRA_T256
 #endif
 #undef DENDRA_INT_EPILOGUE
 
@@ -193,9 +256,19 @@ DENDRA_FLOAT_EPILOGUE(floatEpilogueAvx512, __attribute__((target("avx2,fma,avx51
 #undef DENDRA_FLOAT_EPILOGUE
 
 /** int32 sums × scale → float currents (the integer path with read noise, before the noise and the ADC). */
-void intToFloat(const int32_t* c, float* out, int64_t n, double scale) {
+inline __attribute__((always_inline)) void intToFloatBody(const int32_t* c, float* out, int64_t n, double scale) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(static_cast<double>(c[j]) * scale);
 }
+void intToFloatPortable(const int32_t* c, float* out, int64_t n, double scale) { intToFloatBody(c, out, n, scale); }
+#ifdef DENDRA_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void intToFloatAvx2(const int32_t* c, float* out, int64_t n, double scale) {
+  intToFloatBody(c, out, n, scale);
+}
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) void intToFloatAvx512(const int32_t* c, float* out,
+                                                                                           int64_t n, double scale) {
+  intToFloatBody(c, out, n, scale);
+}
+#endif
 
 /**
  * Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while a forward pass runs on this thread, as
@@ -379,13 +452,16 @@ Network::Network(Program program)
       rng_(program.seed) {
   intEpilogue_ = &intEpiloguePortable;
   floatEpilogue_ = &floatEpiloguePortable;
+  intToFloat_ = &intToFloatPortable;
 #ifdef DENDRA_X86_DISPATCH
   if (program.isa >= cpu::Isa::Avx512) {
     intEpilogue_ = &intEpilogueAvx512;
     floatEpilogue_ = &floatEpilogueAvx512;
+    intToFloat_ = &intToFloatAvx512;
   } else if (program.isa == cpu::Isa::Avx2) {
     intEpilogue_ = &intEpilogueAvx2;
     floatEpilogue_ = &floatEpilogueAvx2;
+    intToFloat_ = &intToFloatAvx2;
   }
 #endif
   weightedSquares_ = &weightedSquaresPortable;
@@ -670,7 +746,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
                          tile.codeScale, ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
             continue;
           }
-          intToFloat(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);
+          intToFloat_(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);
           // S = (u∘u)·Var in float (the squared DAC outputs packed once per input group when k fits one K block)
           const bool one = tile.var.k <= gemm::kKC;
           gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.var, s.cvar.data(), ldc, s.apack2.data(),

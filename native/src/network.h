@@ -171,6 +171,7 @@ class Network {
   /** Float path epilogue: rows of tile currents through the ADC (adc non-null), added into acc. */
   void (*floatEpilogue_)(const float* c, int64_t ldc, int64_t rows, int64_t m, const periphery::Adc* adc,
                          const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  void (*intToFloat_)(const int32_t* c, float* out, int64_t n, double scale) = nullptr;
   bool anyIntPath_ = false;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
