@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { describe, DendraError, InputError } from '../common/errors.js';
 import { dendraVersion } from '../artifact/write.js';
+import { native } from '../native/index.js';
 import { compileCommand } from './compile.js';
 import { runCommand } from './run.js';
 import { evalCommand } from './eval.js';
@@ -31,10 +32,24 @@ const boardOption = () => new Option('--device <URL>', 'run on the board at URL 
 const tokenOption = () => new Option('--token-file <FILE>', "the board's shared token (one line; default: the DENDRA_BOARD_TOKEN environment variable); proved by challenge-response, never sent");
 const threadsOption = () => new Option('--threads <n>', 'threads for a batch (default: all cores)').argParser((v) => parseIntOption(v, '--threads', 1, 256));
 
+/**
+ * `dendra --version`: the version and the simulator's kernels: the one in use (DENDRA_KERNEL, else the best
+ * this CPU has) and every one this CPU can run (docs/performance.md).
+ */
+function versionLine(): string {
+  let kernels: string;
+  try {
+    kernels = `kernel ${native().kernel()} (this CPU: ${native().kernels().join(', ')})`;
+  } catch (e) {
+    kernels = `kernel: ${(e as Error).message}`;
+  }
+  return `${dendraVersion()}\n${kernels}`;
+}
+
 export function program(): Command {
   const cli = new Command('dendra')
     .description('Compile ONNX MLPs onto memristor crossbars and run them on a simulated accelerator')
-    .version(dendraVersion())
+    .version(versionLine())
     .exitOverride()
     .enablePositionalOptions() // a subcommand's options are its own (`sweep merge --out` is merge's)
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });

@@ -51,6 +51,12 @@ export interface NativePhysics {
    *   G_eff = G / (1 + G · r · (j + 1 + R − i)).
    */
   wireResistance: number;
+  /**
+   * Spacing (S) of the device's evenly spaced conductance levels; 0 or absent: continuous. With a DAC of at
+   * most 8 bits, a tile whose G+ − G− are all whole multiples of it runs as exact integer products (level
+   * differences × DAC codes); any other tile in 16-bit fixed point (docs/performance.md).
+   */
+  levelStep?: number;
 }
 
 /**
@@ -164,6 +170,8 @@ export interface NativeProgram {
   seed: number;
   /** Optional; absent = ideal devices. */
   physics?: NativePhysics;
+  /** The kernels: 'portable', 'avx2', 'avx512', 'vnni' or 'auto' (absent: DENDRA_KERNEL, else the CPU's best). */
+  kernel?: string;
 }
 
 export interface NativeChip {
@@ -194,6 +202,20 @@ export interface NativeChip {
   conductances(array: number): Float32Array;
   /** Frees the native memory; later calls throw. */
   release(): void;
+  /** How the chip runs: its kernels and what it holds (docs/performance.md). */
+  info(): NativeChipInfo;
+}
+
+export interface NativeChipInfo {
+  /** The kernels in use: 'portable', 'avx2', 'avx512' or 'vnni'. */
+  kernel: string;
+  /** Bytes the session holds natively: packed matrices (once per session), held conductances, scratch buffers. */
+  memoryBytes: number;
+  tiles: number;
+  /** Tiles run as integer products (their layer has a DAC of 1..8 bits). */
+  integerTiles: number;
+  /** ... of which every G+ − G− is a whole number of conductance levels: products exact. */
+  exactTiles: number;
 }
 
 /**
@@ -426,8 +448,13 @@ export interface NativeModule {
   Chip: new (program: NativeProgram) => NativeChip;
   /** Solves every problem (on up to `threads` threads) and returns the improved slots. */
   placeTiles(problems: NativePlacementProblem[], threads: number): NativePlacement[];
-  /** Which matrix kernel the CPU selected at load: 'avx2-fma' or 'scalar'. */
+  /**
+   * The kernels a program without `kernel` runs: DENDRA_KERNEL (portable | avx2 | avx512 | vnni) when set, else
+   * the best this CPU has. Throws a RangeError when DENDRA_KERNEL names one this CPU lacks.
+   */
   kernel(): string;
+  /** Every kernel this CPU can run, lowest first. */
+  kernels(): string[];
   /** A trainer holding a copy of the network's weights and an optimizer (default Adam, η = 1e-3). */
   Trainer: new (network: NativeTrainNetwork, optimizer?: NativeOptimizer) => NativeTrainer;
   /**

@@ -6,7 +6,7 @@ import { readArtifact, readArtifactBytes, readArtifactFile, isArtifact } from '.
 import type { Artifact } from '../artifact/format.js';
 import { ArtifactError, InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
-import type { NativeChip } from '../native/index.js';
+import type { NativeChip, NativeChipInfo } from '../native/index.js';
 import { createSimChip } from './backends/sim.js';
 import { DeviceBackend } from './backends/device/backend.js';
 import type { ClientOptions } from './backends/device/client.js';
@@ -33,6 +33,11 @@ export interface SessionOptions {
    * straight into the soma): the reference of the power advantage. Default 'on'. Simulator only.
    */
   dendrites?: 'on' | 'bypass';
+  /**
+   * The simulator's kernels: 'portable', 'avx2', 'avx512' or 'vnni' (one this CPU has: `kernels()`), or 'auto'
+   * (default: the DENDRA_KERNEL environment variable, else the best this CPU has). docs/performance.md.
+   */
+  kernel?: string;
 }
 
 export interface ValueMetadata {
@@ -43,8 +48,12 @@ export interface ValueMetadata {
   shape: (number | string)[];
 }
 
-/** Below this many multiply-accumulates a run stays on the calling thread (no worker hop). */
-const SYNC_MACS = 1 << 18;
+/**
+ * Up to this many multiply-accumulates a run stays on the calling thread: no worker hop, no input copy (a
+ * hop costs tens of microseconds, about what the kernels take for 4M MACs; a batch-1 inference of any network
+ * the benchmark runs stays synchronous). docs/performance.md.
+ */
+const SYNC_MACS = 1 << 22;
 
 export class InferenceSession {
   readonly inputNames: readonly string[];
@@ -78,7 +87,7 @@ export class InferenceSession {
     if (backend !== 'sim' && backend !== 'device') throw new InputError(`backend '${String(backend)}' is not available (supported: sim, device)`);
     if (backend === 'device') {
       if (typeof options.device !== 'string' || !options.device) throw new InputError("backend 'device' needs the board's URL: { device: 'tcp://HOST:PORT' | 'serial:///dev/ttyX' }");
-      const simOnly = (['seed', 'threads', 'time', 'dendrites'] as const).filter((k) => options[k] !== undefined);
+      const simOnly = (['seed', 'threads', 'time', 'dendrites', 'kernel'] as const).filter((k) => options[k] !== undefined);
       if (simOnly.length > 0) throw new InputError(`${simOnly.join(', ')} apply to the simulator only, not to backend 'device'`);
     } else if (options.device !== undefined) {
       throw new InputError(`device '${options.device}' needs backend 'device' (got '${backend}')`);
@@ -91,6 +100,9 @@ export class InferenceSession {
     }
     if (options.dendrites !== undefined && options.dendrites !== 'on' && options.dendrites !== 'bypass') {
       throw new InputError(`dendrites must be 'on' or 'bypass' (got '${String(options.dendrites)}')`);
+    }
+    if (options.kernel !== undefined && typeof options.kernel !== 'string') {
+      throw new InputError(`kernel must be a string: 'auto', 'portable', 'avx2', 'avx512' or 'vnni' (got ${typeof options.kernel})`);
     }
     if (options.time !== undefined && !(Number.isFinite(options.time) && options.time >= 0)) {
       throw new InputError(`time must be a number of seconds >= 0 (got ${options.time})`);
@@ -125,6 +137,27 @@ export class InferenceSession {
 
   get profile(): DeviceProfile {
     return this.artifact.profile;
+  }
+
+  /**
+   * The simulator's kernels in use ('portable', 'avx2', 'avx512' or 'vnni'; docs/performance.md), or 'device'
+   * for backend 'device'.
+   */
+  get kernel(): string {
+    if (this.#device) return 'device';
+    if (!this.#chip) throw new DeviceError('session was released');
+    return this.#chip.info().kernel;
+  }
+
+  /**
+   * How the simulator runs this artifact: its kernels, the bytes the session holds natively (the packed
+   * matrices, once per session, the held conductances and scratch buffers), and how many tiles run as integer
+   * products (exactly, when their conductances sit on the device's levels). Simulator only.
+   */
+  info(): NativeChipInfo {
+    if (this.#device) throw new InputError("info() describes the simulator; backend 'device' has none");
+    if (!this.#chip) throw new DeviceError('session was released');
+    return this.#chip.info();
   }
 
   /** Runs a batch. Feeds: { [inputName]: Tensor } with dims [batch, ...input dims]. */

@@ -125,6 +125,7 @@ Napi::Function Chip::define(Napi::Env env) {
                          InstanceMethod<&Chip::release>("release"),
                          InstanceMethod<&Chip::conductances>("conductances"),
                          InstanceMethod<&Chip::lastRunCrossbarPower>("lastRunCrossbarPower"),
+                         InstanceMethod<&Chip::info>("info"),
                          InstanceAccessor<&Chip::inFeatures>("inFeatures"),
                          InstanceAccessor<&Chip::outFeatures>("outFeatures"),
                      });
@@ -204,6 +205,19 @@ Napi::Value Chip::conductances(const Napi::CallbackInfo& info) {
 
 Napi::Value Chip::lastRunCrossbarPower(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), lastPower_);
+}
+
+Napi::Value Chip::info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Network> net = network(env);
+  const Network::Info i = net->info();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kernel", net->kernelName());
+  o.Set("memoryBytes", static_cast<double>(i.memoryBytes));
+  o.Set("tiles", static_cast<double>(i.tiles));
+  o.Set("integerTiles", static_cast<double>(i.integerTiles));
+  o.Set("exactTiles", static_cast<double>(i.exactTiles));
+  return o;
 }
 
 Napi::Value Chip::release(const Napi::CallbackInfo& info) {

@@ -21,6 +21,7 @@ class Chip : public Napi::ObjectWrap<Chip> {
   Napi::Value release(const Napi::CallbackInfo& info);
   Napi::Value conductances(const Napi::CallbackInfo& info);
   Napi::Value lastRunCrossbarPower(const Napi::CallbackInfo& info);
+  Napi::Value info(const Napi::CallbackInfo& info);
   Napi::Value inFeatures(const Napi::CallbackInfo& info);
   Napi::Value outFeatures(const Napi::CallbackInfo& info);
 

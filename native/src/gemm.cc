@@ -32,103 +32,124 @@ void microScalar(int64_t kc, const float* a, const float* b, float* c, int64_t l
 
 #ifdef DENDRA_X86_DISPATCH
 
-#define DENDRA_ROW(i)                                  \
-  {                                                    \
-    const __m256 ai = _mm256_broadcast_ss(ap + (i));   \
-    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);        \
-    c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);        \
-  }
+#define DENDRA_AVX2 __attribute__((target("avx2,fma")))
+#define DENDRA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
 
-#define DENDRA_STEP(ap, bp)                            \
-  {                                                    \
-    const __m256 b0 = _mm256_load_ps(bp);              \
-    const __m256 b1 = _mm256_load_ps((bp) + 8);        \
-    DENDRA_ROW(0) DENDRA_ROW(1) DENDRA_ROW(2)          \
-    DENDRA_ROW(3) DENDRA_ROW(4) DENDRA_ROW(5)          \
-  }
-
-__attribute__((target("avx2,fma"))) void microAvx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                                                   bool accumulate) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-
-  int64_t p = 0;
-  for (; p + 4 <= kc; p += 4) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNR), _MM_HINT_T0);
-    {
-      const float* ap = a;
-      DENDRA_STEP(ap, b)
+/**
+ * One 6 x 16 half of a 32-column panel (b: the half's first column, row stride kNR): 12 __m256 accumulators.
+ * Written as plain loops over an accumulator array: GCC then keeps every accumulator in its register
+ * (a hand-unrolled form made it shuffle registers between the FMAs).
+ */
+DENDRA_AVX2 inline void halfAvx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+  __m256 acc[12];
+  for (int q = 0; q < 12; ++q) acc[q] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_load_ps(b + p * kNR);
+    const __m256 b1 = _mm256_load_ps(b + p * kNR + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + p * kMR + i);
+      acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+      acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
     }
-    {
-      const float* ap = a + kMR;
-      DENDRA_STEP(ap, b + kNR)
-    }
-    {
-      const float* ap = a + 2 * kMR;
-      DENDRA_STEP(ap, b + 2 * kNR)
-    }
-    {
-      const float* ap = a + 3 * kMR;
-      DENDRA_STEP(ap, b + 3 * kNR)
-    }
-    a += 4 * kMR;
-    b += 4 * kNR;
   }
-  for (; p < kc; ++p) {
-    const float* ap = a;
-    DENDRA_STEP(ap, b)
-    a += kMR;
-    b += kNR;
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_loadu_ps(ci));
+      acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_loadu_ps(ci + 8));
+    }
+    _mm256_storeu_ps(ci, acc[2 * i]);
+    _mm256_storeu_ps(ci + 8, acc[2 * i + 1]);
   }
-
-#define DENDRA_STORE(i)                                                              \
-  {                                                                                  \
-    float* ci = c + (i) * ldc;                                                       \
-    if (accumulate) {                                                                \
-      c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(ci));                         \
-      c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(ci + 8));                     \
-    }                                                                                \
-    _mm256_storeu_ps(ci, c##i##0);                                                   \
-    _mm256_storeu_ps(ci + 8, c##i##1);                                               \
-  }
-  DENDRA_STORE(0) DENDRA_STORE(1) DENDRA_STORE(2) DENDRA_STORE(3) DENDRA_STORE(4) DENDRA_STORE(5)
-#undef DENDRA_STORE
 }
 
-#undef DENDRA_STEP
-#undef DENDRA_ROW
+DENDRA_AVX2 void microAvx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+  halfAvx2(kc, a, b, c, ldc, accumulate);
+  halfAvx2(kc, a, b + 16, c + 16, ldc, accumulate);
+}
 
 template <int NP>
-__attribute__((target("avx2,fma"))) void rowAvx2Impl(int64_t kc, const float* a, const float* b, int64_t stride,
-                                                      float* c, bool accumulate) {
-  __m256 acc[2 * NP];
-  for (int q = 0; q < 2 * NP; ++q) acc[q] = _mm256_setzero_ps();
+DENDRA_AVX2 void rowAvx2Impl(int64_t kc, const float* a, const float* b, int64_t stride, float* c, bool accumulate) {
+  constexpr int V = kNR / 8;  // __m256 per panel row
+  __m256 acc[V * NP];
+  for (int q = 0; q < V * NP; ++q) acc[q] = _mm256_setzero_ps();
   for (int64_t p = 0; p < kc; ++p) {
     const __m256 ap = _mm256_broadcast_ss(a + p * kMR);
     const float* bp = b + p * kNR;
-    for (int q = 0; q < NP; ++q) {
-      acc[2 * q] = _mm256_fmadd_ps(ap, _mm256_load_ps(bp + q * stride), acc[2 * q]);
-      acc[2 * q + 1] = _mm256_fmadd_ps(ap, _mm256_load_ps(bp + q * stride + 8), acc[2 * q + 1]);
-    }
+    for (int q = 0; q < NP; ++q)
+      for (int v = 0; v < V; ++v) acc[V * q + v] = _mm256_fmadd_ps(ap, _mm256_load_ps(bp + q * stride + 8 * v), acc[V * q + v]);
   }
-  for (int q = 0; q < 2 * NP; ++q) {
+  for (int q = 0; q < V * NP; ++q) {
     float* cq = c + q * 8;
     if (accumulate) acc[q] = _mm256_add_ps(acc[q], _mm256_loadu_ps(cq));
     _mm256_storeu_ps(cq, acc[q]);
   }
 }
 
-__attribute__((target("avx2,fma"))) void rowAvx2(int64_t kc, const float* a, const float* b, int64_t stride, float* c,
-                                                 int64_t np, bool accumulate) {
+DENDRA_AVX2 void rowAvx2(int64_t kc, const float* a, const float* b, int64_t stride, float* c, int64_t np,
+                         bool accumulate) {
   switch (np) {
     case 1: rowAvx2Impl<1>(kc, a, b, stride, c, accumulate); break;
-    case 2: rowAvx2Impl<2>(kc, a, b, stride, c, accumulate); break;
-    case 3: rowAvx2Impl<3>(kc, a, b, stride, c, accumulate); break;
-    default: rowAvx2Impl<4>(kc, a, b, stride, c, accumulate); break;
+    default: rowAvx2Impl<2>(kc, a, b, stride, c, accumulate); break;
+  }
+}
+
+// 6 x 32 with 12 __m512 accumulators: per k, two loads of B and six broadcasts of A for twelve FMAs.
+DENDRA_AVX512 void microAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+  __m512 acc[12];
+  for (int q = 0; q < 12; ++q) acc[q] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_load_ps(b + p * kNR);
+    const __m512 b1 = _mm512_load_ps(b + p * kNR + 16);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[p * kMR + i]);
+      acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
+      acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(ci));
+      acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(ci + 16));
+    }
+    _mm512_storeu_ps(ci, acc[2 * i]);
+    _mm512_storeu_ps(ci + 16, acc[2 * i + 1]);
+  }
+}
+
+template <int NP>
+DENDRA_AVX512 void rowAvx512Impl(int64_t kc, const float* a, const float* b, int64_t stride, float* c, bool accumulate) {
+  constexpr int V = kNR / 16;  // __m512 per panel row
+  __m512 acc[V * NP];
+  for (int q = 0; q < V * NP; ++q) acc[q] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 ap = _mm512_set1_ps(a[p * kMR]);
+    const float* bp = b + p * kNR;
+    for (int q = 0; q < NP; ++q)
+      for (int v = 0; v < V; ++v)
+        acc[V * q + v] = _mm512_fmadd_ps(ap, _mm512_load_ps(bp + q * stride + 16 * v), acc[V * q + v]);
+  }
+  for (int q = 0; q < V * NP; ++q) {
+    float* cq = c + q * 16;
+    if (accumulate) acc[q] = _mm512_add_ps(acc[q], _mm512_loadu_ps(cq));
+    _mm512_storeu_ps(cq, acc[q]);
+  }
+}
+
+DENDRA_AVX512 void rowAvx512(int64_t kc, const float* a, const float* b, int64_t stride, float* c, int64_t np,
+                             bool accumulate) {
+  switch (np) {
+    case 1: rowAvx512Impl<1>(kc, a, b, stride, c, accumulate); break;
+    case 2: rowAvx512Impl<2>(kc, a, b, stride, c, accumulate); break;
+    case 3: rowAvx512Impl<3>(kc, a, b, stride, c, accumulate); break;
+    default: rowAvx512Impl<4>(kc, a, b, stride, c, accumulate); break;
   }
 }
 
@@ -166,16 +187,15 @@ void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int
 
 }  // namespace
 
-Kernel selectKernel() {
-  // DENDRA_NATIVE_KERNEL=scalar forces the portable kernel (to test it on an AVX2 machine).
-  const char* force = std::getenv("DENDRA_NATIVE_KERNEL");
-  if (force && std::strcmp(force, "scalar") == 0) return Kernel{"scalar", &microScalar, nullptr};
+Kernel kernelFor(cpu::Isa isa) {
 #ifdef DENDRA_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel{"avx2-fma", &microAvx2, &rowAvx2};
+  if (isa >= cpu::Isa::Avx512) return Kernel{cpu::name(isa), &microAvx512, &rowAvx512, 4, isa};
+  if (isa == cpu::Isa::Avx2) return Kernel{cpu::name(isa), &microAvx2, &rowAvx2, 2, isa};
 #endif
-  return Kernel{"scalar", &microScalar, nullptr};
+  return Kernel{cpu::name(cpu::Isa::Portable), &microScalar, nullptr, 1, cpu::Isa::Portable};
 }
+
+Kernel selectKernel() { return kernelFor(cpu::requested()); }
 
 PackedMatrix allocatePacked(int64_t k, int64_t m) {
   PackedMatrix pm;
@@ -231,8 +251,8 @@ void multiply(const Kernel& kernel, int64_t rows, const float* x, int64_t ldx, c
     if (partialRows > 0) {
       const int64_t r0 = fullPanels * kMR;
       const float* a = apack + fullPanels * kc * kMR;
-      for (int64_t j = 0; j < w.panels; j += kRowPanels) {
-        const int64_t np = std::min(kRowPanels, w.panels - j);
+      for (int64_t j = 0; j < w.panels; j += kernel.rowPanels) {
+        const int64_t np = std::min(kernel.rowPanels, w.panels - j);
         const float* b = w.data.data() + j * panelStride + p0 * kNR;
         for (int64_t i = 0; i < partialRows; ++i)
           kernel.row(kc, a + i, b, panelStride, c + (r0 + i) * ldc + j * kNR, np, accumulate);

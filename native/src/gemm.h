@@ -1,10 +1,12 @@
 // Packed single-precision GEMM for crossbar tiles: C = gather(X) * W, W packed once at construction.
 //
-// Layout (BLIS style): W (k x m, row-major) is packed into ceil(m/16) panels of 16 columns, each panel
-// k x 16 contiguous (zero-padded columns). A row block of X is gathered through the tile's inputIndex and
-// packed into micro-panels of 6 rows (k-major, 6 floats per k). The 6x16 micro-kernel keeps 12 __m256
-// accumulators in registers. K is blocked so a micro-panel of W (kc x 16) stays in L1 while every
-// micro-panel of A (from L2) streams past it.
+// Layout (BLIS style): W (k x m, row-major) is packed into ceil(m/32) panels of 32 columns, each panel
+// k x 32 contiguous (zero-padded columns). A row block of X is gathered through the tile's inputIndex and
+// packed into micro-panels of 6 rows (k-major, 6 floats per k). The micro-kernel computes a 6 x 32 block:
+// 12 __m512 accumulators (avx512, vnni), or two 6 x 16 halves of 12 __m256 (avx2), or plain loops
+// (portable). K is blocked so a micro-panel of W (kc x 32) stays in L1 while every micro-panel of A (from
+// L2) streams past it. Every path forms each output as the same sequence of k-ordered multiply-adds (fused
+// on avx2/avx512, separate on portable), so paths agree to float rounding (docs/performance.md).
 #pragma once
 
 #include <cstddef>
@@ -13,10 +15,12 @@
 #include <new>
 #include <vector>
 
+#include "cpu.h"
+
 namespace dendra::gemm {
 
 constexpr int64_t kMR = 6;     // micro-kernel rows
-constexpr int64_t kNR = 16;    // micro-kernel columns (two __m256)
+constexpr int64_t kNR = 32;    // micro-kernel columns (two __m512, four __m256)
 constexpr int64_t kKC = 256;   // K block
 
 /** 64-byte aligned allocator so packed panels start on cache lines. */
@@ -40,27 +44,31 @@ struct AlignedAllocator {
 
 using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
 
-/** C[0..6, 0..16) (row stride ldc) = (accumulate ? C : 0) + A(6 x kc, packed) * B(kc x 16, packed). */
+/** C[0..6, 0..kNR) (row stride ldc) = (accumulate ? C : 0) + A(6 x kc, packed) * B(kc x kNR, packed). */
 using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
 
 /**
- * One row of A against np (1..kRowPanels) panels of B (panel p at b + p*panelStride), for the rows of a
- * partial micro-panel: c[0, np*16) = (accumulate ? c : 0) + a(1 x kc, stride kMR) * B. Each column's sum
+ * One row of A against np (1..Kernel::rowPanels) panels of B (panel p at b + p*panelStride), for the rows of
+ * a partial micro-panel: c[0, np*kNR) = (accumulate ? c : 0) + a(1 x kc, stride kMR) * B. Each column's sum
  * is formed in the same order as in MicroKernel, so a row's result does not depend on its batch position.
  */
 using RowKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t panelStride, float* c, int64_t np,
                            bool accumulate);
-constexpr int64_t kRowPanels = 4;
 
 struct Kernel {
-  const char* name;
+  const char* name;   // cpu::name(isa): 'portable', 'avx2', 'avx512' or 'vnni'
   MicroKernel micro;
-  RowKernel row;  // may be null: partial micro-panels then go through micro with zero-padded rows
+  RowKernel row;      // may be null: partial micro-panels then go through micro with zero-padded rows
+  int64_t rowPanels;  // panels one row-kernel call takes (at most)
+  cpu::Isa isa;       // the instruction set the kernel (and the loops around it) may use
 };
 
+/** The float kernel of one instruction-set level (the caller checks the CPU has it: cpu::resolve). */
+Kernel kernelFor(cpu::Isa isa);
+
 /**
- * 'avx2-fma' when the CPU has AVX2 and FMA, else the portable 'scalar' kernel.
- * The environment variable DENDRA_NATIVE_KERNEL=scalar forces the portable kernel.
+ * The kernel of cpu::requested(): the best this CPU has, or the one DENDRA_KERNEL names
+ * (portable | avx2 | avx512 | vnni). Throws std::invalid_argument for a name this CPU cannot run.
  */
 Kernel selectKernel();
 

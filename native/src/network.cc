@@ -81,6 +81,215 @@ std::vector<float> irDrop(const ArraySpec& a, double r) {
   return eff;
 }
 
+/**
+ * Integer path epilogue over `rows` rows: each exact sum c becomes v = c · scale (current / vRead), or with an
+ * ADC the code round(clamp(c · codeScale)) times fromCode; added into acc at the tile's outputs. The products
+ * are formed in double and rounded once to float, so a current exactly at an ADC decision boundary (common:
+ * level currents and the ADC's full scale are commensurate) lands exactly on it and rounds half away from
+ * zero, the periphery's rule. Branch-free inner loops, built per instruction set below.
+ */
+template <bool Quantise, bool Contiguous>
+inline __attribute__((always_inline)) void intEpilogueRows(const int32_t* c, int64_t ldc, int64_t rows, int64_t m,
+                                                           double scale, const periphery::Adc* adc, double codeScale,
+                                                           const int32_t* oi, float* acc, int64_t ldAcc) {
+  const float fromCode = Quantise ? adc->fromCode : 0.0f;
+  const float lo = Quantise ? -adc->levels : 0.0f, hi = Quantise ? adc->levels : 0.0f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* ai = acc + i * ldAcc;
+    float* dst = Contiguous ? ai + oi[0] : ai;
+    for (int64_t j = 0; j < m; ++j) {
+      float v;
+      if (Quantise) {
+        float code = static_cast<float>(static_cast<double>(ci[j]) * codeScale);
+        code = code > lo ? code : lo;
+        code = code < hi ? code : hi;
+        v = periphery::roundHalfAway(code) * fromCode;
+      } else {
+        v = static_cast<float>(static_cast<double>(ci[j]) * scale);
+      }
+      if (Contiguous)
+        dst[j] += v;
+      else
+        ai[oi[j]] += v;
+    }
+  }
+}
+
+#define DENDRA_INT_EPILOGUE(NAME, ATTR)                                                                         \
+  ATTR void NAME(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale, const periphery::Adc* adc, \
+                 double codeScale, const int32_t* oi, bool contiguous, float* acc, int64_t ldAcc) {             \
+    if (adc) {                                                                                                  \
+      if (contiguous)                                                                                           \
+        intEpilogueRows<true, true>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                    \
+      else                                                                                                      \
+        intEpilogueRows<true, false>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                   \
+    } else {                                                                                                    \
+      if (contiguous)                                                                                           \
+        intEpilogueRows<false, true>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                   \
+      else                                                                                                      \
+        intEpilogueRows<false, false>(c, ldc, rows, m, scale, adc, codeScale, oi, acc, ldAcc);                  \
+    }                                                                                                           \
+  }
+
+DENDRA_INT_EPILOGUE(intEpiloguePortable, )
+#ifdef DENDRA_X86_DISPATCH
+DENDRA_INT_EPILOGUE(intEpilogueAvx2Generic, __attribute__((target("avx2,fma"))))
+DENDRA_INT_EPILOGUE(intEpilogueAvx512Generic, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+
+// The contiguous-output case with intrinsics (GCC does not vectorise the int → double → float chain): the same
+// operations as intEpilogueRows, lane by lane, so every path gives the same floats.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 conversion intrinsics (false positive)
+#define DENDRA_T512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
+DENDRA_T512 inline __m512 roundHalfAway512(__m512 x) {
+  const __m512 half = _mm512_or_ps(_mm512_set1_ps(0.49999997f), _mm512_and_ps(x, _mm512_set1_ps(-0.0f)));
+  return _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_add_ps(x, half)));
+}
+
+DENDRA_T512 void intEpilogueAvx512(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale,
+                                   const periphery::Adc* adc, double codeScale, const int32_t* oi, bool contiguous,
+                                   float* acc, int64_t ldAcc) {
+  if (!contiguous) return intEpilogueAvx512Generic(c, ldc, rows, m, scale, adc, codeScale, oi, contiguous, acc, ldAcc);
+  const __m512d mul = _mm512_set1_pd(adc ? codeScale : scale);
+  const __m512 lo = _mm512_set1_ps(adc ? -adc->levels : 0.0f), hi = _mm512_set1_ps(adc ? adc->levels : 0.0f);
+  const __m512 fromCode = _mm512_set1_ps(adc ? adc->fromCode : 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* dst = acc + i * ldAcc + oi[0];
+    for (int64_t j = 0; j < m; j += 16) {
+      const __mmask16 k = m - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (m - j)) - 1u);
+      const __m512i x = _mm512_maskz_loadu_epi32(k, ci + j);
+      const __m256 v0 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(x)), mul));
+      const __m256 v1 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(x, 1)), mul));
+      __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(v0), v1, 1);
+      if (adc) v = _mm512_mul_ps(roundHalfAway512(_mm512_min_ps(_mm512_max_ps(v, lo), hi)), fromCode);
+      _mm512_mask_storeu_ps(dst + j, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dst + j), v));
+    }
+  }
+}
+#undef DENDRA_T512
+#pragma GCC diagnostic pop
+
+#define DENDRA_T256 __attribute__((target("avx2,fma")))
+DENDRA_T256 inline __m256 roundHalfAway256(__m256 x) {
+  const __m256 half = _mm256_or_ps(_mm256_set1_ps(0.49999997f), _mm256_and_ps(x, _mm256_set1_ps(-0.0f)));
+  return _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_add_ps(x, half)));
+}
+
+DENDRA_T256 void intEpilogueAvx2(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale,
+                                 const periphery::Adc* adc, double codeScale, const int32_t* oi, bool contiguous,
+                                 float* acc, int64_t ldAcc) {
+  if (!contiguous || m % 8 != 0)
+    return intEpilogueAvx2Generic(c, ldc, rows, m, scale, adc, codeScale, oi, contiguous, acc, ldAcc);
+  const __m256d mul = _mm256_set1_pd(adc ? codeScale : scale);
+  const __m256 lo = _mm256_set1_ps(adc ? -adc->levels : 0.0f), hi = _mm256_set1_ps(adc ? adc->levels : 0.0f);
+  const __m256 fromCode = _mm256_set1_ps(adc ? adc->fromCode : 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* ci = c + i * ldc;
+    float* dst = acc + i * ldAcc + oi[0];
+    for (int64_t j = 0; j < m; j += 8) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j));
+      const __m128 v0 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(x)), mul));
+      const __m128 v1 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1)), mul));
+      __m256 v = _mm256_insertf128_ps(_mm256_castps128_ps256(v0), v1, 1);
+      if (adc) v = _mm256_mul_ps(roundHalfAway256(_mm256_min_ps(_mm256_max_ps(v, lo), hi)), fromCode);
+      _mm256_storeu_ps(dst + j, _mm256_add_ps(_mm256_loadu_ps(dst + j), v));
+    }
+  }
+}
+#undef DENDRA_T256
+#endif
+#undef DENDRA_INT_EPILOGUE
+
+/**
+ * Float path epilogue over `rows` rows of tile currents (current / vRead): through the ADC when there is one
+ * (periphery::adcInPlace's operations: NaN stays NaN), added into acc at the tile's outputs.
+ */
+template <bool Quantise, bool Contiguous>
+inline __attribute__((always_inline)) void floatEpilogueRows(const float* c, int64_t ldc, int64_t rows, int64_t m,
+                                                             const periphery::Adc* adc, const int32_t* oi, float* acc,
+                                                             int64_t ldAcc) {
+  const float toCode = Quantise ? adc->toCode : 0.0f, fromCode = Quantise ? adc->fromCode : 0.0f;
+  const float lo = Quantise ? -adc->levels : 0.0f, hi = Quantise ? adc->levels : 0.0f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* ci = c + i * ldc;
+    float* ai = acc + i * ldAcc;
+    float* dst = Contiguous ? ai + oi[0] : ai;
+    for (int64_t j = 0; j < m; ++j) {
+      float v = ci[j];
+      if (Quantise) {
+        const float c0 = v * toCode;
+        float code = c0 > lo ? c0 : lo;
+        code = code < hi ? code : hi;
+        v = periphery::roundHalfAway(code) * fromCode + (c0 - c0);
+      }
+      if (Contiguous)
+        dst[j] += v;
+      else
+        ai[oi[j]] += v;
+    }
+  }
+}
+
+#define DENDRA_FLOAT_EPILOGUE(NAME, ATTR)                                                                          \
+  ATTR void NAME(const float* c, int64_t ldc, int64_t rows, int64_t m, const periphery::Adc* adc, const int32_t* oi, \
+                 bool contiguous, float* acc, int64_t ldAcc) {                                                     \
+    if (adc) {                                                                                                     \
+      if (contiguous)                                                                                              \
+        floatEpilogueRows<true, true>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                       \
+      else                                                                                                         \
+        floatEpilogueRows<true, false>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                      \
+    } else {                                                                                                       \
+      if (contiguous)                                                                                              \
+        floatEpilogueRows<false, true>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                      \
+      else                                                                                                         \
+        floatEpilogueRows<false, false>(c, ldc, rows, m, adc, oi, acc, ldAcc);                                     \
+    }                                                                                                              \
+  }
+
+DENDRA_FLOAT_EPILOGUE(floatEpiloguePortable, )
+#ifdef DENDRA_X86_DISPATCH
+DENDRA_FLOAT_EPILOGUE(floatEpilogueAvx2, __attribute__((target("avx2,fma"))))
+DENDRA_FLOAT_EPILOGUE(floatEpilogueAvx512, __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))))
+#endif
+#undef DENDRA_FLOAT_EPILOGUE
+
+/** int32 sums × scale → float currents (the integer path with read noise, before the noise and the ADC). */
+inline __attribute__((always_inline)) void intToFloatBody(const int32_t* c, float* out, int64_t n, double scale) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(static_cast<double>(c[j]) * scale);
+}
+void intToFloatPortable(const int32_t* c, float* out, int64_t n, double scale) { intToFloatBody(c, out, n, scale); }
+#ifdef DENDRA_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void intToFloatAvx2(const int32_t* c, float* out, int64_t n, double scale) {
+  intToFloatBody(c, out, n, scale);
+}
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) void intToFloatAvx512(const int32_t* c, float* out,
+                                                                                           int64_t n, double scale) {
+  intToFloatBody(c, out, n, scale);
+}
+#endif
+
+/**
+ * Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while a forward pass runs on this thread, as
+ * onnxruntime does: trained weights and activations often hold subnormals, which cost x86 cores ~100 cycles
+ * each. The caller's MXCSR comes back on exit (the JS main thread runs the sync path and V8 needs IEEE
+ * subnormals).
+ */
+class FlushDenormals {
+ public:
+#ifdef DENDRA_X86_DISPATCH
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
+
+// The largest DAC resolution the integer path takes: codes up to 127 in magnitude.
+constexpr int32_t kMaxIntDacBits = 8;
+
 }  // namespace
 
 void Network::prepareReadPower(Layer& layer) const {
@@ -168,18 +377,96 @@ void Network::programCells(const Physics& ph) {
   }
 }
 
+void Network::makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const {
+  const int64_t k = static_cast<int64_t>(ts.inputIndex.size());
+  const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
+  std::vector<double> wd(static_cast<size_t>(k * m));
+  double maxAbs = 0.0;
+  for (int64_t p = 0; p < k; ++p) {
+    const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+    const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+    for (int64_t c = 0; c < m; ++c) {
+      const double v = static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]];
+      wd[static_cast<size_t>(p * m + c)] = v;
+      maxAbs = std::max(maxAbs, std::fabs(v));
+    }
+  }
+  // |Σ_p code_p · w_p| <= k · q · wMax must stay below 2^31 (q <= 127): the bound on the 16-bit weights.
+  const double q = static_cast<double>((int32_t{1} << (dacBits - 1)) - 1);
+  const double wMax = std::min(32767.0, std::floor(2147483647.0 / (std::max<double>(1.0, static_cast<double>(k)) * q)));
+  // Exact: every G+ − G− a whole number of level steps (the conductances sit on the device's levels; the
+  // tolerance covers their float32 storage only).
+  const double step = physics_.levelStep;
+  bool exact = step > 0.0 && maxAbs / step <= wMax;
+  if (exact)
+    for (double v : wd) {
+      const double n = std::round(v / step);
+      if (std::fabs(v - n * step) > 1e-4 * step) {
+        exact = false;
+        break;
+      }
+    }
+  // Otherwise fixed point: unit maxAbs / wMax, so |error| <= maxAbs / (2 wMax) per weight (docs/performance.md).
+  const double unit = exact ? step : (maxAbs > 0.0 ? maxAbs / wMax : 1.0);
+  std::vector<int16_t> wi(wd.size());
+  for (size_t i = 0; i < wd.size(); ++i)
+    wi[i] = static_cast<int16_t>(std::clamp(std::round(wd[i] / unit), -wMax, wMax));
+  tile.wq = igemm::pack(wi.data(), k, m);
+  tile.intScale = unit / q;
+  tile.exactLevels = exact;
+}
+
+Network::Info Network::info() const {
+  Info r;
+  for (const ArraySpec& a : arrays_) r.memoryBytes += a.conductance.size() * sizeof(float) + a.stuck.size();
+  for (const Layer& l : layers_) {
+    for (const Tile& t : l.tiles) {
+      r.memoryBytes += (t.weff.data.size() + t.var.data.size()) * sizeof(float) + t.wq.bytes();
+      ++r.tiles;
+      if (l.intPath) ++r.integerTiles;
+      if (l.intPath && t.exactLevels) ++r.exactTiles;
+    }
+    r.memoryBytes += l.eps.size() * sizeof(float) + l.rowPower.size() * sizeof(double);
+  }
+  std::lock_guard<std::mutex> lock(poolMutex_);
+  for (const auto& s : pool_)
+    r.memoryBytes += (s->act[0].size() + s->act[1].size() + s->u.size() + s->c.size() + s->apack.size() +
+                      s->cvar.size() + s->apack2.size() + s->branch.size()) * sizeof(float) +
+                     s->noise.size() * sizeof(noise::RowState) + s->scale.size() * sizeof(float) +
+                     s->dendritePower.size() * sizeof(double) + s->codes.size() * sizeof(int16_t) +
+                     (s->ci.size() + s->capack.size()) * sizeof(int32_t);
+  return r;
+}
+
 Network::Network(Program program)
     : arrays_(std::move(program.arrays)),
       physics_(program.physics),
       readNoise_(program.physics.readNoise()),
-      noiseKernel_(noise::selectKernel()),
+      noiseKernel_(noise::kernelFor(program.isa)),
       noiseSeed_(noise::mix64(noise::mix64(program.seed) ^ 0x726561642D6E6F69ull)),
       threads_(program.threads),
-      kernel_(gemm::selectKernel()),
+      workers_(program.threads - 1),
+      kernel_(gemm::kernelFor(program.isa)),
+      ikernel_(igemm::kernelFor(program.isa)),
+      dacCodes_(periphery::dacCodesFor(program.isa)),
       rng_(program.seed) {
+  intEpilogue_ = &intEpiloguePortable;
+  floatEpilogue_ = &floatEpiloguePortable;
+  intToFloat_ = &intToFloatPortable;
+#ifdef DENDRA_X86_DISPATCH
+  if (program.isa >= cpu::Isa::Avx512) {
+    intEpilogue_ = &intEpilogueAvx512;
+    floatEpilogue_ = &floatEpilogueAvx512;
+    intToFloat_ = &intToFloatAvx512;
+  } else if (program.isa == cpu::Isa::Avx2) {
+    intEpilogue_ = &intEpilogueAvx2;
+    floatEpilogue_ = &floatEpilogueAvx2;
+    intToFloat_ = &intToFloatAvx2;
+  }
+#endif
   weightedSquares_ = &weightedSquaresPortable;
 #ifdef DENDRA_X86_DISPATCH
-  if (std::strcmp(kernel_.name, "avx2-fma") == 0) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
+  if (kernel_.isa >= cpu::Isa::Avx2) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
 #endif
   programCells(physics_);  // the constructor is the only user of rng_ so far: no lock needed
 
@@ -203,19 +490,25 @@ Network::Network(Program program)
     const LayerSpec& ls = layer.spec;
     maxIn_ = std::max<int64_t>(maxIn_, ls.inFeatures);
     maxOut_ = std::max<int64_t>(maxOut_, ls.outFeatures);
+    layer.intPath = ls.dacBits >= 1 && ls.dacBits <= kMaxIntDacBits;
+    anyIntPath_ |= layer.intPath;
     layer.tiles.reserve(ls.tiles.size());
     for (const TileSpec& ts : ls.tiles) {
       const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
       const int64_t k = static_cast<int64_t>(ts.inputIndex.size());
       const int64_t m = static_cast<int64_t>(ts.outputIndex.size());
       Tile tile;
-      tile.weff = gemm::allocatePacked(k, m);
       const float* g = effective.empty() ? arr.conductance.data() : effective[static_cast<size_t>(ts.array)].data();
-      for (int64_t p = 0; p < k; ++p) {
-        const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
-        const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
-        for (int64_t c = 0; c < m; ++c)
-          tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+      if (layer.intPath) {
+        makeIntegerTile(tile, ts, arr, g, ls.dacBits);
+      } else {
+        tile.weff = gemm::allocatePacked(k, m);
+        for (int64_t p = 0; p < k; ++p) {
+          const float* pos = g + static_cast<int64_t>(ts.rowPos[p]) * arr.cols;
+          const float* neg = g + static_cast<int64_t>(ts.rowNeg[p]) * arr.cols;
+          for (int64_t c = 0; c < m; ++c)
+            tile.weff.at(p, c) = static_cast<float>(static_cast<double>(pos[ts.colPos[c]]) - neg[ts.colNeg[c]]);
+        }
       }
       if (readNoise_) {
         // Variance of the (r, c) current per volt²: both devices of the pair, from the held conductances.
@@ -229,10 +522,13 @@ Network::Network(Program program)
         }
         flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m) + 30.0 * static_cast<double>(m);
       }
+      // Inputs o0, o0 + 1, ...: read the input rows in place from o0 (no gather).
       tile.gatherInput = false;
+      tile.inputOffset = k > 0 ? ts.inputIndex[0] : 0;
       for (int64_t p = 0; p < k; ++p)
-        if (ts.inputIndex[p] != p) {
+        if (ts.inputIndex[p] != tile.inputOffset + p) {
           tile.gatherInput = true;
+          tile.inputOffset = 0;
           break;
         }
       tile.contiguousOutput = true;
@@ -242,8 +538,13 @@ Network::Network(Program program)
           break;
         }
       tile.quantiseOutput = ls.adcBits > 0;
-      if (tile.quantiseOutput) tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
-      maxPaddedCols_ = std::max(maxPaddedCols_, tile.weff.paddedCols());
+      if (tile.quantiseOutput) {
+        tile.adc = periphery::makeAdc(ls.adcBits, ts.adcFullScale, ls.vRead);
+        // ADC code per unit of the integer sum: (intStep / q) · vRead / (fullScale / L), in double
+        const double levels = static_cast<double>((int32_t{1} << (ls.adcBits - 1)) - 1);
+        tile.codeScale = tile.intScale * ls.vRead / (ts.adcFullScale / levels);
+      }
+      maxPaddedCols_ = std::max(maxPaddedCols_, layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols());
       flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
       layer.tiles.push_back(std::move(tile));
     }
@@ -262,11 +563,16 @@ Network::Network(Program program)
     for (size_t i = 0; i < nt; ++i) layer.order[i] = i;
     std::stable_sort(layer.order.begin(), layer.order.end(),
                      [&](size_t a, size_t b) { return layer.inputGroup[a] < layer.inputGroup[b]; });
+    // Dendritic layers run branch by branch (each branch's dendrites apply as soon as its tiles are done, so
+    // only one branch's partial sums are held): tiles grouped by branch, in the order above within a branch.
+    if (ls.dendrites.active())
+      std::stable_sort(layer.order.begin(), layer.order.end(),
+                       [&](size_t a, size_t b) { return ls.tiles[a].branch < ls.tiles[b].branch; });
     flopsPerRow += 8.0 * ls.outFeatures;
     if (ls.dendrites.active()) {
       const DendriteSpec& d = ls.dendrites;
       layer.consts = dendrite::constants(d);
-      layer.consts.avx2 = std::strcmp(kernel_.name, "avx2-fma") == 0;  // the same CPU check as the GEMM's
+      layer.consts.avx2 = kernel_.isa >= cpu::Isa::Avx2;  // the same CPU check as the GEMM's
       layer.eps.assign(static_cast<size_t>(d.count) * static_cast<size_t>(ls.outFeatures), 1.0f);
       if (d.variation > 0.0)  // device-to-device variation, drawn once per chip (constructor only: no lock)
         for (float& e : layer.eps) e = static_cast<float>(std::max(0.0, 1.0 + d.variation * rng_.normal()));
@@ -307,8 +613,15 @@ std::vector<std::unique_ptr<Network::Scratch>> Network::acquire(size_t count) {
       s->noise.resize(block);
     }
     s->scale.resize(block);
+    if (anyIntPath_) {
+      s->codes.resize(block * static_cast<size_t>(maxIn_));
+      s->ci.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+      s->capack.resize(igemm::packBufferSize(blockRows_));
+      if (readNoise_) s->c.resize(paddedRows * static_cast<size_t>(maxPaddedCols_));
+    }
     if (maxBranchOut_ > 0) {
-      s->branch.resize(block * static_cast<size_t>(maxBranchOut_));
+      s->branch.resize(block * static_cast<size_t>(maxOut_));
+      s->branchPower.resize(block);
       s->dendritePower.resize(static_cast<size_t>(maxOut_));
     }
     out.push_back(std::move(s));
@@ -337,28 +650,28 @@ RunStats Network::forward(const float* in, float* out, int64_t batch, uint64_t r
   auto scratches = acquire(static_cast<size_t>(workers));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   std::vector<RunStats> power(static_cast<size_t>(workers));
-  auto job = [&](int64_t t) {
+  struct Job {
+    Network* net;
+    const float* in;
+    float* out;
+    int64_t batch, chunk, inF, outF;
+    uint64_t runKey;
+    std::vector<std::unique_ptr<Scratch>>* scratches;
+    std::vector<std::exception_ptr>* errors;
+    std::vector<RunStats>* power;
+  } job{this, in, out, batch, chunk, inF, outF, runKey, &scratches, &errors, &power};
+  workers_.run(workers, [](void* ctx, int64_t t) {
+    const Job& j = *static_cast<const Job*>(ctx);
+    FlushDenormals ftz;
     try {
-      const int64_t r0 = t * chunk;
-      const int64_t rows = std::min(chunk, batch - r0);
-      power[static_cast<size_t>(t)] =
-          forwardRows(in + r0 * inF, out + r0 * outF, rows, r0, runKey, *scratches[static_cast<size_t>(t)]);
+      const int64_t r0 = t * j.chunk;
+      const int64_t rows = std::min(j.chunk, j.batch - r0);
+      (*j.power)[static_cast<size_t>(t)] = j.net->forwardRows(j.in + r0 * j.inF, j.out + r0 * j.outF, rows, r0, j.runKey,
+                                                             *(*j.scratches)[static_cast<size_t>(t)]);
     } catch (...) {
-      errors[static_cast<size_t>(t)] = std::current_exception();
+      (*j.errors)[static_cast<size_t>(t)] = std::current_exception();
     }
-  };
-
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers));
-  for (int64_t t = 1; t < workers; ++t) {
-    try {
-      pool.emplace_back(job, t);
-    } catch (const std::system_error&) {
-      job(t);  // could not start a thread: do the chunk here
-    }
-  }
-  job(0);
-  for (auto& th : pool) th.join();
+  }, &job);
   giveBack(scratches);
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
@@ -388,7 +701,11 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
 
       // DAC: per-row abs-max scaling + quantisation (or the raw input when dacBits == 0).
       const float* u = x;
-      if (ls.dacBits > 0) {
+      if (layer.intPath) {
+        for (int64_t i = 0; i < nr; ++i)
+          s.scale[i] = dacCodes_(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF, s.codes.data() + i * inF);
+        u = s.u.data();
+      } else if (ls.dacBits > 0) {
         for (int64_t i = 0; i < nr; ++i) s.scale[i] = periphery::dacRow(x + i * inF, inF, ls.dacBits, s.u.data() + i * inF);
         u = s.u.data();
       } else {
@@ -401,9 +718,9 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       }
 
       const bool dendritic = ls.dendrites.active();
-      const int64_t branchStride = dendritic ? static_cast<int64_t>(ls.dendrites.count) * outF : 0;
+      int32_t branch = 0;  // dendritic: the branch whose partial sums s.branch holds
       if (dendritic)
-        std::fill(s.branch.data(), s.branch.data() + nr * branchStride, 0.0f);
+        dendriticBegin(layer, s, nr, acc);
       else
         std::fill(acc, acc + nr * outF, 0.0f);
       size_t packedGroup = static_cast<size_t>(-1);    // input group whose gathered block is in s.apack
@@ -411,13 +728,39 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
-        const int64_t ldc = tile.weff.paddedCols();
-        const int64_t m = tile.weff.m;
-        const bool reuse = layer.inputGroup[ti] == packedGroup;
-        gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.weff, s.c.data(),
-                       ldc, s.apack.data(), reuse);
-        packedGroup = tile.weff.k <= gemm::kKC ? layer.inputGroup[ti] : static_cast<size_t>(-1);
-        if (readNoise_) {
+        if (dendritic)
+          for (; branch < ts.branch; ++branch) dendriticBranch(layer, s, nr, branch, acc);
+        const int32_t* gather = tile.gatherInput ? ts.inputIndex.data() : nullptr;
+        const size_t group = layer.inputGroup[ti];
+        if (layer.intPath) {
+          // Integer crossbar: DAC codes × wq, exact int32 sums; then current / vRead = sum · intScale.
+          const int64_t ldc = tile.wq.paddedCols();
+          const int64_t m = tile.wq.m;
+          igemm::multiply(ikernel_, nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq, s.ci.data(), ldc,
+                          s.capack.data(), group == packedGroup);
+          packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
+          float* dst = dendritic ? s.branch.data() : acc;
+          const int64_t ldDst = outF;
+          if (!readNoise_) {  // fused: scale, ADC, add into the layer's (or branch's) outputs
+            intEpilogue_(s.ci.data(), ldc, nr, m, tile.intScale, tile.quantiseOutput ? &tile.adc : nullptr,
+                         tile.codeScale, ts.outputIndex.data(), tile.contiguousOutput, dst, ldDst);
+            continue;
+          }
+          intToFloat_(s.ci.data(), s.c.data(), nr * ldc, tile.intScale);
+          // S = (u∘u)·Var in float (the squared DAC outputs packed once per input group when k fits one K block)
+          const bool one = tile.var.k <= gemm::kKC;
+          gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.var, s.cvar.data(), ldc, s.apack2.data(),
+                         one && group == packedGroupSq, true);
+          packedGroupSq = one ? group : static_cast<size_t>(-1);
+        } else {
+          const int64_t ldc = tile.weff.paddedCols();
+          gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.weff, s.c.data(), ldc, s.apack.data(),
+                         group == packedGroup);
+          packedGroup = tile.weff.k <= gemm::kKC ? group : static_cast<size_t>(-1);
+        }
+        const int64_t ldc = layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols();
+        const int64_t m = layer.intPath ? tile.wq.m : tile.weff.m;
+        if (readNoise_ && !layer.intPath) {
           // S = (u∘u)·Var: the variance of each output current (in (current / vRead)² units)
           if (tile.var.k <= gemm::kKC) {
             // s.apack holds this tile's packed A (one K block): square it once per input group
@@ -425,29 +768,19 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
             packedGroupSq = layer.inputGroup[ti];
             gemm::multiply(kernel_, nr, u, inF, nullptr, tile.var, s.cvar.data(), ldc, s.apack2.data(), true);
           } else {
-            gemm::multiply(kernel_, nr, u, inF, tile.gatherInput ? ts.inputIndex.data() : nullptr, tile.var,
-                           s.cvar.data(), ldc, s.apack2.data(), false, true);
+            gemm::multiply(kernel_, nr, u + tile.inputOffset, inF, gather, tile.var, s.cvar.data(), ldc,
+                           s.apack2.data(), false, true);
             packedGroupSq = static_cast<size_t>(-1);
           }
         }
         if (readNoise_)  // I += sqrt(S) * N(0, 1), before the ADC
           noiseKernel_.add(s.noise.data(), nr, s.c.data(), s.cvar.data(), ldc, ldc);
-        const int32_t* oi = ts.outputIndex.data();
-        for (int64_t i = 0; i < nr; ++i) {
-          float* crow = s.c.data() + i * ldc;
-          float* arow = dendritic ? s.branch.data() + i * branchStride + static_cast<int64_t>(ts.branch) * outF
-                                  : acc + i * outF;
-          if (tile.quantiseOutput) periphery::adcInPlace(tile.adc, crow, m);
-          if (tile.contiguousOutput) {
-            float* dst = arow + oi[0];
-            for (int64_t c = 0; c < m; ++c) dst[c] += crow[c];
-          } else {
-            for (int64_t c = 0; c < m; ++c) arow[oi[c]] += crow[c];
-          }
-        }
+        floatEpilogue_(s.c.data(), ldc, nr, m, tile.quantiseOutput ? &tile.adc : nullptr, ts.outputIndex.data(),
+                       tile.contiguousOutput, dendritic ? s.branch.data() : acc, outF);
       }
 
       if (dendritic) {
+        for (; branch < ls.dendrites.count; ++branch) dendriticBranch(layer, s, nr, branch, acc);
         dendriticFinish(layer, s, nr, acc, stats);
       } else {
         for (int64_t i = 0; i < nr; ++i) {
@@ -473,30 +806,42 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
   return stats;
 }
 
-void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const {
+void Network::dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* acc) const {
+  const LayerSpec& ls = layer.spec;
+  const int64_t outF = ls.outFeatures;
+  const float kappa = ls.dendrites.bypass ? 1.0f : static_cast<float>(ls.dendrites.biasScale);
+  for (int64_t i = 0; i < nr; ++i)
+    for (int64_t j = 0; j < outF; ++j) acc[i * outF + j] = kappa * ls.bias[j];
+  std::fill(s.branch.data(), s.branch.data() + nr * outF, 0.0f);
+  std::fill(s.branchPower.begin(), s.branchPower.begin() + nr, 0.0);
+}
+
+void Network::dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const {
   const LayerSpec& ls = layer.spec;
   const DendriteSpec& d = ls.dendrites;
   const int64_t outF = ls.outFeatures;
-  const int64_t nb = d.count;
-  const float kappa = d.bypass ? 1.0f : static_cast<float>(d.biasScale);
   for (int64_t i = 0; i < nr; ++i) {
-    const float* z = s.branch.data() + i * nb * outF;
+    const float* zb = s.branch.data() + i * outF;
     float* y = acc + i * outF;
     const float sc = s.scale[i];
-    double power = 0.0;  // Σ over the row's dendrites of (a|u|)·i(a|u|)·ε
-    for (int64_t j = 0; j < outF; ++j) y[j] = kappa * ls.bias[j];
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* zb = z + b * outF;
-      if (d.bypass) {
-        for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
-      } else {
-        power += dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + b * outF, y,
-                                     s.dendritePower.data(), outF);
-      }
+    if (d.bypass) {
+      for (int64_t j = 0; j < outF; ++j) y[j] += zb[j] * sc * ls.outScale[j];
+    } else {  // Σ over the row's dendrites of (a|u|)·i(a|u|)·ε, branch by branch
+      s.branchPower[static_cast<size_t>(i)] +=
+          dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + static_cast<int64_t>(b) * outF,
+                              y, s.dendritePower.data(), outF);
     }
-    const double e = power * d.energyUnit;
+  }
+  std::fill(s.branch.data(), s.branch.data() + nr * outF, 0.0f);
+}
+
+void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const {
+  const LayerSpec& ls = layer.spec;
+  const int64_t outF = ls.outFeatures;
+  for (int64_t i = 0; i < nr; ++i) {
+    const double e = s.branchPower[static_cast<size_t>(i)] * ls.dendrites.energyUnit;
     if (std::isfinite(e)) stats.dendriteEnergy += e;
-    periphery::activate(y, outF, ls.activation, ls.alpha, ls.beta);
+    periphery::activate(acc + i * outF, outF, ls.activation, ls.alpha, ls.beta);
   }
 }
 

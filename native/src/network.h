@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "gemm.h"
+#include "igemm.h"
 #include "noise.h"
 #include "periphery.h"
+#include "pool.h"
 #include "program.h"
 #include "rng.h"
 
@@ -42,6 +44,15 @@ class Network {
   int32_t outFeatures() const { return layers_.back().spec.outFeatures; }
   const char* kernelName() const { return kernel_.name; }
 
+  /** What the session holds and how its tiles run (Chip.info()). */
+  struct Info {
+    size_t memoryBytes = 0;   // packed matrices, held conductances and the scratch pool, in bytes
+    int64_t tiles = 0;
+    int64_t integerTiles = 0;  // tiles run as integer products (a DAC of <= 8 bits)
+    int64_t exactTiles = 0;    // ... of which every G+ − G− is a whole number of levels (exact integers)
+  };
+  Info info() const;
+
   size_t arrayCount() const { return arrays_.size(); }
   /** The conductances the chip holds (after programming error, stuck cells and drift; before IR drop). */
   const ArraySpec& array(size_t i) const { return arrays_[i]; }
@@ -65,10 +76,17 @@ class Network {
     gemm::PackedMatrix weff;            // Weff[r][c] = G[rowPos[r]][colPos[c]] - G[rowNeg[r]][colNeg[c]], packed
                                         // (G after IR drop)
     gemm::PackedMatrix var;             // read noise only: Var[r][c] = σ²(G+) + σ²(G−) of the held G, packed
-    bool gatherInput = true;            // false when inputIndex is 0..k-1 (read the input row in place)
+    bool gatherInput = true;            // false when inputIndex is o0..o0+k-1 (read the input row in place)
+    int64_t inputOffset = 0;            // o0 when !gatherInput
     bool contiguousOutput = false;      // outputIndex is o0, o0+1, ... (add a contiguous run)
     bool quantiseOutput = false;        // adcBits > 0
     periphery::Adc adc;
+    // Integer path (the layer's DAC has 1..8 bits): Weff = wq · intStep, wq 16-bit; the GEMM of the DAC codes
+    // with wq is exact in int32 and one product by intScale = intStep / q turns it into current / vRead.
+    igemm::PackedInt wq;
+    double intScale = 0.0;
+    double codeScale = 0.0;             // with an ADC: its code per unit of the integer sum
+    bool exactLevels = false;           // every Weff is a whole number of level steps (wq exact)
   };
   /**
    * Crossbar read power of a tile in which one physical row is driven by several inputs (never written by
@@ -81,6 +99,7 @@ class Network {
   };
   struct Layer {
     LayerSpec spec;                     // including the raw tile specs (indices) for later physics
+    bool intPath = false;               // tiles run on the integer kernel (Tile::wq)
     std::vector<Tile> tiles;
     std::vector<size_t> order;          // execution order: tiles sharing an inputIndex run back to back
     std::vector<size_t> inputGroup;     // per tile: id of its inputIndex (equal ids => identical gathers)
@@ -101,8 +120,12 @@ class Network {
     gemm::FloatBuffer apack2;  // read noise: packed squared A micro-panels
     std::vector<noise::RowState> noise;  // read noise: each row's random stream
     std::vector<float> scale;  // per-row DAC scale s
-    gemm::FloatBuffer branch;  // dendrites: per-branch partial sums, [row][branch][output]
+    gemm::FloatBuffer branch;  // dendrites: the partial sums of the branch being computed, [row][output]
+    std::vector<double> branchPower;  // dendrites: each row's Σ of its dendrites' V·I so far
     std::vector<double> dendritePower;  // dendrites: one branch row's per-neuron V·I terms
+    igemm::CodeBuffer codes;   // integer path: the DAC codes of the block's rows
+    igemm::IntBuffer ci;       // integer path: one tile's int32 sums
+    igemm::IntBuffer capack;   // integer path: packed code micro-panels
   };
 
   static constexpr int64_t kMaxBlockRows = 144;          // rows per block (multiple of gemm::kMR)
@@ -110,8 +133,16 @@ class Network {
 
   /** Rows [row0, row0 + rows) of the batch; runKey keys the run's read noise. Returns their crossbar read power (W). */
   RunStats forwardRows(const float* in, float* out, int64_t rows, int64_t row0, uint64_t runKey, Scratch& scratch) const;
-  /** Dendrites and soma of rows [0, nr) of a dendritic layer: branch sums s.branch → acc (before the head). */
+  /**
+   * A dendritic layer, rows [0, nr), branch by branch: begin sets acc = κ·bias and clears the partial sums;
+   * branch b adds its dendrites' outputs (from the partial sums s.branch) into acc and clears s.branch; finish
+   * adds the dendrites' energy and applies the activation (before the head).
+   */
+  void dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* acc) const;
+  void dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const;
   void dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const;
+  /** The integer path's wq and intScale of a tile from its effective conductances g (constructor only). */
+  void makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const;
   /** Programming error and drift of every healthy cell, in place (constructor only). */
   void programCells(const Physics& ph);
   /** layer.rowPower and layer.sharedRows from the held conductances (constructor only, after programCells). */
@@ -129,8 +160,19 @@ class Network {
   std::atomic<uint64_t> runs_{0};
   std::vector<Layer> layers_;
   int32_t threads_ = 1;
+  WorkerPool workers_;  // the session's threads besides the caller's, started on the first batch that uses them
   int64_t minRowsPerThread_ = 1;
   gemm::Kernel kernel_;
+  igemm::Kernel ikernel_;
+  periphery::DacCodesFn dacCodes_ = nullptr;
+  /** Integer path epilogue: rows of int32 sums × scale, through the ADC (adc non-null), added into acc. */
+  void (*intEpilogue_)(const int32_t* c, int64_t ldc, int64_t rows, int64_t m, double scale, const periphery::Adc* adc,
+                       double codeScale, const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  /** Float path epilogue: rows of tile currents through the ADC (adc non-null), added into acc. */
+  void (*floatEpilogue_)(const float* c, int64_t ldc, int64_t rows, int64_t m, const periphery::Adc* adc,
+                         const int32_t* outputIndex, bool contiguous, float* acc, int64_t ldAcc) = nullptr;
+  void (*intToFloat_)(const int32_t* c, float* out, int64_t n, double scale) = nullptr;
+  bool anyIntPath_ = false;
   double (*weightedSquares_)(const float* u, const double* w, int64_t n) = nullptr;  // Σ u² w, AVX2 or portable
   int64_t maxIn_ = 0, maxOut_ = 0, maxPaddedCols_ = 0, maxBranchOut_ = 0;
   int64_t blockRows_ = kMaxBlockRows;  // fewer rows per block for very wide layers (bounded scratch)
@@ -138,7 +180,7 @@ class Network {
   std::mutex rngMutex_;
   Rng rng_;  // per instance, seeded from program.seed; guarded by rngMutex_
 
-  std::mutex poolMutex_;
+  mutable std::mutex poolMutex_;
   std::vector<std::unique_ptr<Scratch>> pool_;
 };
 

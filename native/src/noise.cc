@@ -221,14 +221,12 @@ DENDRA_AVX2 void addAvx2(RowState* st, int64_t rows, float* c, const float* s, i
 
 }  // namespace
 
-Kernel selectKernel() {
-  const char* force = std::getenv("DENDRA_NATIVE_KERNEL");
-  if (force && std::strcmp(force, "scalar") == 0) return Kernel{"scalar", &addScalar};
+Kernel kernelFor(cpu::Isa isa) {
 #ifdef DENDRA_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel{"avx2-fma", &addAvx2};
+  if (isa >= cpu::Isa::Avx2) return Kernel{"avx2", &addAvx2};
 #endif
-  return Kernel{"scalar", &addScalar};
+  (void)isa;
+  return Kernel{"portable", &addScalar};
 }
 
 }  // namespace dendra::noise

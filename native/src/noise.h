@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "cpu.h"
+
 namespace dendra::noise {
 
 constexpr int kLanes = 8;
@@ -48,7 +50,7 @@ struct Kernel {
   AddKernel add;
 };
 
-/** 'avx2-fma' when the CPU has AVX2 and FMA, else 'scalar'; DENDRA_NATIVE_KERNEL=scalar forces 'scalar'. */
-Kernel selectKernel();
+/** The AVX2/FMA kernel for isa >= avx2 (also on AVX-512 CPUs: 16 columns per block), else the portable one. */
+Kernel kernelFor(cpu::Isa isa);
 
 }  // namespace dendra::noise

@@ -41,6 +41,69 @@ float dacRow(const float* x, int64_t n, int32_t bits, float* u) {
   return s;
 }
 
+namespace {
+
+/** dacRowCodes' body, inlined into each instruction-set build below (branch-free loops that vectorise). */
+inline __attribute__((always_inline)) float dacCodesBody(const float* x, int64_t n, int32_t bits, float* u,
+                                                         int16_t* codes) {
+  uint32_t maxBits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, sizeof b);
+    b &= 0x7FFFFFFFu;
+    maxBits = b > maxBits ? b : maxBits;
+  }
+  float s;
+  std::memcpy(&s, &maxBits, sizeof s);
+  if (maxBits == 0 || !std::isfinite(s)) {  // all-zero row, or a row without a usable scale (as dacRow)
+    std::fill(u, u + n, maxBits == 0 ? 0.0f : std::numeric_limits<float>::quiet_NaN());
+    std::fill(codes, codes + n, int16_t{0});
+    return maxBits == 0 ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+  }
+  const float q = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
+  const float invQ = static_cast<float>(1.0 / static_cast<double>(q));
+  for (int64_t j = 0; j < n; ++j) {  // the same operations as dacRow (s finite: no NaN here)
+    float v = x[j] / s * q;
+    v = v > -q ? v : -q;
+    v = v < q ? v : q;
+    const int32_t code = static_cast<int32_t>(v + std::copysign(0.49999997f, v));
+    u[j] = static_cast<float>(code) * invQ;
+    codes[j] = static_cast<int16_t>(code);
+  }
+  return s;
+}
+
+float dacCodesPortable(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes) {
+  return dacCodesBody(x, n, bits, u, codes);
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define DENDRA_X86_DISPATCH 1
+__attribute__((target("avx2,fma"))) float dacCodesAvx2(const float* x, int64_t n, int32_t bits, float* u,
+                                                       int16_t* codes) {
+  return dacCodesBody(x, n, bits, u, codes);
+}
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) float dacCodesAvx512(
+    const float* x, int64_t n, int32_t bits, float* u, int16_t* codes) {
+  return dacCodesBody(x, n, bits, u, codes);
+}
+#endif
+
+}  // namespace
+
+float dacRowCodes(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes) {
+  return dacCodesPortable(x, n, bits, u, codes);
+}
+
+DacCodesFn dacCodesFor(cpu::Isa isa) {
+#ifdef DENDRA_X86_DISPATCH
+  if (isa >= cpu::Isa::Avx512) return &dacCodesAvx512;
+  if (isa == cpu::Isa::Avx2) return &dacCodesAvx2;
+#endif
+  (void)isa;
+  return &dacCodesPortable;
+}
+
 Adc makeAdc(int32_t bits, double fullScale, double vRead) {
   const double levels = static_cast<double>((int32_t{1} << (bits - 1)) - 1);
   const double step = fullScale / levels;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpu.h"
 #include "program.h"
 
 namespace dendra::periphery {
@@ -13,6 +14,17 @@ namespace dendra::periphery {
  * clamped to [-1, 1]. Writes u (normalised, without vRead) and returns s (0 => u is all zero).
  */
 float dacRow(const float* x, int64_t n, int32_t bits, float* u);
+
+/**
+ * dacRow that also writes each input's integer code c = u * q (|c| <= q <= 127 for bits <= 8): the operand of
+ * the integer crossbar GEMM. A row holding NaN or ±Infinity gets codes 0 (its scale, NaN, makes the layer's
+ * outputs NaN as on the float path).
+ */
+float dacRowCodes(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes);
+
+/** dacRowCodes built for one instruction-set level (the same results on every level). */
+using DacCodesFn = float (*)(const float* x, int64_t n, int32_t bits, float* u, int16_t* codes);
+DacCodesFn dacCodesFor(cpu::Isa isa);
 
 /**
  * Per-tile ADC constants. The GEMM yields p = I / vRead; the ADC computes

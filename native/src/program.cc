@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -79,6 +80,7 @@ Physics readPhysics(Reader& rd, Napi::Value v, const std::string& path) {
   field("driftT0", ph.driftT0, true);
   field("time", ph.time);
   field("wireResistance", ph.wireResistance);
+  if (!o.Get("levelStep").IsUndefined()) field("levelStep", ph.levelStep);  // optional (older callers omit it)
   return ph;
 }
 
@@ -266,6 +268,19 @@ Program readProgram(Napi::Env env, Napi::Value value) {
   p.threads = static_cast<int32_t>(rd.integer(o, "threads", "program.threads", 1, kMaxThreads));
   p.seed = static_cast<uint32_t>(rd.integer(o, "seed", "program.seed", 0, 0xFFFFFFFFll));
   p.physics = readPhysics(rd, o.Get("physics"), "physics");
+  // The kernels: program.kernel ('portable', 'avx2', 'avx512', 'vnni' or 'auto'), else DENDRA_KERNEL, else the
+  // best this CPU has.
+  Napi::Value k = o.Get("kernel");
+  std::string kernel;
+  if (!k.IsUndefined()) {
+    if (!k.IsString()) throwTypeError(env, "program.kernel must be a string (got " + describe(k) + ")");
+    kernel = k.As<Napi::String>().Utf8Value();
+  }
+  try {
+    p.isa = cpu::resolve(kernel);
+  } catch (const std::invalid_argument& e) {
+    throwRangeError(env, e.what());
+  }
   return p;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu.h"
 #include "dendrite.h"
 
 namespace dendra {
@@ -42,6 +43,7 @@ struct Physics {
   double driftT0 = 1.0;
   double time = 0.0;
   double wireResistance = 0.0;
+  double levelStep = 0.0;  // spacing of the device's conductance levels (S); 0: continuous conductances
 
   bool programError() const { return programSigma > 0.0 || programRelative > 0.0; }
   bool drift() const { return time > driftT0 && (driftNu > 0.0 || driftNuSigma > 0.0); }
@@ -81,6 +83,7 @@ struct Program {
   int32_t threads = 1;
   uint32_t seed = 0;
   Physics physics;  // all zero when program.physics is absent
+  cpu::Isa isa = cpu::Isa::Portable;  // the kernels to run: program.kernel, else cpu::requested()
 };
 
 /** Reads and validates everything; throws Napi::TypeError / Napi::RangeError naming the field. */

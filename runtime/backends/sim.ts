@@ -23,6 +23,8 @@ export function physicsOf(p: DeviceProfile, time = 0): NativePhysics {
     driftT0: p.drift.t0,
     time,
     wireResistance: p.wire.resistance,
+    // The levels' spacing: where every conductance of a tile sits on a level, the simulator runs it in exact integers.
+    levelStep: p.conductance.levels >= 2 ? (p.conductance.max - p.conductance.min) / (p.conductance.levels - 1) : 0,
   };
 }
 
@@ -33,6 +35,8 @@ export interface SimOptions {
   time?: number;
   /** 'bypass': run the same network without its dendrite devices (the reference of the power advantage). */
   dendrites?: 'on' | 'bypass';
+  /** The kernels ('portable', 'avx2', 'avx512', 'vnni' or 'auto'; default: DENDRA_KERNEL, else the best the CPU has). */
+  kernel?: string;
 }
 
 /** A dendritic layer's dendrites in the addon's terms (from the profile's devices and the layer's gains). */
@@ -95,6 +99,7 @@ export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): N
     layers,
     threads: options.threads ?? Math.max(1, availableParallelism()),
     seed: (options.seed ?? 0) >>> 0,
+    ...(options.kernel !== undefined ? { kernel: options.kernel } : {}),
   };
 }
 
