@@ -18,7 +18,8 @@ import { readNpyFile } from '../common/npy.js';
 import { loadProfile, validateProfile, type DeviceProfile } from '../common/profile.js';
 import { InferenceSession } from '../runtime/index.js';
 import { formatJoules } from '../runtime/energy.js';
-import { addInputNoise, compareWithoutDendrites, evalRun, readLabels, type EvalRun } from './eval.js';
+import { somaFullScales } from '../compiler/passes/calibrate-dendrites.js';
+import { addInputNoise, compareDendrites, evalRun, readLabels, type EvalRun } from './eval.js';
 import { parseBranches } from './compile.js';
 import { readInputs } from './io.js';
 import { progressBar } from './progress.js';
@@ -58,11 +59,12 @@ type DendriteField = SweepParam extends `dendrite.${infer F}` ? F : never;
 export interface SweepParamPoint {
   value: number;
   withDendrites: EvalRun;
+  /** The plain compile (no branches, same profile), or the bypassed artifact where it carries none. */
   withoutDendrites: EvalRun;
-  /** Soma energy without dendrites ÷ with (the paper's power advantage); null when the profile has no somas. */
+  /** Soma energy of the plain compile ÷ with dendrites, each at its own full scale (eval's powerAdvantage). */
   powerAdvantage: number | null;
-  /** The whole chip's energy without dendrites ÷ with. */
-  energyAdvantage: number;
+  /** The whole chip's energy, plain compile ÷ with dendrites. */
+  energyAdvantage: number | null;
 }
 
 export interface SweepParamReport {
@@ -153,7 +155,7 @@ export async function sweepParam(model: string, opts: SweepParamArgs): Promise<S
   const bar = progressBar('sweep', 1 + 2 * values.length, 'steps', true);
   try {
     bar.stage(`compiling for ${profile.name}${options.calibrate ? ', calibrating' : ''}`);
-    const { artifact, report: compiled } = compileWithReport(model, options);
+    const { artifact, report: compiled, model: layers } = compileWithReport(model, options);
     bar.increment();
     const warnings = [...compiled.warnings];
     if (field === 'threshold' && profile.dendrite.kind !== 'threshold-linear') {
@@ -178,7 +180,13 @@ export async function sweepParam(model: string, opts: SweepParamArgs): Promise<S
 
     const points: SweepParamPoint[] = [];
     for (const [i, value] of values.entries()) {
-      const variant: Artifact = { ...artifact, profile: patched[i]! };
+      // Each variant's somas at their own full scale (on the calibration samples), as a compile for it would set.
+      const scales = options.calibrate && patched[i]!.soma ? somaFullScales(layers, options.calibrate, 1000, patched[i]!.dendrite) : null;
+      const variant: Artifact = {
+        ...artifact,
+        profile: patched[i]!,
+        layers: artifact.layers.map((l, li) => (scales ? { ...l, somaFullScale: scales[li]! } : l)),
+      };
       const bytes = writeArtifact(variant);
       bar.stage(`${path} = ${value}: with dendrites`);
       const s = await InferenceSession.create(bytes, { seed, threads: opts.threads });
@@ -191,9 +199,9 @@ export async function sweepParam(model: string, opts: SweepParamArgs): Promise<S
       }
       bar.increment();
       bar.stage(`${path} = ${value}: without dendrites`);
-      const d = await compareWithoutDendrites(bytes, variant, withDendrites, inputs, n, labels, { seed, threads: opts.threads });
+      const d = await compareDendrites(bytes, variant, withDendrites, inputs, n, labels, { seed, threads: opts.threads });
       bar.increment();
-      points.push({ value, withDendrites, withoutDendrites: d.withoutDendrites, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage });
+      points.push({ value, withDendrites, withoutDendrites: d.plain ?? d.bypass, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage });
     }
     return {
       kind: 'sweep-param',

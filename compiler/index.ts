@@ -115,7 +115,7 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
   if (!device) throw new InputError(`the model has dendritic layers but the '${profile.name}' profile has no dendrite devices; compile for --device taox-dendrite`);
   for (const [li, l] of layers.layers.entries()) {
     const t = l.dendrites?.trained;
-    if (t && !sameTransfer({ ...device, kind: t.kind, nonlinearity: t.nonlinearity, onOffRatio: t.onOffRatio, voltage: t.ratio, onVoltage: 1, threshold: t.threshold, rectify: t.rectify }, device)) {
+    if (t && !sameTransfer({ ...device, maxVoltage: undefined, kind: t.kind, nonlinearity: t.nonlinearity, onOffRatio: t.onOffRatio, voltage: t.ratio, onVoltage: 1, threshold: t.threshold, rectify: t.rectify }, device)) {
       report.warnings.push(`layer ${li} was trained for a ${t.kind} dendrite (n = ${t.nonlinearity}, ON/OFF ${t.onOffRatio}, V/Von ${t.ratio}${t.rectify ? ', rectifying' : ''}); the '${profile.name}' devices respond differently`);
     }
   }
@@ -134,11 +134,14 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
   return layers;
 }
 
-/** Whether two dendrite devices have the same transfer H(u) (to 1e-3 of its range) over u in [−2, 2]. */
+/**
+ * Whether two dendrite devices have the same transfer H(u) (to 1e-3 of its range) over the full-scale range
+ * u in [−1, 1] (beyond it a rated device saturates where a trained module's function goes on).
+ */
 function sameTransfer(a: DendriteDevice, b: DendriteDevice): boolean {
   let diff = 0;
   let range = 0;
-  for (let k = -400; k <= 400; k++) {
+  for (let k = -200; k <= 200; k++) {
     const u = k / 200;
     const ha = dendriteTransfer(a, u);
     diff = Math.max(diff, Math.abs(ha - dendriteTransfer(b, u)));
@@ -150,17 +153,36 @@ function sameTransfer(a: DendriteDevice, b: DendriteDevice): boolean {
 export interface CompileResult {
   artifact: PlacedModel;
   report: CompileReport;
+  /** The LayerModel placed (with its calibrated or fine-tuned dendrites). */
+  model: LayerModel;
+}
+
+/** The same layers without dendrites: what the soma sees is x·W + b (a dendritic import's trained weights, κ = 1). */
+function withoutDendrites(layers: LayerModel): LayerModel {
+  return { ...layers, layers: layers.layers.map(({ dendrites: _d, ...l }) => l) };
+}
+
+/** Places a LayerModel on the profile's arrays; with soma devices, each layer's soma full scale from the samples. */
+function place(layers: LayerModel, profile: DeviceProfile, calibrate: Float32Array | undefined): PlacedModel {
+  const placed = tile(mapConductances(layers, profile));
+  if (profile.soma) {
+    const scales = somaFullScales(layers, calibrate, 1000, profile.dendrite);
+    placed.layers.forEach((l, li) => { l.somaFullScale = scales[li]!; });
+  }
+  return placed;
 }
 
 export function compileWithReport(model: string | Uint8Array, options: CompileOptions = {}): CompileResult {
   const profile = resolveProfile(options.device);
   const report: CompileReport = { warnings: [] };
-  const layers = withDendrites(importModel(model), profile, options, report);
+  const imported = importModel(model);
+  const layers = withDendrites(imported, profile, options, report);
   const mapped = mapConductances(layers, profile);
-  const naive = tile(mapped);
-  if (profile.soma) {
-    const scales = somaFullScales(layers, options.calibrate);
-    naive.layers.forEach((l, li) => { l.somaFullScale = scales[li]!; });
+  const naive = place(layers, profile, options.calibrate);
+  if (layers.layers.some((l) => l.dendrites)) {
+    // The compile a user would otherwise ship: the same model without branches, same profile and periphery,
+    // soma full scales from the same samples (eval --json reports it as dendrites.plain).
+    naive.reference = { plain: place(withoutDendrites(imported), profile, options.calibrate) };
   }
   if (report.branches || report.calibration || report.finetune) {
     naive.dendrites = {
@@ -174,7 +196,7 @@ export function compileWithReport(model: string | Uint8Array, options: CompileOp
     if (options.remap !== undefined || (options.calibrate !== undefined && !dendritic && !profile.soma)) {
       throw new InputError('--remap and --calibrate place a network around a chip\'s defects; give the chip\'s --defects map too (or --branches, whose dendrites --calibrate also tunes)');
     }
-    return { artifact: naive, report };
+    return { artifact: naive, report, model: layers };
   }
   const defects = typeof options.defects === 'string' ? loadDefectMap(options.defects) : options.defects;
   if (defects.device !== profile.name) {
@@ -183,7 +205,7 @@ export function compileWithReport(model: string | Uint8Array, options: CompileOp
   const remap = options.remap ?? 'auto';
   if (remap !== 'auto' && remap !== 'none') throw new InputError(`--remap must be 'none' or 'auto' (got '${String(remap)}')`);
   const inputPower = options.calibrate ? calibrate(layers, options.calibrate) : undefined;
-  return { artifact: remapDefects(naive, mapped, defects, { remap, inputPower }), report };
+  return { artifact: remapDefects(naive, mapped, defects, { remap, inputPower }), report, model: layers };
 }
 
 export { loadOnnx, loadOnnxFile } from './onnx/load.js';

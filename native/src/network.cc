@@ -86,6 +86,10 @@ std::vector<float> irDrop(const ArraySpec& a, double r) {
 void Network::prepareReadPower(Layer& layer) const {
   const LayerSpec& ls = layer.spec;
   layer.rowPower.assign(static_cast<size_t>(ls.inFeatures), 0.0);
+  layer.rowDrives.assign(static_cast<size_t>(ls.inFeatures), 0.0f);
+  for (const TileSpec& ts : ls.tiles)
+    for (size_t p = 0; p < ts.inputIndex.size(); ++p)
+      layer.rowDrives[static_cast<size_t>(ts.inputIndex[p])] += ts.rowNeg[p] != ts.rowPos[p] ? 2.0f : 1.0f;
   for (const TileSpec& ts : ls.tiles) {
     const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
     const size_t k = ts.inputIndex.size();
@@ -395,9 +399,15 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
         std::fill(s.scale.begin(), s.scale.begin() + nr, 1.0f);
       }
       // Crossbar read power of each sample (the only data-dependent energy term).
+      // and its driven rows: a row whose input is zero is not driven (event-driven rows).
       for (int64_t i = 0; i < nr; ++i) {
-        const double p = readPower(layer, u + i * inF);
+        const float* ui = u + i * inF;
+        const double p = readPower(layer, ui);
         if (std::isfinite(p)) power += p;
+        double events = 0.0;
+        for (int64_t j = 0; j < inF; ++j) events += ui[j] != 0.0f ? layer.rowDrives[static_cast<size_t>(j)] : 0.0f;
+        stats.rowEvents += events;
+        if (li == 0) stats.inputRowEvents += events;
       }
 
       const bool dendritic = ls.dendrites.active();
@@ -459,11 +469,22 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       }
       for (int64_t i = 0; i < nr; ++i) {
         float* y = acc + i * outF;
-        if (ls.somaEnergy > 0.0) {  // the somas' output current over the integration time
+        if (ls.somaEnergy > 0.0) {
+          // A soma saturates at its rated current: its output is bounded by ±somaFullScale, and its energy is its
+          // output current (onCurrent · |y| / somaFullScale <= onCurrent) over the integration time.
+          const float full = static_cast<float>(ls.somaFullScale);
           double sum = 0.0;
-          for (int64_t j = 0; j < outF; ++j) sum += std::fabs(static_cast<double>(y[j]));
+          int64_t active = 0;
+          for (int64_t j = 0; j < outF; ++j) {
+            y[j] = std::clamp(y[j], -full, full);  // NaN stays NaN
+            const double a = std::fabs(static_cast<double>(y[j]));
+            sum += a;
+            active += a > 0.01 * ls.somaFullScale ? 1 : 0;
+          }
           const double e = sum / ls.somaFullScale * ls.somaEnergy;
           if (std::isfinite(e)) stats.somaEnergy += e;
+          stats.somasActive += static_cast<double>(active);
+          stats.somas += static_cast<double>(outF);
         }
         periphery::applyHead(y, outF, ls.head);
       }
@@ -492,6 +513,14 @@ void Network::dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float*
       } else {
         power += dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + b * outF, y,
                                      s.dendritePower.data(), outF);
+        // Branch signals in the ON region (the applied voltage saturates at the rating, as in branchRow).
+        const double onAt = layer.consts.onAt;
+        for (int64_t j = 0; j < outF; ++j) {
+          const double u = static_cast<double>(zb[j] * sc * ls.outScale[j]) * layer.consts.invF;
+          if (!(u != 0.0) || (d.rectify && u < 0.0)) continue;
+          stats.signals += 1.0;
+          if (std::min(std::fabs(u) * layer.consts.ratio, layer.consts.maxRatio) >= onAt) stats.signalsOn += 1.0;
+        }
       }
     }
     const double e = power * d.energyUnit;

@@ -28,12 +28,12 @@ interface Report {
   warnings: string[];
   files?: { json: string; svg: string };
 }
-interface EvalJson { accuracy: number; energyPerInferenceJ: number; dendrites: { withoutDendrites: Run; powerAdvantage: number; energyAdvantage: number } }
+interface EvalJson { accuracy: number; energyPerInferenceJ: number; dendrites: { plain: Run; powerAdvantage: number; energyAdvantage: number } }
 
 describe('dendra sweep --param', () => {
   const out = join(dir, 'out');
 
-  it('--json --out: every value with and without dendrites; a stronger nonlinearity saves more soma power; the base value is what compile + eval give', () => {
+  it('--json --out: every value with dendrites and in the plain compile; the base value is what compile + eval give', () => {
     const r = dendra(...base, '--param', 'dendrite.nonlinearity=0.01,0.1,0.2', '--seed', '0', '--out', out, '--json');
     expect(r.err).toBe(''); // calibrated: no warning; the progress bar stays off without a TTY
     expect(r.code).toBe(0);
@@ -55,17 +55,14 @@ describe('dendra sweep --param', () => {
         expect(run.energyPerInferenceJ).toBeGreaterThan(0);
       }
       expect(p.withoutDendrites.energy.dendriteJ).toBe(0);
-      expect(p.powerAdvantage).toBeCloseTo(p.withoutDendrites.energy.somaJ / p.withDendrites.energy.somaJ, 10);
-      expect(p.energyAdvantage).toBeCloseTo(p.withoutDendrites.energyPerInferenceJ / p.withDendrites.energyPerInferenceJ, 10);
     }
     const [low, mid, high] = report.points as [Point, Point, Point];
     // The profile really changes between values (with dendrites), and only there: the network without them is the same.
     expect(high.withDendrites.energy.somaJ).not.toBe(low.withDendrites.energy.somaJ);
     expect(high.withoutDendrites).toEqual(low.withoutDendrites);
-    // A more nonlinear dendrite suppresses weak branch signals harder: a larger power advantage.
-    expect(high.powerAdvantage!).toBeGreaterThan(1.05 * low.powerAdvantage!);
-    expect(mid.powerAdvantage!).toBeGreaterThan(low.powerAdvantage!);
-    expect(high.powerAdvantage!).toBeGreaterThan(1);
+    // Each point's fair power advantage (its somas at their own full scale) is reported, whichever way it goes:
+    // on this small network, calibrated at the base value, it is below 1 at every value (docs/dendrites.md).
+    for (const p of report.points) expect(p.powerAdvantage).toBeGreaterThan(0);
     // Calibrated at the base value (on samples of this set): accuracy there stays near the network's without dendrites.
     expect(Math.abs(mid.withDendrites.accuracy - mid.withoutDendrites.accuracy)).toBeLessThan(0.03);
 
@@ -78,7 +75,7 @@ describe('dendra sweep --param', () => {
     const ev = JSON.parse(e.out) as EvalJson;
     expect(mid.withDendrites.accuracy).toBe(ev.accuracy);
     expect(mid.withDendrites.energyPerInferenceJ).toBeCloseTo(ev.energyPerInferenceJ, 20);
-    expect(mid.withoutDendrites.accuracy).toBe(ev.dendrites.withoutDendrites.accuracy);
+    expect(mid.withoutDendrites.accuracy).toBe(ev.dendrites.plain.accuracy);
     expect(mid.powerAdvantage).toBeCloseTo(ev.dendrites.powerAdvantage, 10);
     expect(mid.energyAdvantage).toBeCloseTo(ev.dendrites.energyAdvantage, 10);
 
