@@ -10,7 +10,8 @@
  *             output on a dendritic layer (its column segments feed the dendrites); 'analog': one per output
  *             of the last layer
  *   TIA       'analog' on a chip without soma devices: one transimpedance stage with analog activation per
- *             output of every layer (with soma devices the soma is that stage: its energy is the soma term)
+ *             output of every layer (after the dendrites on a dendritic layer; with soma devices the soma is
+ *             that stage: its energy is the soma term)
  *   digital   'adc': per layer partial-sum additions (none on a dendritic layer: its segments add as currents),
  *             scale, bias and activation of every output, the DAC's per-sample scaling; 'analog': the first
  *             layer's DAC scaling and the last layer's outputs; after the last layer the head
@@ -56,6 +57,8 @@ export interface EnergyEvents {
   /** Physical rows driven (non-zero input) per inference, every layer, and the rows that could have been. */
   rowsDriven: number;
   rowsPossible: number;
+  /** Of rowsDriven, the first layer's (the rows the input DACs convert on an analog periphery). */
+  inputRowsDriven: number;
   /** 1 − rowsDriven / rowsPossible: the share of row drives event-driven rows save. */
   sparsity: number;
   /** Fraction of the non-zero dendrite branch signals in the device's ON region (null without dendrites). */
@@ -140,7 +143,7 @@ export function energyCounts(artifact: Artifact): EnergyCounts {
       rows,
       dacConversions: converted ? rows : 0,
       adcConversions: analog ? (li === last ? layer.outFeatures : 0) : dendritic ? layer.outFeatures : columns,
-      tiaConversions: analog && !somas && !dendritic ? layer.outFeatures : 0,
+      tiaConversions: analog && !somas ? layer.outFeatures : 0,
       partialSumAdds: analog || dendritic ? 0 : partialSumAdds,
       outputOps: digitalOut ? layer.outFeatures * (layer.activation.kind === 'none' || li === last && analog ? 2 : 3) : 0,
       dacScaleOps: dacBits > 0 && converted ? 2 * layer.inFeatures : 0,
@@ -199,6 +202,7 @@ export function energyReport(artifact: Artifact, counts: EnergyCounts, run: RunE
     report.events = {
       rowsDriven: driven,
       rowsPossible: counts.rows,
+      inputRowsDriven: per(run.inputRowEvents!),
       sparsity: counts.rows > 0 ? 1 - driven / counts.rows : 0,
       signalsOn: run.signals ? run.signalsOn! / run.signals : null,
       activeSomas: run.somas ? run.somasActive! / run.somas : null,
