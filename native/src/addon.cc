@@ -1,9 +1,10 @@
-// Module init: exports { Chip, kernel(), placeTiles() }.
+// Module init: exports { Chip, kernel(), placeTiles(), Trainer, trainGradients() }.
 #include <napi.h>
 
 #include "chip.h"
 #include "gemm.h"
 #include "placement.h"
+#include "train/binding.h"
 
 namespace {
 
@@ -15,6 +16,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Chip", dendra::Chip::define(env));
   exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
   exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));
+  exports.Set("Trainer", dendra::train::Trainer::define(env));
+  exports.Set("trainGradients", Napi::Function::New<dendra::train::trainGradients>(env, "trainGradients"));
   return exports;
 }
 
