@@ -38,6 +38,10 @@ export interface SweepParamArgs {
   inputNoise?: number;
   seed?: number;
   threads?: number;
+  /** finetune.sparsity: the fine-tuning samples and labels, epochs, calibration mode. */
+  finetune?: string[];
+  epochs?: number;
+  dendriteMode?: 'efficient' | 'nonlinear';
   out?: string;
   json?: boolean;
 }
@@ -52,6 +56,7 @@ export const SWEEP_PARAMS = [
   'dendrite.variation',
   'dendrite.onCurrent',
   'dendrite.time',
+  'finetune.sparsity',
 ] as const;
 export type SweepParam = (typeof SWEEP_PARAMS)[number];
 type DendriteField = SweepParam extends `dendrite.${infer F}` ? F : never;
@@ -65,6 +70,9 @@ export interface SweepParamPoint {
   powerAdvantage: number | null;
   /** The whole chip's energy, plain compile ÷ with dendrites. */
   energyAdvantage: number | null;
+  /** finetune.sparsity sweeps: branch signals ON and active somas (eval's). */
+  signalsOn?: number | null;
+  activeSomas?: { dendritic: number | null; plain: number | null };
 }
 
 export interface SweepParamReport {
@@ -114,6 +122,7 @@ export function parseParam(text: string): { path: SweepParam; values: number[] }
 export function patchProfile(profile: DeviceProfile, path: SweepParam, value: number): DeviceProfile {
   if (!profile.dendrite) throw new InputError(`the '${profile.name}' profile has no dendrite devices`);
   const field = path.slice('dendrite.'.length) as DendriteField;
+  if (!path.startsWith('dendrite.')) throw new InputError(`--param ${path} is not a profile field`);
   try {
     return validateProfile({ ...profile, dendrite: { ...profile.dendrite, [field]: value } });
   } catch (e) {
@@ -138,9 +147,11 @@ export async function sweepParam(model: string, opts: SweepParamArgs): Promise<S
   if (opts.inputNoise !== undefined && !(Number.isFinite(opts.inputNoise) && opts.inputNoise >= 0)) {
     throw new InputError(`--input-noise must be a standard deviation >= 0 (got ${opts.inputNoise})`);
   }
+  if (path === 'finetune.sparsity') return sweepSparsity(model, opts, profile, values, t0);
+  if (opts.finetune || opts.epochs !== undefined || opts.dendriteMode !== undefined) throw new InputError('--finetune, --epochs and --dendrite-mode belong to --param finetune.sparsity=...');
   const patched = values.map((v) => patchProfile(profile, path, v)); // every value checked before the compile
-  const field = path.slice('dendrite.'.length) as DendriteField;
-  const base = profile.dendrite[field];
+  const field = path.slice('dendrite.'.length) as Exclude<DendriteField, never>;
+  const base = profile.dendrite[field as keyof typeof profile.dendrite] as number;
   const seed = opts.seed ?? 0;
 
   const options: CompileOptions = { device: profile, branches: parseBranches(opts.branches) };
@@ -253,11 +264,16 @@ export function formatSweepParam(r: SweepParamReport): string {
 /** The plot (Extended Data Fig. 6a/d): power advantage (log scale) over accuracy with and without dendrites, against the parameter. */
 export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
   const WITH = 'with dendrites';
-  const WITHOUT = 'without dendrites';
+  const WITHOUT = r.param.path === 'finetune.sparsity' ? 'plain compile' : 'without dendrites';
   const values = r.param.values;
   const logX = values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) >= 100;
   const x = { field: 'value', type: 'quantitative', title: r.param.path, scale: logX ? { type: 'log' } : { zero: false } } as const;
   const power = r.points.filter((p) => p.powerAdvantage !== null && p.powerAdvantage > 0).map((p) => ({ value: p.value, advantage: p.powerAdvantage }));
+  const sparsity = r.param.path === 'finetune.sparsity';
+  const energy = r.points.flatMap((p) => [
+    { value: p.value, series: WITH, energy: 1e9 * p.withDendrites.energyPerInferenceJ },
+    { value: p.value, series: WITHOUT, energy: 1e9 * p.withoutDendrites.energyPerInferenceJ },
+  ]);
   const accuracy = r.points.flatMap((p) => [
     { value: p.value, series: WITH, accuracy: 100 * p.withDendrites.accuracy },
     { value: p.value, series: WITHOUT, accuracy: 100 * p.withoutDendrites.accuracy },
@@ -284,14 +300,20 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       {
         width: 480,
         height: 220,
-        layer: [
-          {
-            data: { values: power },
-            mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
-            encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
-          },
-          ...base,
-        ],
+        layer: sparsity
+          ? [{
+              data: { values: energy },
+              mark: { type: 'line', point: true },
+              encoding: { x: { ...x, axis: { title: null } }, y: { field: 'energy', type: 'quantitative', title: 'whole chip (nJ per inference)', scale: { zero: false } }, color, strokeDash: dash },
+            }]
+          : [
+              {
+                data: { values: power },
+                mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
+                encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
+              },
+              ...base,
+            ],
       },
       {
         width: 480,
@@ -316,4 +338,81 @@ export async function sweepParamCommand(model: string, opts: SweepParamArgs): Pr
   if (opts.out) report.files = writeSweepFiles(opts.out, 'sweep-param', report, await sweepParamSvg(report));
   if (opts.json) console.log(JSON.stringify(report));
   else console.log(formatSweepParam(report) + (report.files ? `\nwrote ${report.files.json} and ${report.files.svg}` : ''));
+}
+
+/**
+ * --param finetune.sparsity=V1,V2,...: for each activity penalty, the model compiled with --branches, calibrated
+ * and fine-tuned (--finetune X.npy L.npy) at that sparsity, then evaluated as `dendra eval` does, against the
+ * plain compile it carries: accuracy and whole-chip energy on one plot (issue 11).
+ */
+async function sweepSparsity(model: string, opts: SweepParamArgs, profile: DeviceProfile, values: number[], t0: number): Promise<SweepParamReport> {
+  if (!opts.finetune || opts.finetune.length !== 2) throw new InputError('--param finetune.sparsity=... fine-tunes at each value: give --finetune X.npy L.npy');
+  if (values.some((v) => !(v >= 0))) throw new InputError(`--param finetune.sparsity: every value must be >= 0 (got ${values.join(', ')})`);
+  const seed = opts.seed ?? 0;
+  const options: CompileOptions = { device: profile, branches: parseBranches(opts.branches!) };
+  if (opts.branchStrategy !== undefined) options.branchStrategy = opts.branchStrategy;
+  if (opts.dendriteMode !== undefined) options.dendriteMode = opts.dendriteMode;
+  if (opts.calibrate) {
+    if (opts.calibrate.length > 2) throw new InputError('--calibrate takes X.npy and optionally its labels L.npy');
+    const x = samples(opts.calibrate[0]!);
+    options.calibrate = x.data;
+    if (opts.calibrate[1]) options.calibrateLabels = readLabels(opts.calibrate[1], x.n);
+  }
+  const ft = samples(opts.finetune[0]!);
+  const ftLabels = readLabels(opts.finetune[1]!, ft.n);
+  const bar = progressBar('sweep', values.length, 'values', true);
+  const points: SweepParamPoint[] = [];
+  const warnings: string[] = [];
+  let artifact0: Artifact | null = null;
+  let calibration: string | null = null;
+  let strategy = opts.branchStrategy ?? 'contiguous';
+  let inputs: Float32Array | null = null;
+  let n = 0;
+  let labels: Int32Array | null = null;
+  try {
+    for (const value of values) {
+      bar.stage(`finetune.sparsity = ${value}: compiling, fine-tuning`);
+      const { artifact, report } = compileWithReport(model, { ...options, finetune: { inputs: ft.data, labels: ftLabels, epochs: opts.epochs, sparsity: value } });
+      for (const w of report.warnings) if (!warnings.includes(w)) warnings.push(w);
+      artifact0 ??= artifact;
+      calibration ??= report.calibration?.summary ?? null;
+      strategy = report.branches?.strategy ?? strategy;
+      const bytes = writeArtifact(artifact);
+      const s = await InferenceSession.create(bytes, { seed, threads: opts.threads });
+      let withDendrites: EvalRun;
+      try {
+        if (!inputs) {
+          const r = readInputs(s, opts.input);
+          n = r.n;
+          inputs = opts.inputNoise ? addInputNoise(r.x.data, opts.inputNoise, seed) : r.x.data;
+          labels = readLabels(opts.labels, n);
+        }
+        const { seconds: _s, ...r } = await evalRun(s, inputs, n, labels!);
+        withDendrites = r;
+      } finally {
+        await s.release();
+      }
+      const d = await compareDendrites(bytes, artifact, withDendrites, inputs, n, labels!, { seed, threads: opts.threads });
+      points.push({ value, withDendrites, withoutDendrites: d.plain ?? d.bypass, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage, signalsOn: d.signalsOn, activeSomas: d.activeSomas });
+      bar.increment();
+    }
+  } finally {
+    bar.stop();
+  }
+  const a = artifact0!;
+  return {
+    kind: 'sweep-param',
+    dendra: dendraVersion(),
+    model: { file: model, sha256: a.source.sha256, shape: [a.layers[0]!.inFeatures, ...a.layers.map((l) => l.outFeatures)].join('-') },
+    device: { name: profile.name },
+    param: { path: 'finetune.sparsity', base: 0, values },
+    branches: a.layers.map((l) => l.dendrites?.count ?? 1),
+    strategy,
+    calibration,
+    samples: n,
+    settings: { seed, input: opts.input, labels: opts.labels, calibrate: opts.calibrate ?? null, inputNoise: opts.inputNoise ?? null },
+    points,
+    warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }

@@ -23,6 +23,7 @@ import { InputError } from '../common/errors.js';
 import { assignBranches, type BranchStrategy } from './passes/assign-branches.js';
 import { calibrateDendrites, defaultDendriteScales, somaFullScales, type DendriteCalibrationReport } from './passes/calibrate-dendrites.js';
 import { finetune, type FinetuneReport } from './passes/finetune.js';
+import { finetuneHardware, sparsityPenalty } from './passes/finetune-hardware.js';
 import { layerInputs } from './passes/calibrate.js';
 import { tileGeometry } from './passes/tile.js';
 import type { LayerModel } from './ir/layers.js';
@@ -50,7 +51,16 @@ export interface CompileOptions {
   /** Calibration's operating mode (docs/dendrites.md): 'efficient' (default) or 'nonlinear'. */
   dendriteMode?: 'efficient' | 'nonlinear';
   /** Fine-tune the weights with the dendrites in the loop on these samples and labels. */
-  finetune?: { inputs: Float32Array; labels: Int32Array; epochs?: number; onProgress?: (done: number, total: number) => void };
+  finetune?: {
+    inputs: Float32Array;
+    labels: Int32Array;
+    epochs?: number;
+    /** Activity penalty (>= 0, default 0): trades accuracy for sparse somas (finetune-hardware.ts). */
+    sparsity?: number;
+    /** The profile's DAC, read noise and ADC clipping in the training forward (default true). */
+    hardware?: boolean;
+    onProgress?: (done: number, total: number) => void;
+  };
 }
 
 /** What the dendrite passes did (CompileResult.report, and the artifact's `dendrites` record). */
@@ -88,6 +98,9 @@ export function autoBranches(layers: LayerModel, profile: DeviceProfile, strateg
   });
 }
 
+/** Accuracy points calibration may lose in 'nonlinear' mode when fine-tuning follows (docs/dendrites.md). */
+export const FINETUNE_TOLERANCE = 5;
+
 /** Adds dendrites to a plain LayerModel: assign branches, set gains (calibrated when samples are given), fine-tune. */
 function withDendrites(layers: LayerModel, profile: DeviceProfile, options: CompileOptions, report: CompileReport): LayerModel {
   const device = profile.dendrite;
@@ -120,14 +133,27 @@ function withDendrites(layers: LayerModel, profile: DeviceProfile, options: Comp
     }
   }
   if (options.calibrate && layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
-    const cal = calibrateDendrites(layers, device, options.calibrate, options.calibrateLabels, { mode: options.dendriteMode });
+    // In 'nonlinear' mode with fine-tuning to follow, calibration may spend more accuracy on the calibration samples
+    // (FINETUNE_TOLERANCE points) to switch MIN_SIGNALS_ON of the signals ON: the fine-tuning wins it back.
+    const tolerance = options.dendriteMode === 'nonlinear' && options.finetune ? FINETUNE_TOLERANCE : undefined;
+    const cal = calibrateDendrites(layers, device, options.calibrate, options.calibrateLabels, { mode: options.dendriteMode, ...(tolerance !== undefined ? { tolerance } : {}) });
     layers = cal.model;
     report.calibration = cal.report;
   } else if (layers.layers.some((l) => l.dendrites && !l.dendrites.calibrated)) {
     report.warnings.push('dendrite gains come from the weights alone; give sample inputs (--calibrate X.npy) to calibrate them');
   }
   if (options.finetune) {
-    const ft = finetune(layers, device, options.finetune.inputs, options.finetune.labels, { epochs: options.finetune.epochs, onProgress: options.finetune.onProgress });
+    const f = options.finetune;
+    const sparsity = f.sparsity ?? 0;
+    if (!(sparsity >= 0) || !Number.isFinite(sparsity)) throw new InputError(`the fine-tuning sparsity must be a number >= 0 (got ${sparsity})`);
+    const ft = finetune(layers, device, f.inputs, f.labels, {
+      epochs: f.epochs,
+      onProgress: f.onProgress,
+      ...(f.hardware ?? true ? { hardware: finetuneHardware(layers, profile, f.inputs) } : {}),
+      // With a penalty the objective is no longer the cross-entropy the probe scores epochs by: keep the last epoch
+      // (the step has decayed to 0 by then) rather than the input, which always has the lowest cross-entropy.
+      ...(sparsity > 0 ? { penalty: { soma: sparsityPenalty(layers, device, f.inputs, sparsity) }, keepBest: false } : {}),
+    });
     layers = ft.model;
     report.finetune = ft.report;
   }

@@ -28,7 +28,7 @@
  * per-layer output scale) and defaultDendriteScales (F from the weights, κ = 1).
  */
 import { InputError } from '../../common/errors.js';
-import { onPoint, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import { maxRatio, onPoint, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { DenseLayer, LayerModel } from '../ir/layers.js';
 import { DendriteKernel, LayerRunner, agreement, axpy, argmaxRows, dendriticForward, sampleCount, sampleRows, somaOf } from './dendritic-forward.js';
 
@@ -97,6 +97,10 @@ export interface DendriteCalibrationReport {
 const QUANTILES = [0.5, 0.75, 0.9, 0.99, 0.999, 1];
 const MULTIPLIERS = [1, 2, 4, 8, 16, 32];
 const NEAR_ON = [0.01, 0.1];
+/** 'nonlinear' mode: full scales putting these quantiles of the branch signals at the device's ON point. */
+const ON_QUANTILES = [0.5, 0.75, 0.9, 0.95];
+/** 'nonlinear' mode: the least share of the non-zero branch signals a candidate must put in the ON region. */
+export const MIN_SIGNALS_ON = 0.05;
 
 export function calibrateDendrites(
   model: LayerModel,
@@ -122,6 +126,8 @@ export function calibrateDendrites(
   const mode = opts.mode ?? 'efficient';
   if (mode !== 'efficient' && mode !== 'nonlinear') throw new InputError(`the dendrite operating mode must be 'efficient' or 'nonlinear' (got '${String(mode)}')`);
   const multipliers = mode === 'nonlinear' ? [1] : MULTIPLIERS;
+  // |u| at which a branch signal reaches the device's ON region (onPoint, within the device's rating).
+  const uOn = Math.min(onPoint(device), maxRatio(device)) / (device.voltage / device.onVoltage);
 
   // The network without dendrites: the reference accuracy, soma energy and soma full scales.
   const ref = dendriticForward(model, device, x, { bypass: true, limit: n, somaInputs: true });
@@ -183,7 +189,7 @@ export function calibrateDendrites(
         results = firstResults;
         if (target > 0) advance(target); // the fixed layers' soma sums
       } else {
-        const cache = branchCache(l, advance(target), n, multipliers);
+        const cache = branchCache(l, advance(target), n, multipliers, mode === 'nonlinear' ? uOn : Infinity);
         // With no dendrites before it, this layer's branch sums are those of the network without dendrites.
         if (!plainSums.has(target) && layers.slice(0, target).every((ll) => !ll.dendrites)) plainSums.set(target, cache.plain);
         results = scoreLayer(work, target, cache, fixedSoma);
@@ -192,7 +198,8 @@ export function calibrateDendrites(
       let best: Scored | null = null;
       let bestOk = false;
       for (const r of results) {
-        const ok = r.acc >= floor - 1e-12;
+        // 'nonlinear': a candidate must also switch at least MIN_SIGNALS_ON of the signals ON (filter, not attenuate).
+        const ok = r.acc >= floor - 1e-12 && (mode !== 'nonlinear' || r.on >= MIN_SIGNALS_ON);
         const better = !best || (ok !== bestOk ? ok : ok ? r.adv > best.adv || (r.adv === best.adv && r.acc > best.acc) : r.acc > best.acc || (r.acc === best.acc && r.adv > best.adv));
         if (better) {
           best = r;
@@ -271,7 +278,7 @@ export function calibrateDendrites(
       later.forEach((r, o) => { energy[target + 1 + o] = fairSomaEnergy(r.layer, laterPre[o]!); });
       const acc = score(argmaxRows(outs, n, outF));
       const e = energy.reduce((a, b) => a + b, 0);
-      results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity });
+      results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity, on: c.on });
     }
     return results;
   };
@@ -339,6 +346,8 @@ export function calibrateDendrites(
 
 /** One candidate F of a layer, scored. */
 interface Scored {
+  /** Share of the layer's non-zero branch signals in the ON region. */
+  on: number;
   f: number;
   q: number;
   mult: number;
@@ -352,7 +361,7 @@ interface BranchCache {
   z: Float64Array;
   /** Σ_b z per sample and neuron, and Σ of their squares. */
   plain: { zsum: Float64Array; zz: number };
-  candidates: { f: number; q: number; mult: number }[];
+  candidates: { f: number; q: number; mult: number; on: number }[];
 }
 
 /** Σ_i x_i W_ij per sample and neuron of a layer's inputs (float32, [n × inFeatures]), and Σ of their squares. */
@@ -374,7 +383,7 @@ function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64A
 }
 
 /** A dendritic layer's branch sums on its inputs x ([n × inFeatures], float64), summed as LayerRunner sums them. */
-function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[]): BranchCache {
+function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[], uOn: number): BranchCache {
   const m = l.outFeatures;
   const nb = l.dendrites!.count;
   const z = new Float64Array(n * m * nb);
@@ -399,11 +408,11 @@ function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: rea
       zz += t * t;
     }
   }
-  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers) };
+  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers, uOn) };
 }
 
 /** Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them; the max exactly). */
-function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS): { f: number; q: number; mult: number }[] {
+function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS, uOn = Infinity): { f: number; q: number; mult: number; on: number }[] {
   let nonzero = 0;
   let max = 0;
   for (let i = 0; i < z.length; i++) {
@@ -413,7 +422,7 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
       if (v > max) max = v;
     }
   }
-  if (nonzero === 0) return [{ f: 1, q: 1, mult: 1 }];
+  if (nonzero === 0) return [{ f: 1, q: 1, mult: 1, on: 0 }];
   const stride = Math.max(1, Math.ceil(nonzero / 262144));
   const sample = new Float64Array(Math.ceil(nonzero / stride));
   let k = 0;
@@ -423,12 +432,27 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
     if (seen++ % stride === 0) sample[k++] = v;
   }
   const sorted = sample.subarray(0, k).sort();
-  const out: { f: number; q: number; mult: number }[] = [];
+  const out: { f: number; q: number; mult: number; on: number }[] = [];
   const quantile = (q: number) => (q === 1 ? max : sorted[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!);
-  for (const q of QUANTILES) for (const mult of multipliers) out.push({ f: quantile(q) * mult, q, mult });
+  // The share of the non-zero signals at or above |u| = uOn (the device's ON region) for full scale f.
+  const onShare = (f: number) => {
+    const t = uOn * f;
+    let lo = 0;
+    let hi = k;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid]! < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return (k - lo) / k;
+  };
+  const add = (f: number, q: number, mult: number) => out.push({ f, q, mult, on: onShare(f) });
+  for (const q of QUANTILES) for (const mult of multipliers) add(quantile(q) * mult, q, mult);
   // Two small full scales: nearly every branch signal at or beyond full scale, the device's most conducting range
   // (close to the network without dendrites where the device is ON there).
-  for (const q of NEAR_ON) out.push({ f: quantile(q), q, mult: 1 });
+  for (const q of NEAR_ON) add(quantile(q), q, 1);
+  // Full scales that put the q-quantile of the signals at the ON point: 1 − q of them switch the devices ON.
+  if (Number.isFinite(uOn) && uOn > 0) for (const q of ON_QUANTILES) add(quantile(q) / uOn, q, 1 / uOn);
   // Drop near-duplicates (within 5 % of the last kept), keeping the first of each.
   out.sort((a, b) => a.f - b.f);
   const kept: typeof out = [];
