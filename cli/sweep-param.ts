@@ -290,7 +290,9 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       subtitle: [
         `${basename(r.model.file)} on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy})`,
         `${r.samples} samples${r.settings.inputNoise ? `, input noise σ = ${r.settings.inputNoise}` : ''}`,
-        `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
+        sparsity
+          ? `compiled, calibrated and fine-tuned at each sparsity; against the plain compile`
+          : `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
       ],
       anchor: 'start',
     },

@@ -128,6 +128,8 @@ describe('dendra compile --branches', () => {
     expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--branches', '4,2', '--finetune', x, ...o), /--finetune takes two files/);
     expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--finetune', x, l, ...o), /--finetune trains a network with its dendrites in the loop; give --branches too/);
     expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--branches', '4,2', '--epochs', '2', ...o), /--epochs needs --finetune/);
+    expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--branches', '4,2', '--sparsity', '1', ...o), /--sparsity sets the activity penalty of --finetune/);
+    expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--branches', '4,2', '--finetune', x, l, '--sparsity', '-1', ...o), /--sparsity must be a number from 0/);
     expectOneLineError(dendra('compile', model, '--device', 'taox-dendrite', '--branches', '4,2', '--dendrite-mode', 'nonlinear', ...o), /--dendrite-mode chooses how --calibrate sets the dendrites/);
   });
 });

@@ -101,8 +101,26 @@ describe('dendra sweep --param', () => {
     expect(r.out).toMatch(/^100 \(base\)\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d+x/m);
   });
 
+  it('--param finetune.sparsity: fine-tunes at each activity penalty; the penalty makes the somas sparser, the plain compile stays', () => {
+    const r = dendra(...base, '--param', 'finetune.sparsity=0,3', '--finetune', x, l, '--epochs', '2', '--json', '--out', join(dir, 'sparsity'));
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out) as Report & { points: (Point & { activeSomas: { dendritic: number; plain: number } })[] };
+    expect(report.param).toEqual({ path: 'finetune.sparsity', base: 0, values: [0, 3] });
+    const [none, strong] = report.points as [typeof report.points[0], typeof report.points[0]];
+    // An L1 penalty on the soma outputs leaves fewer somas active; the plain compile is the same network each time.
+    expect(strong.activeSomas.dendritic).toBeLessThan(none.activeSomas.dendritic - 0.05);
+    expect(strong.activeSomas.plain).toBe(none.activeSomas.plain);
+    expect(strong.withoutDendrites).toEqual(none.withoutDendrites);
+    const svg = readFileSync(join(dir, 'sparsity', 'sweep-param.svg'), 'utf8');
+    expect(svg).toContain('whole chip (nJ per inference)');
+    expect(svg).toContain('plain compile');
+    expectOneLineError(dendra(...base, '--param', 'finetune.sparsity=0,1'), /--param finetune\.sparsity=\.\.\. fine-tunes at each value: give --finetune X\.npy L\.npy/);
+    expectOneLineError(dendra(...base, '--param', 'dendrite.nonlinearity=0.1', '--finetune', x, l), /--finetune, --epochs and --dendrite-mode belong to --param finetune\.sparsity/);
+  }, 120_000);
+
   it('refuses bad settings with one line', () => {
-    expectOneLineError(dendra(...base, '--param', 'dendrite.colour=1,2'), /--param: unknown profile field 'dendrite\.colour'; sweepable: dendrite\.nonlinearity, dendrite\.onOffRatio, dendrite\.voltage, dendrite\.onVoltage, dendrite\.threshold, dendrite\.variation/);
+    expectOneLineError(dendra(...base, '--param', 'dendrite.colour=1,2'), /--param: unknown profile field 'dendrite\.colour'; sweepable: dendrite\.nonlinearity, dendrite\.onOffRatio, dendrite\.voltage, dendrite\.onVoltage, dendrite\.threshold, dendrite\.variation.*finetune\.sparsity/);
     expectOneLineError(dendra(...base, '--param', 'read.voltage=0.1'), /unknown profile field 'read\.voltage'/);
     expectOneLineError(dendra(...base, '--param', 'dendrite.onOffRatio=0.5'), /--param dendrite\.onOffRatio=0\.5: device profile field 'dendrite\.onOffRatio' must be an ON\/OFF ratio >= 1/);
     expectOneLineError(dendra(...base, '--param', 'dendrite.nonlinearity=0.1,abc'), /--param: 'abc' is not a number/);
