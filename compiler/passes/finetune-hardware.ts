@@ -10,8 +10,9 @@
  *             which the simulator applies to abs-max-normalised inputs, in the units of the raw sums. The engine
  *             clips whole branch sums where the simulator clips each tile's part: an approximation for branches
  *             taller than one array.
- *   sparsity  an L1 penalty on the soma outputs, soma = sparsity / (mean Σ|soma outputs| per sample of the
- *             network as calibrated): at sparsity 1 the penalty starts at one nat, the size of the cross-entropy.
+ *   sparsity  an L1 penalty on the hidden layers' soma outputs, soma = sparsity / (mean Σ|hidden soma outputs|
+ *             per sample of the network as calibrated): at sparsity 1 the penalty starts at one nat, the size of
+ *             the cross-entropy.
  */
 import type { DeviceProfile } from '../../common/profile.js';
 import type { NativeTrainHardware } from '../../native/index.js';
@@ -61,6 +62,8 @@ export function sparsityPenalty(model: LayerModel, device: NonNullable<DevicePro
   if (!(sparsity > 0)) return 0;
   const drawn = sampleRows(x, model.input.features, 1000).x;
   const fwd = dendriticForward(model, device, drawn);
-  const total = fwd.somaSum.reduce((a, b) => a + b, 0) / Math.max(1, fwd.samples);
+  // The engine's penalty leaves the last layer (the logits) alone: normalise by the hidden layers' somas.
+  const hidden = fwd.somaSum.subarray(0, Math.max(0, fwd.somaSum.length - 1));
+  const total = hidden.reduce((a, b) => a + b, 0) / Math.max(1, fwd.samples);
   return total > 0 && Number.isFinite(total) ? sparsity / total : 0;
 }

@@ -62,7 +62,7 @@ export interface FinetuneOptions {
    * The probe and the accuracies stay on the nominal devices.
    */
   hardware?: (NativeTrainHardware | undefined)[];
-  /** L1 activity penalty added to the loss (per sample): soma·Σ|soma outputs| + branch·Σ|branch signal z/F|. */
+  /** L1 activity penalty added to the loss (per sample): soma·Σ|soma outputs| (hidden layers) + branch·Σ|branch signal z/F|. */
   penalty?: { soma?: number; branch?: number };
   /** GEMM threads of the engine (default: the machine's, at most 8). */
   threads?: number;
@@ -174,9 +174,12 @@ export function finetune(
   // The nominal network (ε = 1, no hardware effects): accuracy before, and the outputs the logit scale compares.
   const nominal = new Trainer(toTrainNetwork(model, device, base));
   const before = nominal.predict(xs);
+  nominal.release();
   const accuracyBefore = agreement(argmaxRows(before, n, outF), trainLabels);
   const rmsN = Math.min(n, 1000);
-  const plain = new Trainer(toTrainNetwork(model, device, { ...base, bypass: true })).predict(xs.subarray(0, rmsN * f0));
+  const bypassed = new Trainer(toTrainNetwork(model, device, { ...base, bypass: true }));
+  const plain = bypassed.predict(xs.subarray(0, rmsN * f0));
+  bypassed.release();
   const rms = (v: Float32Array) => Math.sqrt(v.reduce((a, b) => a + b * b, 0) / Math.max(1, v.length));
   const rWith = rms(before.subarray(0, rmsN * outF));
   const rWithout = rms(plain);
@@ -270,12 +273,14 @@ export function finetune(
     consider(e + 1, () => trainer.params());
   }
   const finalParams = kept ?? trainer.params();
+  trainer.release();
   // Fresh arrays (never the input model's own).
   const layers: DenseLayer[] = model.layers.map((l, li) => ({ ...l, weight: Float32Array.from(finalParams.weight[li]!), bias: Float32Array.from(finalParams.bias[li]!) }));
   const work: LayerModel = { ...model, layers };
 
   judge.setParams(finalParams);
   const accuracyAfter = agreement(argmaxRows(judge.predict(xs), n, outF), trainLabels);
+  judge.release();
   const seconds = (performance.now() - t0) / 1000;
   const pct = (v: number) => `${(100 * v).toFixed(2)} %`;
   const probe = { samples: probeN, chips: probeLoss.length ? chips.length : 0, loss: probeLoss, accuracy: probeAccuracy };

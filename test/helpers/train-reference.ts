@@ -111,7 +111,7 @@ export function referenceForward(net: NativeTrainNetwork, p: Params64, x: Float3
           }
         }
         const o = somaOutput(soma, activation, pre);
-        penalty += lambdaSoma * Math.abs(o);
+        if (li + 1 < net.layers.length) penalty += lambdaSoma * Math.abs(o);
         next.push(o);
       }
       outputs[li]!.push(...next);

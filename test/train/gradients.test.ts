@@ -117,6 +117,30 @@ describe('training engine gradients against finite differences (float64 referenc
     expect(Math.abs(loss(healthy) - loss(layers))).toBeGreaterThan(1e-3);
   });
 
+  it('forwardLayers: every layer\'s outputs as the reference computes them, the branch sums summed literally', () => {
+    const d = { kind: NativeDendriteKind.ThresholdLinear, threshold: 0.4, onOffRatio: 10, ratio: 1.3 };
+    const layers = [layer(9, 6, NativeActivation.Relu, { dendrites: dendrites(9, 3, d) }), layer(6, 3, NativeActivation.Sigmoid)];
+    const n = net(layers);
+    const { x, labels } = data(9, 700, 3); // more than one 512-row chunk
+    const got = new (native().Trainer)(n).forwardLayers(x);
+    const ref = referenceForward(n, params64(n), x, labels);
+    got.outputs.forEach((o, li) => o.forEach((v, k) => expect(v).toBeCloseTo(ref.outputs[li]![k]!, 5)));
+    expect(got.branch[1]).toBeNull();
+    const z = got.branch[0]!;
+    expect(z.length).toBe(700 * 3 * 6);
+    for (const s of [0, 511, 512, 699]) {
+      for (let b = 0; b < 3; b++) {
+        for (let j = 0; j < 6; j++) {
+          let want = 0;
+          for (let i = 0; i < 9; i++) if ((i * 5 + 1) % 3 === b) want += x[s * 9 + i]! * layers[0]!.weight[i * 6 + j]!;
+          expect(z[(s * 3 + b) * 6 + j]).toBeCloseTo(want, 5);
+        }
+      }
+    }
+    // The soma input: Σ_b F·H(z/F) + κ·b; relu of it is the output.
+    got.pre[0]!.forEach((v, k) => expect(got.outputs[0]![k]).toBeCloseTo(Math.max(0, v), 6));
+  });
+
   it("'out-in' layout: the same gradients, transposed", () => {
     const a = net([layer(5, 4, NativeActivation.Sigmoid), layer(4, 3, NativeActivation.None)]);
     const tr = (w: Float32Array, i: number, o: number) => Float32Array.from({ length: i * o }, (_, k) => w[(k % i) * o + Math.floor(k / i)]!);

@@ -221,7 +221,9 @@ void Engine::backwardLayer(size_t li, int64_t batch, Params& grads, bool fromOut
   const double invB = 1.0 / static_cast<double>(batch);
 
   // dLoss/dOut (w.dout) → dLoss/dPre through the soma; the soma penalty adds λ_s·sign(out)/B.
-  const float somaPenalty = static_cast<float>(def_.penalty.soma * invB);
+  // (not on the last layer: its outputs are the logits the loss sees)
+  const bool last = li + 1 == def_.layers.size();
+  const float somaPenalty = last ? 0.0f : static_cast<float>(def_.penalty.soma * invB);
   for (int64_t k = 0; k < batch * out; ++k) {
     float g = w.dout[k];
     if (somaPenalty > 0.0f) g += somaPenalty * sign(w.outputs[k]);
@@ -338,7 +340,7 @@ BatchResult Engine::gradients(const float* x, const int32_t* labels, int64_t bat
   for (size_t li = 0; li < n; ++li) {
     const LayerDef& L = def_.layers[li];
     const Work& w = work_[li];
-    if (def_.penalty.soma > 0.0) {
+    if (def_.penalty.soma > 0.0 && li + 1 < n) {
       double sum = 0.0;
       for (int64_t k = 0; k < batch * L.out; ++k) sum += std::fabs(w.outputs[k]);
       penalty += def_.penalty.soma * sum;
@@ -370,6 +372,37 @@ void Engine::forward(const float* x, int64_t batch, float* out, const Draw& draw
       input = work_[li].outputs;
     }
     std::memcpy(out + r0 * outF, input, static_cast<size_t>(nr * outF) * sizeof(float));
+  }
+}
+
+void Engine::forwardLayers(const float* x, int64_t batch, const Draw& draw, std::vector<std::vector<float>>& outputs,
+                           std::vector<std::vector<float>>& pre, std::vector<std::vector<float>>& branch) {
+  const size_t n = def_.layers.size();
+  const int64_t inF = inFeatures();
+  outputs.assign(n, {});
+  pre.assign(n, {});
+  branch.assign(n, {});
+  for (size_t li = 0; li < n; ++li) {
+    const LayerDef& L = def_.layers[li];
+    outputs[li].resize(static_cast<size_t>(batch) * L.out);
+    pre[li].resize(static_cast<size_t>(batch) * L.out);
+    if (L.dendrites.active()) branch[li].resize(static_cast<size_t>(batch) * L.out * L.dendrites.count);
+  }
+  setVariation(draw);  // one chip for every chunk
+  for (int64_t r0 = 0; r0 < batch; r0 += kEvalChunk) {
+    const int64_t nr = std::min(kEvalChunk, batch - r0);
+    ensure(nr);
+    const float* input = x + r0 * inF;
+    for (size_t li = 0; li < n; ++li) {
+      forwardLayer(li, input, nr, draw, nullptr, r0 == 0);
+      const Work& w = work_[li];
+      const int64_t out = def_.layers[li].out;
+      std::memcpy(outputs[li].data() + r0 * out, w.outputs, static_cast<size_t>(nr * out) * sizeof(float));
+      std::memcpy(pre[li].data() + r0 * out, w.pre.data(), static_cast<size_t>(nr * out) * sizeof(float));
+      if (!branch[li].empty())
+        std::memcpy(branch[li].data() + r0 * out * w.groups, w.z.data(), static_cast<size_t>(nr * out * w.groups) * sizeof(float));
+      input = w.outputs;
+    }
   }
 }
 

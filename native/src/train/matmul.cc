@@ -25,9 +25,15 @@ void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m
     float* panel = dst.data.data() + j * k * gemm::kNR;
     const int64_t c0 = j * gemm::kNR;
     const int64_t nc = std::min(gemm::kNR, m - c0);
-    for (int64_t p = 0; p < k; ++p) {
-      std::memcpy(panel + p * gemm::kNR, src + p * ld + c0, static_cast<size_t>(nc) * sizeof(float));
-      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+    if (nc == gemm::kNR) {
+      for (int64_t p = 0; p < k; ++p) {
+        const float* s = src + p * ld + c0;
+        float* d = panel + p * gemm::kNR;
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = s[c];
+      }
+    } else {
+      for (int64_t p = 0; p < k; ++p)
+        for (int64_t c = 0; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = c < nc ? src[p * ld + c0 + c] : 0.0f;
     }
   }
 }
@@ -45,8 +51,11 @@ void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_
     const int64_t nc = std::min(gemm::kNR, m - c0);
     for (int64_t p = 0; p < k; ++p) {
       const float* src = w + static_cast<int64_t>(rows[p]) * ldw + c0;
-      std::memcpy(panel + p * gemm::kNR, src, static_cast<size_t>(nc) * sizeof(float));
-      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+      float* d = panel + p * gemm::kNR;
+      if (nc == gemm::kNR)
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = src[c];
+      else
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = c < nc ? src[c] : 0.0f;
     }
   }
 }

@@ -5,11 +5,12 @@
 #include <utility>
 
 #include "../gemm.h"
+#include "parallel.h"
 
 namespace dendra::train {
 
-Optimizer::Optimizer(OptimizerDef def, const Params& shape)
-    : def_(std::move(def)), avx2_(std::strcmp(gemm::selectKernel().name, "avx2-fma") == 0) {
+Optimizer::Optimizer(OptimizerDef def, const Params& shape, int32_t threads)
+    : def_(std::move(def)), threads_(threads < 1 ? 1 : threads), avx2_(std::strcmp(gemm::selectKernel().name, "avx2-fma") == 0) {
   auto zeros = [](const std::vector<std::vector<float>>& v) {
     std::vector<std::vector<float>> out;
     out.reserve(v.size());
@@ -90,13 +91,19 @@ void Optimizer::update(std::vector<float>& p, const std::vector<float>& g, std::
   const float b = static_cast<float>(def_.beta2);
   const float invC1 = static_cast<float>(1.0 / c1), invC2 = static_cast<float>(1.0 / c2);
   const float eps = static_cast<float>(def_.epsilon);
+  // Split over the threads (each range a contiguous run of parameters; the updates are independent).
+  parallelFor(threads_, static_cast<int64_t>(p.size()), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    const size_t o = static_cast<size_t>(begin), n = static_cast<size_t>(end - begin);
 #ifdef DENDRA_HAS_AVX2_UPDATE
-  if (avx2_) {
-    updateAvx2(kind, p.data(), g.data(), s1.data(), s2.data(), p.size(), static_cast<float>(lr), a, b, invC1, invC2, eps);
-    return;
-  }
+    if (avx2_) {
+      updateAvx2(kind, p.data() + o, g.data() + o, s1.data() + o, s2.data() + o, n, static_cast<float>(lr), a, b, invC1,
+                 invC2, eps);
+      return;
+    }
 #endif
-  updatePortable(kind, p.data(), g.data(), s1.data(), s2.data(), p.size(), static_cast<float>(lr), a, b, invC1, invC2, eps);
+    updatePortable(kind, p.data() + o, g.data() + o, s1.data() + o, s2.data() + o, n, static_cast<float>(lr), a, b,
+                   invC1, invC2, eps);
+  });
 }
 
 void Optimizer::step(Params& params, const Params& grads, const NetDef& net) {
