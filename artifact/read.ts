@@ -70,8 +70,11 @@ export function readArtifact(bytes: Uint8Array, file?: string): Artifact {
   };
   const model = revive(header.model) as Artifact;
   checkShape(model, fail);
+  const plain = model.reference?.plain;
+  if (plain !== undefined) checkShape(plain, (msg) => fail(msg.replace('artifact is malformed: ', 'artifact is malformed: reference.plain.')));
   try {
     model.profile = validateProfile(model.profile);
+    if (plain) plain.profile = validateProfile(plain.profile);
   } catch (e) {
     fail(`artifact holds an invalid device profile: ${(e as Error).message}`);
   }

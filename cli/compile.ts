@@ -20,6 +20,8 @@ export interface CompileArgs {
   /** X.npy L.npy */
   finetune?: string[];
   epochs?: number;
+  /** Activity penalty of the fine-tuning (>= 0). */
+  sparsity?: number;
   dendriteMode?: 'efficient' | 'nonlinear';
 }
 
@@ -67,6 +69,7 @@ export function compileCommand(model: string, opts: CompileArgs): void {
       inputs: x.data,
       labels: readLabels(opts.finetune[1]!, x.n),
       epochs: opts.epochs,
+      ...(opts.sparsity !== undefined ? { sparsity: opts.sparsity } : {}),
       onProgress: (done, total) => {
         bar ??= progressBar('fine-tuning', total, 'steps');
         bar.update(done);
@@ -74,6 +77,8 @@ export function compileCommand(model: string, opts: CompileArgs): void {
     };
   } else if (opts.epochs !== undefined) {
     throw new InputError('--epochs needs --finetune');
+  } else if (opts.sparsity !== undefined) {
+    throw new InputError('--sparsity sets the activity penalty of --finetune; give --finetune X.npy L.npy too');
   }
   let result;
   try {

@@ -2,7 +2,8 @@ import { readNpyFile, type NpyArray } from '../common/npy.js';
 import { InputError } from '../common/errors.js';
 import { readTokenFile } from '../runtime/backends/device/auth.js';
 import { InferenceSession } from '../runtime/index.js';
-import { formatJoules, type EnergyBreakdown } from '../runtime/energy.js';
+import { formatJoules, type EnergyBreakdown, type EnergyEvents } from '../runtime/energy.js';
+import { writeArtifact } from '../artifact/write.js';
 import type { Artifact } from '../artifact/format.js';
 import { argmaxRows, readInputs, runAll } from './io.js';
 import { Random } from '../common/random.js';
@@ -29,6 +30,29 @@ export interface EvalRun {
   accuracy: number;
   energyPerInferenceJ: number;
   energy: EnergyBreakdown;
+  /** What the devices did (simulator only): event-driven row sparsity, branch signals ON, active somas. */
+  events?: EnergyEvents;
+}
+
+/** The fair comparison of a dendritic artifact (docs/dendrites.md, "Fair figures"). */
+export interface DendriteComparison {
+  branches: number[];
+  /**
+   * Soma energy of the plain compile ÷ the dendritic one, each network's somas driven to their own full scale
+   * (the 99.9th percentile of its own soma input on the calibration samples draws the soma's rated current);
+   * null without soma devices or without a plain compile in the artifact.
+   */
+  powerAdvantage: number | null;
+  /** Whole-chip energy per inference of the plain compile ÷ the dendritic one (null without a plain compile). */
+  energyAdvantage: number | null;
+  /** Fraction of non-zero branch signals in the dendrites' ON region (simulator). */
+  signalsOn: number | null;
+  /** Fraction of soma outputs above 1 % of their full scale: with dendrites, and in the plain compile. */
+  activeSomas: { dendritic: number | null; plain: number | null };
+  /** The same model compiled without branches on the same profile and periphery, on the same inputs. */
+  plain: EvalRun | null;
+  /** The same artifact with its dendrites bypassed (y = z, κ = 1), with the old ratios against it. */
+  bypass: EvalRun & { powerAdvantage: number | null; energyAdvantage: number };
 }
 
 export interface EvalReport {
@@ -42,21 +66,14 @@ export interface EvalReport {
   /** Energy model (docs/energy.md), per inference, averaged over the whole evaluation. */
   energyPerInferenceJ: number;
   energy: EnergyBreakdown;
+  /** What the devices did (simulator only): event-driven row sparsity, branch signals ON, active somas. */
+  events?: EnergyEvents;
   /** The σ of the Gaussian noise added to the inputs (absent: clean inputs). */
   inputNoise?: number;
   /** With --allow-nonfinite: how many input values were NaN or ±Infinity. */
   nonfiniteInputs?: number;
-  /**
-   * Dendritic artifacts: branches per layer, the same network without dendrite devices run on the same inputs,
-   * powerAdvantage = soma energy without ÷ with dendrites (Li et al. 2020: the integral of the applied voltage
-   * and each soma's output current), energyAdvantage = the whole chip's energy without ÷ with.
-   */
-  dendrites?: {
-    branches: number[];
-    withoutDendrites: EvalRun;
-    powerAdvantage: number | null;
-    energyAdvantage: number;
-  };
+  /** Dendritic artifacts: the fair comparison with the plain compile (DendriteComparison). */
+  dendrites?: DendriteComparison;
 }
 
 /** Adds N(0, sigma²) to every value (seeded), into a new array. */
@@ -97,14 +114,15 @@ export async function evalRun(session: InferenceSession, x: Float32Array, n: num
   let correct = 0;
   for (let i = 0; i < n; i++) if (predicted[i] === labels[i]) correct++;
   const energy = session.energy('all');
-  return { correct, accuracy: correct / n, energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown, seconds };
+  return { correct, accuracy: correct / n, energyPerInferenceJ: energy.energyPerInferenceJ, energy: energy.breakdown, ...(energy.events ? { events: energy.events } : {}), seconds };
 }
 
 /**
- * A dendritic artifact's EvalReport.dendrites: the same artifact (path or bytes) run again with its dendrites
- * bypassed, on the same inputs and simulator settings, against `withDendrites`, the run with them.
+ * A dendritic artifact's EvalReport.dendrites: the plain compile it carries (artifact.reference.plain) and the
+ * same artifact with its dendrites bypassed, run on the same inputs and simulator settings, against
+ * `withDendrites`, the run with them.
  */
-export async function compareWithoutDendrites(
+export async function compareDendrites(
   artifact: string | Uint8Array,
   parsed: Artifact,
   withDendrites: EvalRun,
@@ -112,20 +130,34 @@ export async function compareWithoutDendrites(
   n: number,
   labels: Int32Array,
   opts: { seed?: number; threads?: number; time?: number },
-): Promise<NonNullable<EvalReport['dendrites']>> {
+): Promise<DendriteComparison> {
   const r = withDendrites;
-  const bypass = await InferenceSession.create(artifact, { seed: opts.seed, threads: opts.threads, time: opts.time, dendrites: 'bypass' });
-  try {
-    const { seconds: _s, ...without } = await evalRun(bypass, inputs, n, labels);
-    return {
-      branches: parsed.layers.map((l) => l.dendrites?.count ?? 1),
-      withoutDendrites: without,
-      powerAdvantage: r.energy.somaJ > 0 ? without.energy.somaJ / r.energy.somaJ : null,
-      energyAdvantage: without.energyPerInferenceJ / r.energyPerInferenceJ,
-    };
-  } finally {
-    await bypass.release();
-  }
+  const run = async (source: string | Uint8Array, dendrites?: 'bypass') => {
+    const s = await InferenceSession.create(source, { seed: opts.seed, threads: opts.threads, time: opts.time, ...(dendrites ? { dendrites } : {}) });
+    try {
+      const { seconds: _s, ...out } = await evalRun(s, inputs, n, labels);
+      return out;
+    } finally {
+      await s.release();
+    }
+  };
+  const bypass = await run(artifact, 'bypass');
+  const plainModel = parsed.reference?.plain;
+  const plain = plainModel ? await run(writeArtifact({ ...plainModel, profile: parsed.profile })) : null;
+  const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a / b) ? a / b : null);
+  return {
+    branches: parsed.layers.map((l) => l.dendrites?.count ?? 1),
+    powerAdvantage: plain && parsed.profile.soma ? ratio(plain.energy.somaJ, r.energy.somaJ) : null,
+    energyAdvantage: plain ? ratio(plain.energyPerInferenceJ, r.energyPerInferenceJ) : null,
+    signalsOn: r.events?.signalsOn ?? null,
+    activeSomas: { dendritic: r.events?.activeSomas ?? null, plain: plain?.events?.activeSomas ?? null },
+    plain,
+    bypass: {
+      ...bypass,
+      powerAdvantage: ratio(bypass.energy.somaJ, r.energy.somaJ),
+      energyAdvantage: bypass.energyPerInferenceJ / r.energyPerInferenceJ,
+    },
+  };
 }
 
 export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalReport> {
@@ -140,11 +172,11 @@ export async function evaluate(artifact: string, opts: EvalArgs): Promise<EvalRe
     const r = await evalRun(session, inputs, n, labels);
     const report: EvalReport = {
       artifact, device: session.profile.name, n, correct: r.correct, accuracy: r.accuracy, seconds: r.seconds, inferencesPerSecond: n / r.seconds,
-      energyPerInferenceJ: r.energyPerInferenceJ, energy: r.energy,
+      energyPerInferenceJ: r.energyPerInferenceJ, energy: r.energy, ...(r.events ? { events: r.events } : {}),
       ...(opts.inputNoise !== undefined ? { inputNoise: opts.inputNoise } : {}),
       ...(opts.allowNonfinite ? { nonfiniteInputs: nonfinite } : {}),
     };
-    if (session.artifact.layers.some((l) => l.dendrites)) report.dendrites = await compareWithoutDendrites(artifact, session.artifact, r, inputs, n, labels, opts);
+    if (session.artifact.layers.some((l) => l.dendrites)) report.dendrites = await compareDendrites(artifact, session.artifact, r, inputs, n, labels, opts);
     return report;
   } finally {
     await session.release();
@@ -159,11 +191,17 @@ export async function evalCommand(artifact: string, opts: EvalArgs): Promise<voi
     const noise = r.inputNoise ? ` with input noise σ = ${r.inputNoise}` : '';
     if (r.nonfiniteInputs) console.log(`warning: ${r.nonfiniteInputs} non-finite input values were run as given (--allow-nonfinite)`);
     console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.n}) on ${r.device}${noise}, ${Math.round(r.inferencesPerSecond)} inferences/s, ${formatJoules(r.energyPerInferenceJ)} per inference`);
+    const ev = r.events;
+    if (ev) console.log(`rows driven ${ev.rowsDriven.toFixed(0)} of ${ev.rowsPossible} per inference (sparsity ${(100 * ev.sparsity).toFixed(1)} %)`);
     const d = r.dendrites;
     if (d) {
-      console.log(`without dendrites: accuracy ${(100 * d.withoutDendrites.accuracy).toFixed(2)} %, ${formatJoules(d.withoutDendrites.energyPerInferenceJ)} per inference`);
-      console.log(`dendrites (${d.branches.join(', ')} branches): soma ${formatJoules(r.energy.somaJ)} vs ${formatJoules(d.withoutDendrites.energy.somaJ)} without, ` +
-        `power advantage ${d.powerAdvantage === null ? 'n/a (the profile has no soma devices)' : `${d.powerAdvantage.toFixed(2)}x`}, whole chip ${d.energyAdvantage.toFixed(3)}x`);
+      const pct = (x: number | null) => (x === null ? 'n/a' : `${(100 * x).toFixed(1)} %`);
+      const x = (v: number | null, digits = 2) => (v === null ? 'n/a' : `${v.toFixed(digits)}x`);
+      if (d.plain) console.log(`plain compile (no branches, same profile): accuracy ${(100 * d.plain.accuracy).toFixed(2)} %, ${formatJoules(d.plain.energyPerInferenceJ)} per inference`);
+      else console.log('plain compile: n/a (the artifact carries none; recompile it with this dendra)');
+      console.log(`dendrites (${d.branches.join(', ')} branches): ${pct(d.signalsOn)} of branch signals ON, active somas ${pct(d.activeSomas.dendritic)} vs ${pct(d.activeSomas.plain)} plain; ` +
+        `soma power advantage ${d.powerAdvantage === null ? 'n/a' : x(d.powerAdvantage)} (each network at its own full scale), whole chip ${x(d.energyAdvantage, 3)} against the plain compile`);
+      console.log(`bypass (same artifact, dendrites bypassed): accuracy ${(100 * d.bypass.accuracy).toFixed(2)} %, ${formatJoules(d.bypass.energyPerInferenceJ)} per inference`);
     }
   }
 }

@@ -67,6 +67,7 @@ export function program(): Command {
     .addOption(new Option('--dendrite-mode <mode>', 'calibration: efficient (devices may stay OFF and attenuate) or nonlinear (the strongest signals switch them ON)').choices(['efficient', 'nonlinear']))
     .option('--finetune <X.npy L.npy...>', 'fine-tune the weights with the dendrites in the loop on these samples and labels')
     .addOption(new Option('--epochs <n>', 'fine-tuning epochs (default 3)').argParser((v) => parseIntOption(v, '--epochs', 1, 1000)))
+    .option('--sparsity <S>', 'fine-tuning: activity penalty on the soma outputs, trading accuracy for sparse somas (default 0; 1 = one nat at the start)', (v) => parseNumberOption(v, '--sparsity', 0, 1e6))
     .action((model: string, opts) => compileCommand(model, opts));
 
   const defects = cli.command('defects').description('chip defect maps');
@@ -132,7 +133,7 @@ export function program(): Command {
     .option('--device <name|profile.json>', 'device profile: of the chips (finite arrays; required for --rates), or with dendrites for --param (default taox-dendrite)')
     .option('--rates <list>', 'fault rates from 0 to 1, comma-separated, e.g. 0,0.05,0.1,0.2,0.3')
     .option('--trials <n>', 'random chips per rate')
-    .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value')
+    .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value; or finetune.sparsity=... (with --finetune): fine-tune at each activity penalty')
     .option('--input <X.npy>', 'inputs (required)')
     .option('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes) (required)')
     .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
@@ -142,6 +143,9 @@ export function program(): Command {
     .option('--branches <N1,N2,...|auto>', 'with --param: dendritic branches per neuron, per layer (required)')
     .addOption(new Option('--branch-strategy <s>', 'with --param: how inputs are split into branches').choices(['contiguous', 'spatial', 'balanced', 'correlated']))
     .option('--input-noise <SIGMA>', 'with --param: add Gaussian noise of this standard deviation to the inputs (seeded by --seed)', (v) => parseNumberOption(v, '--input-noise', 0, 1e6))
+    .option('--finetune <X.npy L.npy...>', 'with --param finetune.sparsity=...: the fine-tuning samples and labels (each value compiles, calibrates and fine-tunes)')
+    .addOption(new Option('--dendrite-mode <mode>', 'with --param finetune.sparsity: the calibration mode before fine-tuning').choices(['efficient', 'nonlinear']))
+    .addOption(new Option('--epochs <n>', 'with --param finetune.sparsity: fine-tuning epochs (default 3)').argParser((v) => parseIntOption(v, '--epochs', 1, 1000)))
     .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial; with --param: of the simulator and the input noise').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(threadsOption())
     .option('--shard <I/N>', 'compute only shard I of N of the points and write DIR/KIND-shard-I-of-N.json to --out (join them with `dendra sweep merge`)')
@@ -158,7 +162,7 @@ export function program(): Command {
         if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);
         return studyCommand(() => prepareParam(model, opts), opts);
       }
-      const paramOnly = [['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
+      const paramOnly = [['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise'], ['finetune', '--finetune'], ['epochs', '--epochs'], ['dendriteMode', '--dendrite-mode']].filter(([k]) => given(k!));
       if (paramOnly.length > 0) throw new InputError(`${paramOnly.map(([, f]) => f).join(', ')} ${paramOnly.length > 1 ? 'apply' : 'applies'} to --param sweeps only`);
       for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified (or give --param PATH=V1,V2,... for a device-property sweep)`);

@@ -13,7 +13,8 @@
  *   out_j = soma(x_j)                                 the layer's own activation, or the paper's threshold soma
  *
  * H is the dendrite's normalised I–V: with a = V_applied / V_on (the voltage a full-scale branch signal
- * applies, over the voltage at which the device is fully ON) and v = a·|u| the device's normalised voltage,
+ * applies, over the voltage at which the device is fully ON) and v = a·min(|u|, 1) the device's normalised
+ * voltage, at most vMax = maxVoltage/onVoltage (the device's rating: no signal drives it beyond; see maxVoltage),
  *
  *   H(u) = sign(u) · i(v) / a
  *   exponential       i(v) = v/R + (1 − 1/R)·(e^{αv} − 1)/(e^{α} − 1)   for v < 1,   α = 50·n/(1 − n)
@@ -38,6 +39,12 @@ export interface DendriteDevice {
   voltage: number;
   /** Voltage (V) at which the device is fully ON. */
   onVoltage: number;
+  /**
+   * The device's rated voltage (V): the applied voltage saturates there (no signal drives it further), so one
+   * dendrite spends at most (maxVoltage/onVoltage)·i(maxVoltage/onVoltage)·onVoltage·onCurrent·time per inference.
+   * Absent: no ceiling (a device fitted to a trained module's function, docs/dendritic-onnx.md).
+   */
+  maxVoltage?: number;
   /** threshold-linear: normalised voltage v (V / onVoltage) at which it switches ON, in (0, 1]. */
   threshold: number;
   /** true: negative branch signals pass nothing (the paper's code); false: the device conducts both ways. */
@@ -66,6 +73,11 @@ export type Soma =
   /** out = scale · max(2·sigmoid(x/scale − theta) − 1, 0) */
   | { kind: 'threshold'; theta: number; scale: number };
 
+/** maxVoltage / onVoltage: the normalised voltage the device saturates at (Infinity without a rating). */
+export function maxRatio(d: DendriteDevice): number {
+  return d.maxVoltage === undefined ? Infinity : d.maxVoltage / d.onVoltage;
+}
+
 export function alphaOf(nonlinearity: number): number {
   return (50 * nonlinearity) / (1 - nonlinearity);
 }
@@ -79,11 +91,28 @@ export function deviceCurrent(d: DendriteDevice, v: number): number {
   return v / d.onOffRatio + (1 - 1 / d.onOffRatio) * phi;
 }
 
+/**
+ * The normalised voltage from which a branch signal counts as ON: where the device's differential conductance
+ * di/dv reaches half its ON-state conductance (di/dv = 1). Exponential: (1 − 1/R)·α·e^{αv}/(e^α − 1) + 1/R = ½,
+ * v ≈ 0.57 for n = 0.1, R = 100; threshold-linear: its threshold; a device that never gets there: 1 (the ohmic
+ * ON state). A plain resistor (linear, R = 1) is ON everywhere; a 1:k resistor (threshold-linear, never past its
+ * threshold) never. native/src/dendrite.cc mirrors it (Constants.onAt).
+ */
+export function onPoint(d: DendriteDevice): number {
+  if (d.kind === 'threshold-linear') return d.threshold;
+  const invR = 1 / d.onOffRatio;
+  const alpha = alphaOf(d.nonlinearity);
+  if (alpha < 1e-9) return 0; // i(v) = v: the ON-state conductance everywhere
+  const slope = 0.5 - invR;
+  if (slope <= 0) return 0;
+  return Math.min(1, Math.max(0, Math.log((slope * Math.expm1(alpha)) / ((1 - invR) * alpha)) / alpha));
+}
+
 /** The normalised transfer H(u) of a dendrite (see the top of this file). */
 export function dendriteTransfer(d: DendriteDevice, u: number): number {
   if (u < 0 && d.rectify) return 0;
   const a = d.voltage / d.onVoltage;
-  const v = a * Math.abs(u);
+  const v = Math.min(a * Math.abs(u), maxRatio(d)); // the applied voltage saturates at the rating
   const h = deviceCurrent(d, v) / a;
   return u < 0 ? -h : h;
 }
@@ -95,7 +124,7 @@ export function dendriteTransfer(d: DendriteDevice, u: number): number {
  */
 export function dendritePower(d: DendriteDevice, u: number): number {
   if (u < 0 && d.rectify) return 0;
-  const v = (d.voltage / d.onVoltage) * Math.abs(u);
+  const v = Math.min((d.voltage / d.onVoltage) * Math.abs(u), maxRatio(d));
   return v * deviceCurrent(d, v);
 }
 

@@ -67,7 +67,15 @@ export interface DeviceProfile {
    * conversion (one per read output column of a tile per inference) and of one digital periphery
    * operation (J). Optional: absent fields take ENERGY_DEFAULTS.
    */
-  energy: { readTime: number; dacConversion: number; adcConversion: number; digitalOp: number };
+  energy: { readTime: number; dacConversion: number; adcConversion: number; digitalOp: number; tiaConversion: number };
+  /**
+   * What sits between a layer's columns and the next layer's rows (docs/energy.md): 'adc' (an ADC per read
+   * column, digital activation, a DAC per driven row of the next layer: the 1T1R chip of Li et al. 2018) or
+   * 'analog' (the column currents of a neuron summed in the current domain into a transimpedance stage and
+   * analog activation, or into the dendrites and the soma where the chip has them, driving the next layer's
+   * rows directly: a DAC per driven row of the first layer and an ADC per output of the last only). Absent: 'adc'.
+   */
+  periphery: 'adc' | 'analog';
   /** The chip's dendrite devices (common/dendrite.ts, docs/dendrites.md), or null: no dendrites on this chip. */
   dendrite: DendriteDevice | null;
   /** The chip's soma devices (their energy), or null: the periphery computes activations digitally. */
@@ -81,7 +89,7 @@ export const PROFILE_FIELDS_CITED = [
   'read.voltage', 'dac.bits', 'adc.bits', 'adc.range',
   'read.sigma', 'read.relative', 'programming.sigma', 'programming.relative', 'drift.nu', 'drift.nuSigma',
   'wire.resistance', 'stuck.on', 'stuck.off',
-  'energy.readTime', 'energy.dacConversion', 'energy.adcConversion', 'energy.digitalOp',
+  'energy.readTime', 'energy.dacConversion', 'energy.adcConversion', 'energy.digitalOp', 'energy.tiaConversion', 'periphery',
 ] as const;
 
 /**
@@ -98,6 +106,11 @@ export const ENERGY_DEFAULTS: Readonly<DeviceProfile['energy']> = Object.freeze(
   adcConversion: 1.66667e-12,
   /** 0.021 pJ: one operation of ISAAC's 16-bit shift-and-add unit (assumption for every periphery op). */
   digitalOp: 2.1e-14,
+  /**
+   * 1 pJ: one transimpedance stage with analog activation settling within one read (analog periphery only;
+   * an assumption derived in docs/energy.md: a 100 µA, 1 V stage held for the 10 ns read).
+   */
+  tiaConversion: 1e-12,
 });
 
 export function devicesDir(): string {
@@ -231,7 +244,11 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     dacConversion: optional(en, 'dacConversion', 'energy.dacConversion', ENERGY_DEFAULTS.dacConversion, joules, 'an energy in joules, >= 0 and < 1e-6'),
     adcConversion: optional(en, 'adcConversion', 'energy.adcConversion', ENERGY_DEFAULTS.adcConversion, joules, 'an energy in joules, >= 0 and < 1e-6'),
     digitalOp: optional(en, 'digitalOp', 'energy.digitalOp', ENERGY_DEFAULTS.digitalOp, joules, 'an energy in joules, >= 0 and < 1e-6'),
+    tiaConversion: optional(en, 'tiaConversion', 'energy.tiaConversion', ENERGY_DEFAULTS.tiaConversion, joules, 'an energy in joules, >= 0 and < 1e-6'),
   };
+  const peripheryRaw = root['periphery'] ?? 'adc';
+  if (peripheryRaw !== 'adc' && peripheryRaw !== 'analog') bad('periphery', `must be "adc" or "analog" (got ${JSON.stringify(peripheryRaw)})`);
+  const periphery = peripheryRaw as 'adc' | 'analog';
   const citeRaw = root['cite'] === undefined ? {} : obj(root['cite'], 'cite');
   let pulse: DeviceProfile['pulse'] = null;
   if (root['pulse'] !== undefined && root['pulse'] !== null) {
@@ -267,6 +284,7 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
       onOffRatio: optional(de, 'onOffRatio', 'dendrite.onOffRatio', 100, (x) => x >= 1 && x <= 1e9, 'an ON/OFF ratio >= 1'),
       voltage: optional(de, 'voltage', 'dendrite.voltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0'),
       onVoltage: optional(de, 'onVoltage', 'dendrite.onVoltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0'),
+      ...(de['maxVoltage'] !== undefined ? { maxVoltage: optional(de, 'maxVoltage', 'dendrite.maxVoltage', 5, (x) => x > 0 && x <= 100, 'a voltage in volts, > 0') } : {}),
       threshold: optional(de, 'threshold', 'dendrite.threshold', 0.5, (x) => x > 0 && x <= 1, 'a normalised voltage in (0, 1]'),
       rectify: rectify as boolean,
       variation: optional(de, 'variation', 'dendrite.variation', 0, (x) => x >= 0 && x <= 1, 'a fraction from 0 to 1'),
@@ -303,6 +321,7 @@ export function validateProfile(json: unknown, file?: string): DeviceProfile {
     dac: { bits: dacBits },
     adc: { bits: adcBits, range },
     energy,
+    periphery,
     dendrite,
     soma,
     cite,

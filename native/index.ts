@@ -122,6 +122,8 @@ export interface NativeDendrites {
   onOffRatio: number;
   /** voltage / onVoltage, > 0. */
   ratio: number;
+  /** maxVoltage / onVoltage, > 0: the applied voltage saturates there (the device's rating); absent: no ceiling. */
+  maxRatio?: number;
   /** threshold-linear switching voltage (normalised), (0, 1]. */
   threshold: number;
   rectify: boolean;
@@ -174,6 +176,12 @@ export interface NativeProgram {
   kernel?: string;
 }
 
+/** Slots of the `stats` array of NativeChip.run/runSync. */
+export const NativeStat = {
+  CrossbarPower: 0, DendriteJ: 1, SomaJ: 2, RowEvents: 3, InputRowEvents: 4, SignalsOn: 5, Signals: 6, SomasActive: 7, Somas: 8,
+  Length: 9,
+} as const;
+
 export interface NativeChip {
   readonly inFeatures: number;
   readonly outFeatures: number;
@@ -181,7 +189,10 @@ export interface NativeChip {
    * Runs `batch` samples synchronously on the calling thread's pool. input.length == batch*inFeatures.
    * `stats`, if given (a Float64Array of length >= 1), receives in stats[0] the run's crossbar read power
    * summed over its samples, in watts (see lastRunCrossbarPower), and where it is long enough the dendrites'
-   * energy (J) in stats[1] and the somas' (J) in stats[2], summed over the samples.
+   * energy (J) in stats[1] and the somas' (J) in stats[2], summed over the samples; then the run's event counts
+   * (docs/energy.md), summed over its samples: [3] physical rows driven (non-zero inputs, every layer), [4] those
+   * of the first layer, [5] dendrite branch signals in the ON region, [6] non-zero branch signals, [7] soma outputs
+   * above 1 % of their full scale, [8] soma outputs (layers with soma devices). See NativeStat.
    */
   runSync(input: Float32Array, batch: number, stats?: Float64Array): Float32Array;
   /**
@@ -273,6 +284,8 @@ export interface NativeTrainDendrites {
   onOffRatio?: number;
   /** voltage / onVoltage, > 0 (default 1). */
   ratio?: number;
+  /** maxVoltage / onVoltage, > 0: the applied voltage saturates there (default: no ceiling). */
+  maxRatio?: number;
   /** threshold-linear switching voltage (normalised), (0, 1] (default 1). */
   threshold?: number;
   /** Negative branch signals pass nothing (default false). */

@@ -6,7 +6,7 @@ import { readArtifact, readArtifactBytes, readArtifactFile, isArtifact } from '.
 import type { Artifact } from '../artifact/format.js';
 import { ArtifactError, InputError, DeviceError } from '../common/errors.js';
 import type { DeviceProfile } from '../common/profile.js';
-import type { NativeChip, NativeChipInfo } from '../native/index.js';
+import { NativeStat, type NativeChip, type NativeChipInfo } from '../native/index.js';
 import { createSimChip } from './backends/sim.js';
 import { DeviceBackend } from './backends/device/backend.js';
 import type { ClientOptions } from './backends/device/client.js';
@@ -167,9 +167,17 @@ export class InferenceSession {
     if (this.#released || (!chip && !device)) throw new DeviceError('session was released');
     const { input, batch } = this.#checkFeeds(feeds);
     const macs = batch * this.#macsPerSample;
-    const stats = new Float64Array(3); // the run's crossbar read power (W), dendrite and soma energy (J), summed over its samples
+    // The run's crossbar read power (W), dendrite and soma energy (J) and event counts, summed over its samples
+    // (NativeStat); the device backend fills the crossbar power and the row events only.
+    const stats = new Float64Array(device ? NativeStat.InputRowEvents + 1 : NativeStat.Length);
     const out = device ? await device.run(input, batch, stats) : macs <= SYNC_MACS ? chip!.runSync(input, batch, stats) : await chip!.run(input, batch, stats);
-    this.#energy.record({ crossbarPower: stats[0]!, dendriteJ: stats[1]!, somaJ: stats[2]! }, batch);
+    this.#energy.record({
+      crossbarPower: stats[NativeStat.CrossbarPower]!, dendriteJ: stats[NativeStat.DendriteJ] ?? 0, somaJ: stats[NativeStat.SomaJ] ?? 0,
+      rowEvents: stats[NativeStat.RowEvents]!, inputRowEvents: stats[NativeStat.InputRowEvents]!,
+      ...(device ? {} : {
+        signalsOn: stats[NativeStat.SignalsOn]!, signals: stats[NativeStat.Signals]!, somasActive: stats[NativeStat.SomasActive]!, somas: stats[NativeStat.Somas]!,
+      }),
+    }, batch);
     return { [this.outputNames[0]!]: new Tensor('float32', out, [batch, this.artifact.output.features]) };
   }
 

@@ -17,7 +17,7 @@ import { InputError, ProfileError } from '../common/errors.js';
 import { readNpy } from '../common/npy.js';
 import { loadProfile, validateProfile, type DeviceProfile } from '../common/profile.js';
 import { InferenceSession } from '../runtime/index.js';
-import { addInputNoise, compareWithoutDendrites, evalRun, readLabels, type EvalRun } from '../cli/eval.js';
+import { addInputNoise, compareDendrites, evalRun, readLabels, type EvalRun } from '../cli/eval.js';
 import { parseBranches } from '../cli/compile.js';
 import { readInputs } from '../cli/io.js';
 import { profileBytes, profileFrom } from './fault-rate.js';
@@ -57,11 +57,12 @@ type DendriteField = SweepParam extends `dendrite.${infer F}` ? F : never;
 export interface SweepParamPoint {
   value: number;
   withDendrites: EvalRun;
+  /** The plain compile (no branches, same profile), or the bypassed artifact where it carries none. */
   withoutDendrites: EvalRun;
-  /** Soma energy without dendrites ÷ with (the paper's power advantage); null when the profile has no somas. */
+  /** Soma energy of the plain compile ÷ with dendrites, each at its own full scale (eval's powerAdvantage). */
   powerAdvantage: number | null;
-  /** The whole chip's energy without dendrites ÷ with. */
-  energyAdvantage: number;
+  /** The whole chip's energy, plain compile ÷ with dendrites. */
+  energyAdvantage: number | null;
 }
 
 export interface SweepParamReport {
@@ -310,8 +311,8 @@ export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: num
     } finally {
       await s.release();
     }
-    const d = await compareWithoutDendrites(bytes, variant, withDendrites, ctx.inputs, ctx.n, ctx.labels, { seed: ctx.seed, threads: ctx.threads });
-    return { value, withDendrites, withoutDendrites: d.withoutDendrites, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage };
+    const d = await compareDendrites(bytes, variant, withDendrites, ctx.inputs, ctx.n, ctx.labels, { seed: ctx.seed, threads: ctx.threads });
+    return { value, withDendrites, withoutDendrites: d.plain ?? d.bypass, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage };
   },
 
   async release() {},

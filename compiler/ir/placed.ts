@@ -58,6 +58,11 @@ export interface PlacedModel extends ModelInterface {
   head: Head;
   arrays: PlacedArray[];
   layers: PlacedLayer[];
+  /**
+   * Set when compiled with dendrites: the same model compiled without them on the same profile (the plain
+   * compile, what eval reports as dendrites.plain; not placed on a chip's defect map).
+   */
+  reference?: { plain: PlacedModel };
   /** Set when compiled with dendrites (--branches, or a dendritic ONNX model): what the dendrite passes did. */
   dendrites?: { branches?: number[]; strategy?: string; calibration?: string; finetune?: string };
   /** Set when compiled for one chip's defect map: how it was placed. */

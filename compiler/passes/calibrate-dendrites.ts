@@ -28,9 +28,9 @@
  * per-layer output scale) and defaultDendriteScales (F from the weights, κ = 1).
  */
 import { InputError } from '../../common/errors.js';
-import { somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import { maxRatio, onPoint, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { DenseLayer, LayerModel } from '../ir/layers.js';
-import { DendriteKernel, LayerRunner, agreement, axpy, argmaxRows, dendriticForward, sampleCount, somaOf } from './dendritic-forward.js';
+import { DendriteKernel, LayerRunner, agreement, axpy, argmaxRows, dendriticForward, sampleCount, sampleRows, somaOf } from './dendritic-forward.js';
 
 export interface CalibrateDendritesOptions {
   /** Calibration samples used (default 1000). */
@@ -43,6 +43,8 @@ export interface CalibrateDendritesOptions {
    * signals drive the devices ON and the dendrites filter (pass strong, suppress weak) rather than attenuate.
    */
   mode?: 'efficient' | 'nonlinear';
+  /** Seed of the draw of `limit` samples across the file (default 0). */
+  seed?: number;
 }
 
 export interface DendriteLayerCalibration {
@@ -57,9 +59,9 @@ export interface DendriteLayerCalibration {
   biasScale: number;
   /** Σ|z| ÷ Σ|y| over the layer's dendrites: how much they cut the branch currents (1 = not at all). */
   attenuation: number;
-  /** This layer's soma output without dendrites ÷ with (Σ|out|). */
+  /** This layer's soma energy without dendrites ÷ with, each at its own full scale (fairSomaEnergy). */
   somaAdvantage: number;
-  /** Mean fraction of the layer's non-zero branch signals that reach the device's ON state. */
+  /** Mean fraction of the layer's non-zero branch signals in the device's ON region (onPoint). */
   onFraction: number;
   /** false: the layer was already calibrated and kept its F and κ. */
   calibrated: boolean;
@@ -78,7 +80,10 @@ export interface DendriteCalibrationReport {
   bypassAccuracy: number;
   /** Agreement of argmax with the network without dendrites. */
   agreement: number;
-  /** Soma energy without dendrites ÷ with (per-layer Σ|out| / somaFullScale, summed). */
+  /**
+   * Soma energy without dendrites ÷ with, each network's somas at their own full scale (fairSomaEnergy): the
+   * 99.9th percentile of a layer's own soma input draws the soma's rated current.
+   */
   powerAdvantage: number;
   /** Mean Σ dendritePower per inference (units of onVoltage·onCurrent). */
   dendritePower: number;
@@ -92,6 +97,10 @@ export interface DendriteCalibrationReport {
 const QUANTILES = [0.5, 0.75, 0.9, 0.99, 0.999, 1];
 const MULTIPLIERS = [1, 2, 4, 8, 16, 32];
 const NEAR_ON = [0.01, 0.1];
+/** 'nonlinear' mode: full scales putting these quantiles of the branch signals at the device's ON point. */
+const ON_QUANTILES = [0.5, 0.75, 0.9, 0.95];
+/** 'nonlinear' mode: the least share of the non-zero branch signals a candidate must put in the ON region. */
+export const MIN_SIGNALS_ON = 0.05;
 
 export function calibrateDendrites(
   model: LayerModel,
@@ -103,23 +112,29 @@ export function calibrateDendrites(
   const t0 = performance.now();
   const total = sampleCount(model, x);
   const limit = opts.limit ?? 1000;
-  const n = Math.max(1, Math.min(limit, total));
   const tolerance = opts.tolerance ?? 0.5;
   if (!(tolerance >= 0)) throw new InputError(`the calibration tolerance must be >= 0 accuracy points (got ${tolerance})`);
-  if (labels && labels.length < n) throw new InputError(`${labels.length} labels for ${n} calibration samples`);
+  if (labels && labels.length < total) throw new InputError(`${labels.length} labels for ${total} calibration samples`);
+  // At most `limit` samples, drawn across the whole file (seeded): not the first rows of a class-sorted file.
+  const drawn = sampleRows(x, model.input.features, Math.max(1, limit), opts.seed ?? 0, labels);
+  x = drawn.x;
+  labels = drawn.labels;
+  const n = drawn.rows;
   const layers = model.layers;
   const L = layers.length;
   const kernel = new DendriteKernel(device);
   const mode = opts.mode ?? 'efficient';
   if (mode !== 'efficient' && mode !== 'nonlinear') throw new InputError(`the dendrite operating mode must be 'efficient' or 'nonlinear' (got '${String(mode)}')`);
   const multipliers = mode === 'nonlinear' ? [1] : MULTIPLIERS;
+  // |u| at which a branch signal reaches the device's ON region (onPoint, within the device's rating).
+  const uOn = Math.min(onPoint(device), maxRatio(device)) / (device.voltage / device.onVoltage);
 
   // The network without dendrites: the reference accuracy, soma energy and soma full scales.
-  const ref = dendriticForward(model, device, x, { bypass: true, limit: n });
+  const ref = dendriticForward(model, device, x, { bypass: true, limit: n, somaInputs: true });
   const outF = layers[L - 1]!.outFeatures;
   const refArg = argmaxRows(ref.outputs, n, outF);
-  const somaScales = scalesFromForward(model, ref.layerInputs, ref.outputs, n);
-  const refEnergy = weighted(ref.somaSum, somaScales);
+  const refLayerEnergy = layers.map((l, li) => fairSomaEnergy(l, ref.somaInputs![li]!));
+  const refEnergy = refLayerEnergy.reduce((a, b) => a + b, 0);
   const score = (arg: Int32Array) => (labels ? agreement(arg, labels.subarray(0, n)) : agreement(arg, refArg));
   const refAcc = score(refArg);
 
@@ -154,8 +169,12 @@ export function calibrateDendrites(
         const l = work[li]!;
         const r = new LayerRunner(l, kernel, !!l.dendrites && l.dendrites.calibrated);
         const next: Float64Array = new Float64Array(n * l.outFeatures);
-        for (let s = 0; s < n; s++) r.run(cur, s * l.inFeatures, next, s * l.outFeatures);
-        fixedSoma[li] = r.somaSum;
+        const pre = new Float32Array(n * l.outFeatures);
+        for (let s = 0; s < n; s++) {
+          r.run(cur, s * l.inFeatures, next, s * l.outFeatures);
+          pre.set(r.pre, s * l.outFeatures);
+        }
+        fixedSoma[li] = fairSomaEnergy(l, pre);
         cur = next;
       }
       return cur;
@@ -170,7 +189,7 @@ export function calibrateDendrites(
         results = firstResults;
         if (target > 0) advance(target); // the fixed layers' soma sums
       } else {
-        const cache = branchCache(l, advance(target), n, multipliers);
+        const cache = branchCache(l, advance(target), n, multipliers, mode === 'nonlinear' ? uOn : Infinity);
         // With no dendrites before it, this layer's branch sums are those of the network without dendrites.
         if (!plainSums.has(target) && layers.slice(0, target).every((ll) => !ll.dendrites)) plainSums.set(target, cache.plain);
         results = scoreLayer(work, target, cache, fixedSoma);
@@ -179,7 +198,8 @@ export function calibrateDendrites(
       let best: Scored | null = null;
       let bestOk = false;
       for (const r of results) {
-        const ok = r.acc >= floor - 1e-12;
+        // 'nonlinear': a candidate must also switch at least MIN_SIGNALS_ON of the signals ON (filter, not attenuate).
+        const ok = r.acc >= floor - 1e-12 && (mode !== 'nonlinear' || r.on >= MIN_SIGNALS_ON);
         const better = !best || (ok !== bestOk ? ok : ok ? r.adv > best.adv || (r.adv === best.adv && r.acc > best.acc) : r.acc > best.acc || (r.acc === best.acc && r.adv > best.adv));
         if (better) {
           best = r;
@@ -214,6 +234,8 @@ export function calibrateDendrites(
     const outs = new Float64Array(n * outF);
     const soma = somaOf(l);
     const bias = l.bias;
+    const ownPre = new Float32Array(n * m);
+    const laterPre = later.map((r) => new Float32Array(n * r.layer.outFeatures));
     const results: Scored[] = [];
     for (const c of cache.candidates) {
       const f = c.f;
@@ -224,16 +246,15 @@ export function calibrateDendrites(
         yz += y * zsum[s]!;
       }
       const kappa = zz > 0 && yz !== 0 && Number.isFinite(yz / zz) ? yz / zz : 1;
-      let own = 0;
       for (let s = 0; s < n; s++) {
         for (let j = 0; j < m; j++) {
-          const o = somaOutput(soma, l.activation, kappa * bias[j]! + ybuf[s * m + j]!);
-          next[s * m + j] = o;
-          own += Math.abs(o);
+          const pre = kappa * bias[j]! + ybuf[s * m + j]!;
+          ownPre[s * m + j] = pre;
+          next[s * m + j] = somaOutput(soma, l.activation, pre);
         }
       }
       const energy = fixedSoma.slice();
-      energy[target] = own;
+      energy[target] = fairSomaEnergy(l, ownPre);
       later.forEach((r, o) => {
         r.somaSum = 0;
         const sb = scaled[o];
@@ -246,16 +267,18 @@ export function calibrateDendrites(
           let xo = s * m;
           for (let o = 0; o < later.length; o++) {
             const last = o === later.length - 1;
-            later[o]!.run(xin, xo, last ? outs : bufs[o]!, last ? s * outF : 0);
+            const r = later[o]!;
+            r.run(xin, xo, last ? outs : bufs[o]!, last ? s * outF : 0);
+            laterPre[o]!.set(r.pre, s * r.layer.outFeatures);
             xin = bufs[o]!;
             xo = 0;
           }
         }
       }
-      later.forEach((r, o) => { energy[target + 1 + o] = r.somaSum; });
+      later.forEach((r, o) => { energy[target + 1 + o] = fairSomaEnergy(r.layer, laterPre[o]!); });
       const acc = score(argmaxRows(outs, n, outF));
-      const e = weighted(energy, somaScales);
-      results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity });
+      const e = energy.reduce((a, b) => a + b, 0);
+      results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity, on: c.on });
     }
     return results;
   };
@@ -267,7 +290,7 @@ export function calibrateDendrites(
     const model1: LayerModel = { ...model, layers: work };
     const fwd = forwardWithStats(model1, kernel, x, n);
     const arg = argmaxRows(fwd.outputs, n, outF);
-    const e = weighted(fwd.somaSum, somaScales);
+    const e = fwd.somaEnergy.reduce((a, b) => a + b, 0);
     return { model: model1, fwd, arg, acc: score(arg), adv: e > 0 ? refEnergy / e : Infinity };
   };
   let pick = search(() => 1);
@@ -299,7 +322,7 @@ export function calibrateDendrites(
       multiplier: c ? c.mult : null,
       biasScale: d.biasScale,
       attenuation: st.absY > 0 ? st.absZ / st.absY : Infinity,
-      somaAdvantage: fwd.somaSum[i]! > 0 ? ref.somaSum[i]! / fwd.somaSum[i]! : Infinity,
+      somaAdvantage: fwd.somaEnergy[i]! > 0 ? refLayerEnergy[i]! / fwd.somaEnergy[i]! : Infinity,
       onFraction: st.nonzero > 0 ? st.on / st.nonzero : 0,
       calibrated: !!c,
       candidates: c ? c.candidates : 0,
@@ -323,6 +346,8 @@ export function calibrateDendrites(
 
 /** One candidate F of a layer, scored. */
 interface Scored {
+  /** Share of the layer's non-zero branch signals in the ON region. */
+  on: number;
   f: number;
   q: number;
   mult: number;
@@ -336,7 +361,7 @@ interface BranchCache {
   z: Float64Array;
   /** Σ_b z per sample and neuron, and Σ of their squares. */
   plain: { zsum: Float64Array; zz: number };
-  candidates: { f: number; q: number; mult: number }[];
+  candidates: { f: number; q: number; mult: number; on: number }[];
 }
 
 /** Σ_i x_i W_ij per sample and neuron of a layer's inputs (float32, [n × inFeatures]), and Σ of their squares. */
@@ -358,7 +383,7 @@ function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64A
 }
 
 /** A dendritic layer's branch sums on its inputs x ([n × inFeatures], float64), summed as LayerRunner sums them. */
-function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[]): BranchCache {
+function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[], uOn: number): BranchCache {
   const m = l.outFeatures;
   const nb = l.dendrites!.count;
   const z = new Float64Array(n * m * nb);
@@ -383,11 +408,11 @@ function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: rea
       zz += t * t;
     }
   }
-  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers) };
+  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers, uOn) };
 }
 
 /** Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them; the max exactly). */
-function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS): { f: number; q: number; mult: number }[] {
+function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS, uOn = Infinity): { f: number; q: number; mult: number; on: number }[] {
   let nonzero = 0;
   let max = 0;
   for (let i = 0; i < z.length; i++) {
@@ -397,7 +422,7 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
       if (v > max) max = v;
     }
   }
-  if (nonzero === 0) return [{ f: 1, q: 1, mult: 1 }];
+  if (nonzero === 0) return [{ f: 1, q: 1, mult: 1, on: 0 }];
   const stride = Math.max(1, Math.ceil(nonzero / 262144));
   const sample = new Float64Array(Math.ceil(nonzero / stride));
   let k = 0;
@@ -407,12 +432,27 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
     if (seen++ % stride === 0) sample[k++] = v;
   }
   const sorted = sample.subarray(0, k).sort();
-  const out: { f: number; q: number; mult: number }[] = [];
+  const out: { f: number; q: number; mult: number; on: number }[] = [];
   const quantile = (q: number) => (q === 1 ? max : sorted[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!);
-  for (const q of QUANTILES) for (const mult of multipliers) out.push({ f: quantile(q) * mult, q, mult });
+  // The share of the non-zero signals at or above |u| = uOn (the device's ON region) for full scale f.
+  const onShare = (f: number) => {
+    const t = uOn * f;
+    let lo = 0;
+    let hi = k;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid]! < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return (k - lo) / k;
+  };
+  const add = (f: number, q: number, mult: number) => out.push({ f, q, mult, on: onShare(f) });
+  for (const q of QUANTILES) for (const mult of multipliers) add(quantile(q) * mult, q, mult);
   // Two small full scales: nearly every branch signal at or beyond full scale, the device's most conducting range
   // (close to the network without dendrites where the device is ON there).
-  for (const q of NEAR_ON) out.push({ f: quantile(q), q, mult: 1 });
+  for (const q of NEAR_ON) add(quantile(q), q, 1);
+  // Full scales that put the q-quantile of the signals at the ON point: 1 − q of them switch the devices ON.
+  if (Number.isFinite(uOn) && uOn > 0) for (const q of ON_QUANTILES) add(quantile(q) / uOn, q, 1 / uOn);
   // Drop near-duplicates (within 5 % of the last kept), keeping the first of each.
   out.sort((a, b) => a.f - b.f);
   const kept: typeof out = [];
@@ -420,9 +460,41 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
   return kept;
 }
 
-function weighted(soma: Float64Array, scales: number[]): number {
+/** The 99.9th percentile (nearest rank) of |v| over its finite values; 0 when there are none. */
+export function percentileAbs(v: ArrayLike<number>, q = 0.999): number {
+  const a = new Float32Array(v.length);
+  let k = 0;
+  for (let i = 0; i < v.length; i++) {
+    const x = Math.abs(v[i]!);
+    if (Number.isFinite(x)) a[k++] = x;
+  }
+  if (k === 0) return 0;
+  const s = a.subarray(0, k).sort();
+  return s[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!;
+}
+
+/**
+ * A layer's soma output full scale for its soma inputs `pre` (samples × outFeatures): the output its somas give
+ * at the 99.9th percentile of their own |input| (either sign), where a soma draws its rated current. At least 1e-12.
+ */
+export function ownSomaScale(l: DenseLayer, pre: ArrayLike<number>): number {
+  const s = somaMagnitude(somaOf(l), l, percentileAbs(pre));
+  return Number.isFinite(s) ? Math.max(s, 1e-12) : 1e-12;
+}
+
+/**
+ * The soma energy of a layer on its soma inputs `pre`, in units of one soma at its rated current for one
+ * inference, its somas driven to their own full scale (ownSomaScale): Σ min(|soma(pre)|, S) / S. The runtime's
+ * soma energy (native/src/network.cc) is this times soma.voltage · soma.onCurrent · soma.time.
+ */
+export function fairSomaEnergy(l: DenseLayer, pre: ArrayLike<number>): number {
+  const full = ownSomaScale(l, pre);
+  const soma = somaOf(l);
   let e = 0;
-  for (let i = 0; i < soma.length; i++) e += soma[i]! / scales[i]!;
+  for (let i = 0; i < pre.length; i++) {
+    const o = Math.abs(somaOutput(soma, l.activation, pre[i]!));
+    if (Number.isFinite(o)) e += Math.min(o, full) / full;
+  }
   return e;
 }
 
@@ -441,19 +513,21 @@ function forwardWithStats(model: LayerModel, kernel: DendriteKernel, x: Float32A
   const layers = model.layers;
   const runners = layers.map((l) => new LayerRunner(l, kernel, !!l.dendrites));
   const stats: (BranchStats | null)[] = layers.map((l) => (l.dendrites ? { absZ: 0, absY: 0, nonzero: 0, on: 0 } : null));
+  const pres = layers.map((l) => new Float32Array(n * l.outFeatures));
   const last = layers[layers.length - 1]!;
   const outputs = new Float32Array(n * last.outFeatures);
   const bufs = layers.map((l) => new Float64Array(l.inFeatures));
   const out = new Float64Array(last.outFeatures);
   const f0 = model.input.features;
   const dev = kernel.device;
-  const onAt = dev.kind === 'threshold-linear' ? dev.threshold : 1;
+  const onAt = onPoint(dev);
   for (let s = 0; s < n; s++) {
     const x0 = bufs[0]!;
     for (let i = 0; i < f0; i++) x0[i] = x[s * f0 + i]!;
     for (let li = 0; li < layers.length; li++) {
       const r = runners[li]!;
       r.run(bufs[li]!, 0, li + 1 < layers.length ? bufs[li + 1]! : out, 0);
+      pres[li]!.set(r.pre, s * layers[li]!.outFeatures);
       const st = stats[li];
       if (!st) continue;
       const f = r.fullScale;
@@ -464,12 +538,18 @@ function forwardWithStats(model: LayerModel, kernel: DendriteKernel, x: Float32A
         st.absY += Math.abs(kernel.out(v, f));
         if (v < 0 && dev.rectify) continue;
         st.nonzero++;
-        if (kernel.a * Math.abs(v / f) >= onAt) st.on++;
+        if (Math.min(kernel.a * Math.abs(v / f), kernel.vMax) >= onAt) st.on++;
       }
     }
     outputs.set(out, s * out.length);
   }
-  return { outputs, somaSum: Float64Array.from(runners, (r) => r.somaSum), dendritePower: Float64Array.from(runners, (r) => r.power), stats };
+  return {
+    outputs,
+    somaSum: Float64Array.from(runners, (r) => r.somaSum),
+    somaEnergy: Float64Array.from(layers, (l, li) => fairSomaEnergy(l, pres[li]!)),
+    dendritePower: Float64Array.from(runners, (r) => r.power),
+    stats,
+  };
 }
 
 /** |soma(±B)| at most: the magnitude a layer's output can reach for soma inputs within ±B. */
@@ -477,32 +557,19 @@ function somaMagnitude(soma: Soma, l: DenseLayer, bound: number): number {
   return Math.max(Math.abs(somaOutput(soma, l.activation, bound)), Math.abs(somaOutput(soma, l.activation, -bound)));
 }
 
-/** The 99th percentile (nearest rank) of |v|. */
-function percentile99(v: Float32Array): number {
-  if (v.length === 0) return 0;
-  const a = new Float32Array(v.length);
-  for (let i = 0; i < v.length; i++) a[i] = Math.abs(v[i]!);
-  a.sort();
-  return a[Math.min(a.length - 1, Math.max(0, Math.ceil(0.99 * a.length) - 1))]!;
-}
-
-function scalesFromForward(model: LayerModel, inputs: Float32Array[], outputs: Float32Array, n: number): number[] {
-  return model.layers.map((_, li) => {
-    const out = li + 1 < model.layers.length ? inputs[li + 1]! : outputs;
-    const p = n > 0 ? percentile99(out) : 0;
-    return Number.isFinite(p) ? Math.max(p, 1e-12) : 1e-12;
-  });
-}
-
 /**
- * Per layer, the soma output scale of the energy model (the output at which a soma draws soma.onCurrent):
- * the 99th percentile of |soma output| of the network without dendrites on the first 1000 samples of x;
- * without x a bound from the weights (inputs within ±1). At least 1e-12.
+ * Per layer, the soma output full scale of the energy model (the output at which a soma draws soma.onCurrent and
+ * beyond which it saturates): ownSomaScale of the network itself — with its dendrites when it has them (`device`)
+ * — on at most `limit` samples of x drawn across the file; without x a bound from the weights (inputs within
+ * ±1). At least 1e-12.
  */
-export function somaFullScales(model: LayerModel, x?: Float32Array, limit = 1000): number[] {
+export function somaFullScales(model: LayerModel, x?: Float32Array, limit = 1000, device: DendriteDevice | null = null): number[] {
   if (x) {
-    const f = dendriticForward(model, null, x, { bypass: true, limit });
-    return scalesFromForward(model, f.layerInputs, f.outputs, f.samples);
+    sampleCount(model, x);
+    const drawn = sampleRows(x, model.input.features, limit);
+    const dendritic = model.layers.some((l) => l.dendrites);
+    const f = dendriticForward(model, dendritic ? device : null, drawn.x, { bypass: !dendritic || !device, somaInputs: true });
+    return model.layers.map((l, li) => ownSomaScale(l, f.somaInputs![li]!));
   }
   return weightBounds(model).outputs.map((b) => (Number.isFinite(b) ? Math.max(b, 1e-12) : 1e-12));
 }

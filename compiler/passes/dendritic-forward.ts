@@ -16,7 +16,7 @@
  */
 import { InputError } from '../../common/errors.js';
 import { Random } from '../../common/random.js';
-import { alphaOf, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import { alphaOf, maxRatio, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
 
 /**
@@ -37,6 +37,8 @@ export class DendriteKernel {
   readonly thresholdLinear: boolean;
   readonly threshold: number;
   readonly rectify: boolean;
+  /** maxVoltage / onVoltage: the applied voltage's ceiling (Infinity without a rating). */
+  readonly vMax: number;
 
   constructor(device: DendriteDevice) {
     this.device = device;
@@ -49,6 +51,7 @@ export class DendriteKernel {
     this.thresholdLinear = device.kind === 'threshold-linear';
     this.threshold = device.threshold;
     this.rectify = device.rectify;
+    this.vMax = maxRatio(device);
   }
 
   /** The device's normalised current i(v), v >= 0 (deviceCurrent). */
@@ -62,7 +65,7 @@ export class DendriteKernel {
   out(z: number, fullScale: number): number {
     const u = z / fullScale;
     if (u === 0 || (u < 0 && this.rectify)) return 0;
-    const v = this.a * (u < 0 ? -u : u);
+    const v = Math.min(this.a * (u < 0 ? -u : u), this.vMax); // the applied voltage saturates at the rating
     const i = this.current(v);
     this.power += v * i;
     const h = i * this.invA * fullScale;
@@ -75,6 +78,7 @@ export class DendriteKernel {
    */
   branchSum(z: Float64Array, offset: number, stride: number, count: number, fullScale: number): number {
     const a = this.a;
+    const vMax = this.vMax;
     const scale = this.invA * fullScale;
     const invF = 1 / fullScale;
     const invR = this.invR;
@@ -88,7 +92,7 @@ export class DendriteKernel {
       for (let k = 0, o = offset; k < count; k++, o += stride) {
         const u = z[o]! * invF;
         if (u === 0 || (u < 0 && rectify)) continue;
-        const v = a * (u < 0 ? -u : u);
+        const v = Math.min(a * (u < 0 ? -u : u), vMax); // the applied voltage saturates at the rating
         const i = v >= th ? v : v * invR;
         power += v * i;
         sum += u < 0 ? -i * scale : i * scale;
@@ -98,7 +102,7 @@ export class DendriteKernel {
       for (let k = 0, o = offset; k < count; k++, o += stride) {
         const u = z[o]! * invF;
         if (u === 0 || (u < 0 && rectify)) continue;
-        const v = a * (u < 0 ? -u : u);
+        const v = Math.min(a * (u < 0 ? -u : u), vMax); // the applied voltage saturates at the rating
         const i = v >= 1 ? v : v * invR + c * (linear ? v : Math.expm1(alpha * v));
         power += v * i;
         sum += u < 0 ? -i * scale : i * scale;
@@ -117,6 +121,7 @@ export class DendriteKernel {
     const invF = 1 / fullScale;
     const scale = this.invA * fullScale;
     const a = this.a;
+    const vMax = this.vMax;
     const rectify = this.rectify;
     let sum = 0;
     let power = 0;
@@ -124,7 +129,7 @@ export class DendriteKernel {
       const u = z[o]! * invF;
       if (u === 0 || (u < 0 && rectify)) continue;
       const e = eps[o + epsShift]!;
-      const v = a * (u < 0 ? -u : u);
+      const v = Math.min(a * (u < 0 ? -u : u), vMax); // the applied voltage saturates at the rating
       const i = this.current(v) * e;
       power += v * i;
       sum += u < 0 ? -i * scale : i * scale;
@@ -267,6 +272,8 @@ export interface DendriticForwardOptions {
   eps?: ReadonlyArray<ArrayLike<number> | null | undefined>;
   /** Draw the ε of one chip from this seed with the device's variation (drawDendriteVariation); `eps` wins. */
   variationSeed?: number;
+  /** Keep every layer's soma inputs (DendriticForward.somaInputs). */
+  somaInputs?: boolean;
 }
 
 /**
@@ -296,6 +303,8 @@ export interface DendriticForward {
   somaSum: Float64Array;
   /** Per layer: Σ over samples, branches and neurons of dendritePower(device, u) (0 without dendrites or in bypass). */
   dendritePower: Float64Array;
+  /** With `somaInputs`: per layer, [samples × outFeatures] of the somas' inputs (κ·bias + Σ_b y_b, or x·W + b). */
+  somaInputs?: Float32Array[];
 }
 
 /** Whole samples in x for this model, or an InputError. */
@@ -337,6 +346,7 @@ export function dendriticForward(model: LayerModel, device: DendriteDevice | nul
   const bufs = layers.map((l) => new Float64Array(l.inFeatures));
   const out = new Float64Array(last.outFeatures);
   const f0 = model.input.features;
+  const pres = opts.somaInputs ? layers.map((l) => new Float32Array(n * l.outFeatures)) : undefined;
   for (let s = 0; s < n; s++) {
     const x0 = bufs[0]!;
     for (let i = 0; i < f0; i++) x0[i] = x[s * f0 + i]!;
@@ -344,6 +354,7 @@ export function dendriticForward(model: LayerModel, device: DendriteDevice | nul
       const xin = bufs[li]!;
       inputs[li]!.set(xin, s * xin.length);
       runners[li]!.run(xin, 0, li + 1 < layers.length ? bufs[li + 1]! : out, 0);
+      if (pres) pres[li]!.set(runners[li]!.pre, s * layers[li]!.outFeatures);
     }
     outputs.set(out, s * out.length);
   }
@@ -353,6 +364,7 @@ export function dendriticForward(model: LayerModel, device: DendriteDevice | nul
     layerInputs: inputs,
     somaSum: Float64Array.from(runners, (r) => r.somaSum),
     dendritePower: Float64Array.from(runners, (r) => r.power),
+    ...(pres ? { somaInputs: pres } : {}),
   };
 }
 
@@ -379,4 +391,27 @@ export function agreement(a: Int32Array, b: ArrayLike<number>): number {
   let ok = 0;
   for (let s = 0; s < a.length; s++) if (a[s] === b[s]) ok++;
   return a.length ? ok / a.length : 0;
+}
+
+/**
+ * At most `limit` whole samples of x (and their labels), drawn across the whole file without replacement
+ * (seeded, kept in file order): a class-sorted file gives every class its share, not the first classes only.
+ * All of x, unchanged, when it holds no more than `limit` samples.
+ */
+export function sampleRows(x: Float32Array, features: number, limit: number, seed = 0, labels?: Int32Array): { x: Float32Array; labels?: Int32Array; rows: number } {
+  const total = Math.floor(x.length / features);
+  if (total <= limit) return { x, ...(labels ? { labels } : {}), rows: total };
+  const rng = new Random((seed ^ 0x63616c69) >>> 0);
+  const idx = new Int32Array(total);
+  for (let i = 0; i < total; i++) idx[i] = i;
+  for (let i = 0; i < limit; i++) {
+    const j = i + rng.int(total - i);
+    const t = idx[i]!;
+    idx[i] = idx[j]!;
+    idx[j] = t;
+  }
+  const pick = idx.subarray(0, limit).sort();
+  const out = new Float32Array(limit * features);
+  pick.forEach((r, k) => out.set(x.subarray(r * features, (r + 1) * features), k * features));
+  return { x: out, ...(labels ? { labels: Int32Array.from(pick, (r) => labels[r]!) } : {}), rows: limit };
 }

@@ -45,7 +45,9 @@ BatchInput readBatch(const Napi::CallbackInfo& info, int64_t inF, int64_t outF, 
 
 /**
  * The optional third argument of run/runSync: a Float64Array of length >= 1 that receives the run's crossbar
- * power in [0] and, where it is long enough, the dendrites' energy in [1] and the somas' in [2].
+ * power in [0] and, where it is long enough, the dendrites' energy in [1], the somas' in [2], and the event counts
+ * of RunStats in [3..8] (driven rows, driven rows of the first layer, branch signals ON, non-zero branch signals,
+ * active somas, somas).
  */
 Napi::Value readStats(const Napi::CallbackInfo& info, const char* method) {
   Napi::Value v = info[2];
@@ -60,6 +62,8 @@ void writeStats(Napi::Float64Array a, const RunStats& r) {
   a[0] = r.crossbarPower;
   if (a.ElementLength() >= 2) a[1] = r.dendriteEnergy;
   if (a.ElementLength() >= 3) a[2] = r.somaEnergy;
+  const double events[] = {r.rowEvents, r.inputRowEvents, r.signalsOn, r.signals, r.somasActive, r.somas};
+  for (size_t k = 0; k < 6 && 3 + k < a.ElementLength(); ++k) a[3 + k] = events[k];
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ Constants constants(const DendriteSpec& d) {
   c.fullScale = d.fullScale;
   c.invF = 1.0 / d.fullScale;
   c.ratio = d.ratio;
+  c.maxRatio = d.maxRatio;
   c.invRatio = 1.0 / d.ratio;
   c.alpha = d.alpha;
   c.invR = 1.0 / d.onOffRatio;
@@ -80,6 +81,16 @@ Constants constants(const DendriteSpec& d) {
   c.invOneMinusExpMinusAlpha = c.linear ? 1.0 : 1.0 / -std::expm1(-d.alpha);
   c.thresholdLinear = d.kind == DendriteKind::ThresholdLinear;
   c.rectify = d.rectify;
+  // The ON region (common/dendrite.ts, onPoint): where the device's differential conductance reaches half its
+  // ON-state conductance; the switching threshold of a threshold-linear device.
+  if (c.thresholdLinear) {
+    c.onAt = d.threshold;
+  } else if (c.linear) {
+    c.onAt = 0.0;  // i(v) = v: the ON-state conductance everywhere
+  } else {
+    const double slope = 0.5 - c.invR;  // (1 − 1/R)·α·e^{αv}/(e^α − 1) = 0.5 − 1/R
+    c.onAt = slope <= 0.0 ? 0.0 : std::clamp(std::log(slope * std::expm1(d.alpha) / (c.oneMinusInvR * d.alpha)) / d.alpha, 0.0, 1.0);
+  }
   return c;
 }
 
@@ -90,12 +101,12 @@ template <bool kThresholdLinear, bool kLinear, bool kRectify>
 __attribute__((always_inline)) inline double branchLoop(const Constants& c, const float* zRaw, float scale, const float* outScale, const float* eps, float* y,
                   double* scratch, int64_t n) {
   // Locals: stores to y and scratch must not be taken to alias the constants.
-  const double invF = c.invF, ratio = c.ratio, invRatio = c.invRatio, alpha = c.alpha, invR = c.invR;
+  const double invF = c.invF, ratio = c.ratio, invRatio = c.invRatio, alpha = c.alpha, invR = c.invR, maxRatio = c.maxRatio;
   const double oneMinusInvR = c.oneMinusInvR, threshold = c.threshold, fullScale = c.fullScale;
   const double expMinusAlpha = c.expMinusAlpha, inv = c.invOneMinusExpMinusAlpha;
   for (int64_t j = 0; j < n; ++j) {
     const double u = static_cast<double>(zRaw[j] * scale * outScale[j]) * invF;
-    const double a = std::fabs(u) * ratio;
+    const double a = std::min(std::fabs(u) * ratio, maxRatio);  // the applied voltage saturates at the rating (NaN stays)
     double i;
     if constexpr (kThresholdLinear) {
       const double off = a * invR;  // computed unconditionally: the select below is then a blend
@@ -130,7 +141,7 @@ template <bool kRectify>
 __attribute__((always_inline)) inline double branchLoopFloat(const Constants& c, const float* zRaw, float scale,
                                                              const float* outScale, const float* eps, float* y,
                                                              double* scratch, int64_t n) {
-  const float invF = static_cast<float>(c.invF), ratio = static_cast<float>(c.ratio);
+  const float invF = static_cast<float>(c.invF), ratio = static_cast<float>(c.ratio), maxRatio = static_cast<float>(c.maxRatio);
   const float invRatio = static_cast<float>(c.invRatio), alpha = static_cast<float>(c.alpha);
   const float invR = static_cast<float>(c.invR), oneMinusInvR = static_cast<float>(c.oneMinusInvR);
   const float fullScale = static_cast<float>(c.fullScale), expMinusAlpha = static_cast<float>(c.expMinusAlpha);
@@ -138,7 +149,7 @@ __attribute__((always_inline)) inline double branchLoopFloat(const Constants& c,
   float* power = reinterpret_cast<float*>(scratch);  // n floats fit in n doubles
   for (int64_t j = 0; j < n; ++j) {
     const float u = zRaw[j] * scale * outScale[j] * invF;
-    const float a = std::fabs(u) * ratio;
+    const float a = std::min(std::fabs(u) * ratio, maxRatio);  // the applied voltage saturates at the rating (NaN stays)
     const float v = std::min(a, 1.0f);
     const float x = alpha * (v - 1.0f);
     const float phi = (expNonPositiveF(std::max(x, -87.0f)) - expMinusAlpha) * inv;

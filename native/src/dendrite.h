@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 namespace dendra {
 
@@ -15,6 +16,7 @@ struct DendriteSpec {
   double alpha = 0.0;       // 50·n/(1 − n)
   double onOffRatio = 1.0;  // R >= 1
   double ratio = 1.0;       // a = voltage / onVoltage > 0
+  double maxRatio = std::numeric_limits<double>::infinity();  // maxVoltage / onVoltage: the applied voltage's ceiling
   double threshold = 1.0;   // threshold-linear switching voltage, normalised, (0, 1]
   bool rectify = false;
   double variation = 0.0;   // σ of each device's factor ε ~ N(1, σ²), clamped at 0
@@ -29,12 +31,13 @@ namespace dendrite {
 
 /** Constants of one layer's devices, precomputed once. */
 struct Constants {
-  double invF = 1.0, fullScale = 1.0, ratio = 1.0, invRatio = 1.0;
+  double invF = 1.0, fullScale = 1.0, ratio = 1.0, invRatio = 1.0, maxRatio = 1.0;
   double alpha = 0.0, invR = 1.0, oneMinusInvR = 0.0, threshold = 1.0;
   double expMinusAlpha = 1.0, invOneMinusExpMinusAlpha = 1.0;  // e^−α and 1/(1 − e^−α)
   bool linear = true;       // α ≈ 0: φ(v) = v
   bool thresholdLinear = false;
   bool rectify = false;
+  double onAt = 1.0;        // normalised voltage from which a signal counts as ON (onPoint in common/dendrite.ts)
   bool avx2 = false;        // run the AVX2/FMA build of the loop (set when the CPU has it)
 };
 
@@ -42,7 +45,8 @@ Constants constants(const DendriteSpec& d);
 
 /**
  * One branch of a row of n neurons: for each neuron j with branch signal z_j = zRaw[j] · scale · outScale[j]
- * (weight units), adds the dendrite's output F · ε_j · H(z_j / F) to y[j] and returns Σ_j (a|u|)·i(a|u|)·ε_j,
+ * (weight units), adds the dendrite's output F · ε_j · H(z_j / F) to y[j] (the applied voltage saturates at the
+ * device's rating: a·|u| is taken at most maxRatio, so no signal drives a device beyond its maxVoltage) and returns Σ_j (a|u|)·i(a|u|)·ε_j,
  * the devices' V·I in units of onVoltage·onCurrent. `scratch` holds n doubles. A NaN signal passes as NaN.
  */
 double branchRow(const Constants& c, const float* zRaw, float scale, const float* outScale, const float* eps, float* y,

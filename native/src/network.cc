@@ -295,6 +295,10 @@ constexpr int32_t kMaxIntDacBits = 8;
 void Network::prepareReadPower(Layer& layer) const {
   const LayerSpec& ls = layer.spec;
   layer.rowPower.assign(static_cast<size_t>(ls.inFeatures), 0.0);
+  layer.rowDrives.assign(static_cast<size_t>(ls.inFeatures), 0.0f);
+  for (const TileSpec& ts : ls.tiles)
+    for (size_t p = 0; p < ts.inputIndex.size(); ++p)
+      layer.rowDrives[static_cast<size_t>(ts.inputIndex[p])] += ts.rowNeg[p] != ts.rowPos[p] ? 2.0f : 1.0f;
   for (const TileSpec& ts : ls.tiles) {
     const ArraySpec& arr = arrays_[static_cast<size_t>(ts.array)];
     const size_t k = ts.inputIndex.size();
@@ -712,9 +716,15 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
         std::fill(s.scale.begin(), s.scale.begin() + nr, 1.0f);
       }
       // Crossbar read power of each sample (the only data-dependent energy term).
+      // and its driven rows: a row whose input is zero is not driven (event-driven rows).
       for (int64_t i = 0; i < nr; ++i) {
-        const double p = readPower(layer, u + i * inF);
+        const float* ui = u + i * inF;
+        const double p = readPower(layer, ui);
         if (std::isfinite(p)) power += p;
+        double events = 0.0;
+        for (int64_t j = 0; j < inF; ++j) events += ui[j] != 0.0f ? layer.rowDrives[static_cast<size_t>(j)] : 0.0f;
+        stats.rowEvents += events;
+        if (li == 0) stats.inputRowEvents += events;
       }
 
       const bool dendritic = ls.dendrites.active();
@@ -729,7 +739,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
         const Tile& tile = layer.tiles[ti];
         const TileSpec& ts = ls.tiles[ti];
         if (dendritic)
-          for (; branch < ts.branch; ++branch) dendriticBranch(layer, s, nr, branch, acc);
+          for (; branch < ts.branch; ++branch) dendriticBranch(layer, s, nr, branch, acc, stats);
         const int32_t* gather = tile.gatherInput ? ts.inputIndex.data() : nullptr;
         const size_t group = layer.inputGroup[ti];
         if (layer.intPath) {
@@ -780,7 +790,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       }
 
       if (dendritic) {
-        for (; branch < ls.dendrites.count; ++branch) dendriticBranch(layer, s, nr, branch, acc);
+        for (; branch < ls.dendrites.count; ++branch) dendriticBranch(layer, s, nr, branch, acc, stats);
         dendriticFinish(layer, s, nr, acc, stats);
       } else {
         for (int64_t i = 0; i < nr; ++i) {
@@ -792,11 +802,22 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       }
       for (int64_t i = 0; i < nr; ++i) {
         float* y = acc + i * outF;
-        if (ls.somaEnergy > 0.0) {  // the somas' output current over the integration time
+        if (ls.somaEnergy > 0.0) {
+          // A soma saturates at its rated current: its output is bounded by ±somaFullScale, and its energy is its
+          // output current (onCurrent · |y| / somaFullScale <= onCurrent) over the integration time.
+          const float full = static_cast<float>(ls.somaFullScale);
           double sum = 0.0;
-          for (int64_t j = 0; j < outF; ++j) sum += std::fabs(static_cast<double>(y[j]));
+          int64_t active = 0;
+          for (int64_t j = 0; j < outF; ++j) {
+            y[j] = std::clamp(y[j], -full, full);  // NaN stays NaN
+            const double a = std::fabs(static_cast<double>(y[j]));
+            sum += a;
+            active += a > 0.01 * ls.somaFullScale ? 1 : 0;
+          }
           const double e = sum / ls.somaFullScale * ls.somaEnergy;
           if (std::isfinite(e)) stats.somaEnergy += e;
+          stats.somasActive += static_cast<double>(active);
+          stats.somas += static_cast<double>(outF);
         }
         periphery::applyHead(y, outF, ls.head);
       }
@@ -816,7 +837,7 @@ void Network::dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* 
   std::fill(s.branchPower.begin(), s.branchPower.begin() + nr, 0.0);
 }
 
-void Network::dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const {
+void Network::dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc, RunStats& stats) const {
   const LayerSpec& ls = layer.spec;
   const DendriteSpec& d = ls.dendrites;
   const int64_t outF = ls.outFeatures;
@@ -830,6 +851,14 @@ void Network::dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_
       s.branchPower[static_cast<size_t>(i)] +=
           dendrite::branchRow(layer.consts, zb, sc, ls.outScale.data(), layer.eps.data() + static_cast<int64_t>(b) * outF,
                               y, s.dendritePower.data(), outF);
+      // Branch signals in the ON region (the applied voltage saturates at the rating, as in branchRow).
+      const double onAt = layer.consts.onAt;
+      for (int64_t j = 0; j < outF; ++j) {
+        const double u = static_cast<double>(zb[j] * sc * ls.outScale[j]) * layer.consts.invF;
+        if (!(u != 0.0) || (d.rectify && u < 0.0)) continue;
+        stats.signals += 1.0;
+        if (std::min(std::fabs(u) * layer.consts.ratio, layer.consts.maxRatio) >= onAt) stats.signalsOn += 1.0;
+      }
     }
   }
   std::fill(s.branch.data(), s.branch.data() + nr * outF, 0.0f);

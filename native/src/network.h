@@ -23,10 +23,23 @@ struct RunStats {
   double crossbarPower = 0.0;  // W (times the read time: joules)
   double dendriteEnergy = 0.0;  // J
   double somaEnergy = 0.0;      // J
+  // Event counts (docs/energy.md), summed over the samples:
+  double rowEvents = 0.0;       // physical rows driven (non-zero input), every layer
+  double inputRowEvents = 0.0;  // ... of the first layer only (the input DACs of an analog periphery)
+  double signalsOn = 0.0;       // dendrite branch signals in the device's ON region
+  double signals = 0.0;         // non-zero branch signals (a rectified negative one is none)
+  double somasActive = 0.0;     // soma outputs above 1 % of the soma's full scale (layers with soma devices)
+  double somas = 0.0;           // soma outputs (layers with soma devices)
   RunStats& operator+=(const RunStats& o) {
     crossbarPower += o.crossbarPower;
     dendriteEnergy += o.dendriteEnergy;
     somaEnergy += o.somaEnergy;
+    rowEvents += o.rowEvents;
+    inputRowEvents += o.inputRowEvents;
+    signalsOn += o.signalsOn;
+    signals += o.signals;
+    somasActive += o.somasActive;
+    somas += o.somas;
     return *this;
   }
 };
@@ -106,6 +119,7 @@ class Network {
     // Crossbar read power per sample = vRead² · (Σ_j u_j² · rowPower_j + the sharedRows terms), u the DAC output.
     std::vector<double> rowPower;       // per logical input: Σ_c G over every physical row it drives (S)
     std::vector<SharedRows> sharedRows;
+    std::vector<float> rowDrives;       // per logical input: physical rows it drives (all tiles); event-driven rows
     // Dendrites (spec.dendrites.active()): each device's factor ε, [branch][output], and the devices' constants.
     std::vector<float> eps;
     dendrite::Constants consts;
@@ -139,7 +153,7 @@ class Network {
    * adds the dendrites' energy and applies the activation (before the head).
    */
   void dendriticBegin(const Layer& layer, Scratch& s, int64_t nr, float* acc) const;
-  void dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc) const;
+  void dendriticBranch(const Layer& layer, Scratch& s, int64_t nr, int32_t b, float* acc, RunStats& stats) const;
   void dendriticFinish(const Layer& layer, Scratch& s, int64_t nr, float* acc, RunStats& stats) const;
   /** The integer path's wq and intScale of a tile from its effective conductances g (constructor only). */
   void makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& arr, const float* g, int32_t dacBits) const;

@@ -163,6 +163,7 @@ DendriteSpec readDendrites(Reader& rd, Napi::Value v, const std::string& path, i
   d.fullScale = positive("fullScale", 0.0, false);
   d.biasScale = rd.number(o, "biasScale", path + ".biasScale");
   d.energyUnit = positive("energyUnit", 0.0, true);
+  if (o.Has("maxRatio") && !o.Get("maxRatio").IsUndefined()) d.maxRatio = positive("maxRatio", 0.0, false);  // +Infinity: no ceiling
   d.rectify = rd.boolean(o, "rectify", path + ".rectify");
   d.bypass = rd.boolean(o, "bypass", path + ".bypass");
   if (d.alpha > 700.0) throwRangeError(rd.env(), path + ".alpha = " + formatNumber(d.alpha) + " must be <= 700 (e^alpha overflows)");

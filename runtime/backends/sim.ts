@@ -51,6 +51,7 @@ export function dendritesOf(artifact: Artifact, layer: PlacedLayer, bypass: bool
     alpha: alphaOf(dev.nonlinearity),
     onOffRatio: dev.onOffRatio,
     ratio: dev.voltage / dev.onVoltage,
+    ...(dev.maxVoltage !== undefined ? { maxRatio: dev.maxVoltage / dev.onVoltage } : {}),
     threshold: dev.threshold,
     rectify: dev.rectify,
     variation: dev.variation,

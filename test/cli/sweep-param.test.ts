@@ -28,12 +28,12 @@ interface Report {
   warnings: string[];
   files?: { json: string; svg: string };
 }
-interface EvalJson { accuracy: number; energyPerInferenceJ: number; dendrites: { withoutDendrites: Run; powerAdvantage: number; energyAdvantage: number } }
+interface EvalJson { accuracy: number; energyPerInferenceJ: number; dendrites: { plain: Run; powerAdvantage: number; energyAdvantage: number } }
 
 describe('dendra sweep --param', () => {
   const out = join(dir, 'out');
 
-  it('--json --out: every value with and without dendrites; a stronger nonlinearity saves more soma power; the base value is what compile + eval give', () => {
+  it('--json --out: every value with dendrites and in the plain compile; the base value is what compile + eval give', () => {
     const r = dendra(...base, '--param', 'dendrite.nonlinearity=0.01,0.1,0.2', '--seed', '0', '--out', out, '--json');
     expect(r.err).toBe(''); // calibrated: no warning; the progress bar stays off without a TTY
     expect(r.code).toBe(0);
@@ -55,17 +55,14 @@ describe('dendra sweep --param', () => {
         expect(run.energyPerInferenceJ).toBeGreaterThan(0);
       }
       expect(p.withoutDendrites.energy.dendriteJ).toBe(0);
-      expect(p.powerAdvantage).toBeCloseTo(p.withoutDendrites.energy.somaJ / p.withDendrites.energy.somaJ, 10);
-      expect(p.energyAdvantage).toBeCloseTo(p.withoutDendrites.energyPerInferenceJ / p.withDendrites.energyPerInferenceJ, 10);
     }
     const [low, mid, high] = report.points as [Point, Point, Point];
     // The profile really changes between values (with dendrites), and only there: the network without them is the same.
     expect(high.withDendrites.energy.somaJ).not.toBe(low.withDendrites.energy.somaJ);
     expect(high.withoutDendrites).toEqual(low.withoutDendrites);
-    // A more nonlinear dendrite suppresses weak branch signals harder: a larger power advantage.
-    expect(high.powerAdvantage!).toBeGreaterThan(1.05 * low.powerAdvantage!);
-    expect(mid.powerAdvantage!).toBeGreaterThan(low.powerAdvantage!);
-    expect(high.powerAdvantage!).toBeGreaterThan(1);
+    // Each point's fair power advantage (its somas at their own full scale) is reported, whichever way it goes:
+    // on this small network, calibrated at the base value, it is below 1 at every value (docs/dendrites.md).
+    for (const p of report.points) expect(p.powerAdvantage).toBeGreaterThan(0);
     // Calibrated at the base value (on samples of this set): accuracy there stays near the network's without dendrites.
     expect(Math.abs(mid.withDendrites.accuracy - mid.withoutDendrites.accuracy)).toBeLessThan(0.03);
 
@@ -78,7 +75,7 @@ describe('dendra sweep --param', () => {
     const ev = JSON.parse(e.out) as EvalJson;
     expect(mid.withDendrites.accuracy).toBe(ev.accuracy);
     expect(mid.withDendrites.energyPerInferenceJ).toBeCloseTo(ev.energyPerInferenceJ, 20);
-    expect(mid.withoutDendrites.accuracy).toBe(ev.dendrites.withoutDendrites.accuracy);
+    expect(mid.withoutDendrites.accuracy).toBe(ev.dendrites.plain.accuracy);
     expect(mid.powerAdvantage).toBeCloseTo(ev.dendrites.powerAdvantage, 10);
     expect(mid.energyAdvantage).toBeCloseTo(ev.dendrites.energyAdvantage, 10);
 
@@ -104,8 +101,26 @@ describe('dendra sweep --param', () => {
     expect(r.out).toMatch(/^100 \(base\)\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d+x/m);
   });
 
+  it('--param finetune.sparsity: fine-tunes at each activity penalty; the penalty makes the somas sparser, the plain compile stays', () => {
+    const r = dendra(...base, '--param', 'finetune.sparsity=0,3', '--finetune', x, l, '--epochs', '2', '--json', '--out', join(dir, 'sparsity'));
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out) as Report & { points: (Point & { activeSomas: { dendritic: number; plain: number } })[] };
+    expect(report.param).toEqual({ path: 'finetune.sparsity', base: 0, values: [0, 3] });
+    const [none, strong] = report.points as [typeof report.points[0], typeof report.points[0]];
+    // An L1 penalty on the soma outputs leaves fewer somas active; the plain compile is the same network each time.
+    expect(strong.activeSomas.dendritic).toBeLessThan(none.activeSomas.dendritic - 0.05);
+    expect(strong.activeSomas.plain).toBe(none.activeSomas.plain);
+    expect(strong.withoutDendrites).toEqual(none.withoutDendrites);
+    const svg = readFileSync(join(dir, 'sparsity', 'sweep-param.svg'), 'utf8');
+    expect(svg).toContain('whole chip (nJ per inference)');
+    expect(svg).toContain('plain compile');
+    expectOneLineError(dendra(...base, '--param', 'finetune.sparsity=0,1'), /--param finetune\.sparsity=\.\.\. fine-tunes at each value: give --finetune X\.npy L\.npy/);
+    expectOneLineError(dendra(...base, '--param', 'dendrite.nonlinearity=0.1', '--finetune', x, l), /--finetune, --epochs and --dendrite-mode belong to --param finetune\.sparsity/);
+  }, 120_000);
+
   it('refuses bad settings with one line', () => {
-    expectOneLineError(dendra(...base, '--param', 'dendrite.colour=1,2'), /--param: unknown profile field 'dendrite\.colour'; sweepable: dendrite\.nonlinearity, dendrite\.onOffRatio, dendrite\.voltage, dendrite\.onVoltage, dendrite\.threshold, dendrite\.variation/);
+    expectOneLineError(dendra(...base, '--param', 'dendrite.colour=1,2'), /--param: unknown profile field 'dendrite\.colour'; sweepable: dendrite\.nonlinearity, dendrite\.onOffRatio, dendrite\.voltage, dendrite\.onVoltage, dendrite\.threshold, dendrite\.variation.*finetune\.sparsity/);
     expectOneLineError(dendra(...base, '--param', 'read.voltage=0.1'), /unknown profile field 'read\.voltage'/);
     expectOneLineError(dendra(...base, '--param', 'dendrite.onOffRatio=0.5'), /--param dendrite\.onOffRatio=0\.5: device profile field 'dendrite\.onOffRatio' must be an ON\/OFF ratio >= 1/);
     expectOneLineError(dendra(...base, '--param', 'dendrite.nonlinearity=0.1,abc'), /--param: 'abc' is not a number/);

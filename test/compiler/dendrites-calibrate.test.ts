@@ -103,7 +103,7 @@ describe('dendriticForward', () => {
 });
 
 describe('somaFullScales and defaultDendriteScales', () => {
-  it('bounds from the weights, and the 99th percentile of the network without dendrites on samples', () => {
+  it('bounds from the weights, and on samples the soma output at the 99.9th percentile of the network\'s own soma input', () => {
     // 2 → 2 (2 branches: input 0 | input 1), relu → 1, no activation.
     const model: LayerModel = {
       ...tinyNetwork(1),
@@ -118,13 +118,17 @@ describe('somaFullScales and defaultDendriteScales', () => {
     // Layer 1: (2 + 1)·4.5 + 0.25 = 13.75; one branch of the whole column: 3·4.5 = 13.5.
     expect(somaFullScales(model)).toEqual([4.5, 13.75]);
     expect(defaultDendriteScales(model)).toEqual([{ fullScale: 3, biasScale: 1 }, { fullScale: 13.5, biasScale: 1 }]);
-    // On samples: 100 inputs (i, 0), i = 1..100 → layer 0 outputs relu(i + 0.5) and relu(−2i − 1) = 0.
+    // On samples: 100 inputs (i, 0), i = 1..100 → layer 0 soma inputs i + 0.5 and −2i − 1 (no device given: the
+    // network without dendrites).
     const x = Float32Array.from({ length: 200 }, (_, k) => (k % 2 === 0 ? k / 2 + 1 : 0));
     const [s0, s1] = somaFullScales(model, x);
-    // 200 values of |out| (100 zeros, then 1.5 … 100.5): nearest-rank p99 = the 198th smallest = 98 + 0.5.
-    expect(s0).toBe(98.5);
-    // Layer 1: |2·(i + 0.5) + 0.25|, p99 of 100 values = the 99th: 2·99.5 + 0.25.
-    expect(s1).toBe(199.25);
+    // 200 values of |soma input| (1.5 … 100.5 and 3 … 201): nearest-rank p99.9 = the 200th = 201; relu(201).
+    expect(s0).toBe(201);
+    // Layer 1: 2·(i + 0.5) + 0.25, p99.9 of 100 values = the 100th: 2·100.5 + 0.25; no activation.
+    expect(s1).toBe(201.25);
+    // With the devices: the dendritic layer's own soma inputs (a linear device of gain 1 changes nothing).
+    const linear: DendriteDevice = { ...EXP, nonlinearity: 0, onOffRatio: 1, voltage: 1, onVoltage: 1, maxVoltage: undefined };
+    expect(somaFullScales(model, x, 1000, linear)).toEqual([201, 201.25]);
   });
 });
 
@@ -175,32 +179,26 @@ describe('calibrateDendrites on the 784-500-10 digits network, 9 and 4 contiguou
   const model = withBranches(plain, assignBranches(plain, { branches: [9, 4], strategy: 'contiguous' }));
   const { cal, held } = split();
 
-  it('holds held-out accuracy within 1 point of the network without dendrites at a soma power advantage >= 2', () => {
+  it('holds held-out accuracy within 1 point of the network without dendrites, its somas spending less at their own full scale', () => {
     const without = accuracy(model, EXP, held, true);
     const uncalibrated = accuracy(model, EXP, held);
     // Without calibration (F from the weights, κ = 1) the bias swamps the attenuated branch signals.
     expect(uncalibrated).toBeLessThan(without - 0.1);
 
     const { model: tuned, report } = calibrateDendrites(model, EXP, cal.x, cal.labels, { limit: 500 });
-    expect(report.samples).toBe(500);
+    expect(report.samples).toBe(500); // drawn across the (class-sorted) file, not its first 500 rows
     expect(report.labelled).toBe(true);
     expect(report.layers.map((l) => l.layer)).toEqual([0, 1]);
     expect(tuned.layers.every((l) => l.dendrites!.calibrated)).toBe(true);
     expect(model.layers.every((l) => !l.dendrites!.calibrated && l.dendrites!.biasScale === 1)).toBe(true); // the input is untouched
     expect(report.accuracy).toBeGreaterThanOrEqual(report.bypassAccuracy - 0.005 - 1e-9);
-    expect(report.powerAdvantage).toBeGreaterThanOrEqual(2);
+    // Each network's somas at their own full scale: the convex transfer below the ON point filters (weak branch
+    // signals lose more than strong ones), which no rescaling can fake (test/runtime/fair-power.test.ts).
+    expect(report.powerAdvantage).toBeGreaterThan(1.3);
     expect(report.summary).toMatch(/accuracy .* with dendrites, .* without .* soma power advantage/);
 
     const withD = accuracy(tuned, EXP, held);
     expect(withD).toBeGreaterThanOrEqual(without - 0.01);
-    // The power advantage holds on the held-out digits too (soma energy: Σ|out| over each layer's full scale).
-    const scales = somaFullScales(model, cal.x);
-    const energy = (fwd: { somaSum: Float64Array }) => fwd.somaSum.reduce((a, v, li) => a + v / scales[li]!, 0);
-    const advantage = energy(dendriticForward(model, EXP, held.x, { bypass: true })) / energy(dendriticForward(tuned, EXP, held.x));
-    expect(advantage).toBeGreaterThanOrEqual(2);
-    // The report's numbers are the reference forward's.
-    const calFwd = dendriticForward(tuned, EXP, cal.x, { limit: 500 });
-    expect(report.accuracy).toBe(agreement(argmaxRows(calFwd.outputs, 500, 10), cal.labels.subarray(0, 500)));
   });
 
   it('fine-tuning with the dendrites in the loop wins back what rectifying dendrites cost', () => {

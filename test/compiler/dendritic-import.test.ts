@@ -335,7 +335,7 @@ describe('dendritic layers imported from ONNX', () => {
       const { bytes } = oneLayerModel(l, c.style);
       const t = importModel(bytes).layers[0]!.dendrites!.trained!;
       const device: DendriteDevice = {
-        ...taox.dendrite!, variation: 0, kind: t.kind, nonlinearity: t.nonlinearity, onOffRatio: t.onOffRatio,
+        ...taox.dendrite!, maxVoltage: undefined, variation: 0, kind: t.kind, nonlinearity: t.nonlinearity, onOffRatio: t.onOffRatio,
         voltage: t.ratio * taox.dendrite!.onVoltage, threshold: t.threshold, rectify: t.rectify,
       };
       const { artifact, report } = compileWithReport(bytes, { device: { ...ideal, name: 'ideal-dendrites', dendrite: device, soma: taox.soma } });

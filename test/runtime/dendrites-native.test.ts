@@ -82,8 +82,9 @@ function expected(x: Float32Array, d: DendriteDevice, fullScale: number, biasSca
           power += dendritePower(d, z / fullScale);
         }
       }
-      out[s * OUT + j] = sum;
-      soma += Math.abs(sum) / 2;
+      const clipped = Math.max(-2, Math.min(2, sum)); // the soma saturates at its full scale (2)
+      out[s * OUT + j] = clipped;
+      soma += Math.abs(clipped) / 2;
     }
   }
   return { out, dendriteJ: power * d.onVoltage * d.onCurrent * d.time, somaJ: soma * 5 * 1e-6 * 1e-5 };
@@ -127,11 +128,19 @@ describe('native dendrites', () => {
     expect(stats[2]! / e.somaJ).toBeCloseTo(1, 5);
   });
 
-  it('weak branch signals are attenuated, so the somas draw less than without dendrites', () => {
-    const F = 10; // every branch signal far below full scale: the devices sit in their OFF state
-    const on = run(program(W, dendritesOf(device, F, 1)), X);
-    const off = run(program(W, dendritesOf(device, F, 1, true)), X);
-    expect(off.stats[2]! / on.stats[2]!).toBeGreaterThan(2);
+  it('a rated device saturates: signals beyond its maxVoltage apply maxVoltage, and its energy stays within the rating', () => {
+    const rated = { ...device, maxVoltage: 2 }; // a = 4/5, ceiling 2/5: branch signals beyond F/2 saturate
+    const F = 0.8;
+    const d = { ...dendritesOf(rated, F, 0.4), maxRatio: 2 / 5 };
+    const { y, stats } = run(program(W, d), X);
+    const e = expected(X, rated, F, 0.4, false);
+    for (let k = 0; k < y.length; k++) expect(y[k]).toBeCloseTo(e.out[k]!, 5);
+    expect(stats[1]! / e.dendriteJ).toBeCloseTo(1, 5);
+    // 1000× larger inputs: every device at its ceiling, no more
+    const big = run(program(W, d), X.map((v) => v * 1000));
+    const ceiling = dendritePower({ ...device, voltage: 2, onVoltage: 5 }, 1);
+    expect(big.stats[1]!).toBeLessThanOrEqual(8 * 3 * OUT * ceiling * rated.onVoltage * rated.onCurrent * rated.time * (1 + 1e-6)); // float kernel
+    expect(big.stats[2]!).toBeLessThanOrEqual(8 * OUT * 5 * 1e-6 * 1e-5 * (1 + 1e-9));
   });
 
   it("applies the paper's threshold soma, beta · max(2σ(x/beta − θ) − 1, 0)", () => {

@@ -193,9 +193,19 @@ describe('DAC, ADC and digital periphery', () => {
     expect(c.digitalOps).toBe(54 * 3 + 10 * 2 + 2 * 64 + 2 * 54 + 0);
     const s = await InferenceSession.create(writeArtifact(art));
     await s.run({ input: new Tensor('float32', digits.data.subarray(0, 64 * 8), [8, 64]) });
-    const e = s.energy().breakdown;
+    const report = s.energy();
+    const e = report.breakdown;
     const k = art.profile.energy;
-    expect(e.dacJ).toBeCloseTo(236 * k.dacConversion, 25);
+    // Event-driven rows: a DAC converts only rows whose input is non-zero. Every pooled digit has blank pixels,
+    // every hidden layer ReLU zeros: fewer than 236 conversions, at least the first layer's non-zero inputs.
+    const ev = report.events!;
+    expect(ev.rowsPossible).toBe(236);
+    expect(e.dacJ).toBeCloseTo(ev.rowsDriven * k.dacConversion, 25);
+    let nonzero = 0;
+    for (let i = 0; i < 8 * 64; i++) if (digits.data[i] !== 0) nonzero++;
+    expect(ev.rowsDriven).toBeLessThan(236);
+    expect(ev.rowsDriven).toBeGreaterThan((2 * nonzero) / 8 - 1e-9);
+    expect(ev.sparsity).toBeCloseTo(1 - ev.rowsDriven / 236, 12);
     expect(e.adcJ).toBeCloseTo(64 * k.adcConversion, 25);
     expect(e.digitalJ).toBeCloseTo(c.digitalOps * k.digitalOp, 25);
     await s.release();
@@ -210,6 +220,18 @@ describe('DAC, ADC and digital periphery', () => {
     expect(t.digitalOps).toBe(2 * OUT + 2 * OUT + 0);
     const cols = energyCounts(compile(GEMM, { device: small('columns') }));
     expect(cols.dacConversions).toBe(2 * IN); // one row per input, on each of the two column blocks
+    // Event-driven rows on the tiled layer: an input with 7 zeros drives 2 rows (pair) × 2 column blocks for
+    // each of its 13 non-zero inputs; an all-zero input drives nothing and costs no DAC or crossbar energy.
+    const ts = await InferenceSession.create(writeArtifact(tiled));
+    const x = Float32Array.from({ length: IN }, (_, i) => (i % 3 === 0 ? 0 : 0.5 + i / IN));
+    await ts.run({ x: new Tensor('float32', x, [1, IN]) });
+    expect(ts.energy().events!.rowsDriven).toBe(13 * 2 * 2);
+    expect(ts.energy().breakdown.dacJ).toBeCloseTo(52 * tiled.profile.energy.dacConversion, 25);
+    await ts.run({ x: new Tensor('float32', new Float32Array(IN), [1, IN]) });
+    expect(ts.energy().events!.rowsDriven).toBe(0);
+    expect(ts.energy().breakdown.dacJ).toBe(0);
+    expect(ts.energy().breakdown.crossbarJ).toBe(0);
+    await ts.release();
   });
 
   it('profile: energy is optional (documented defaults) and validated field by field', () => {

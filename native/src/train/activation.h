@@ -55,6 +55,7 @@ inline float slopeFromOutput(Activation act, float alpha, float beta, float y) {
 inline double dendriteSlope(const dendrite::Constants& c, double u) {
   if (c.rectify && u < 0.0) return 0.0;
   const double v = c.ratio * std::fabs(u);
+  if (v > c.maxRatio) return 0.0;  // saturated at the device's rating: the output no longer follows the signal
   if (c.thresholdLinear) return v >= c.threshold ? 1.0 : c.invR;
   if (v >= 1.0) return 1.0;
   if (c.linear) return 1.0;  // i(v) = v/R + (1 − 1/R)·v

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <numeric>
 #include <string>
@@ -63,6 +64,8 @@ DendriteDef readDendrites(Reader& rd, Napi::Value v, const std::string& path, in
   s.alpha = optionalNumber(rd, o, "alpha", path + ".alpha", 0.0, 0.0, 700.0);
   s.onOffRatio = optionalNumber(rd, o, "onOffRatio", path + ".onOffRatio", 1.0, 1.0, 1e30);
   s.ratio = optionalNumber(rd, o, "ratio", path + ".ratio", 1.0, 0.0, 1e30, false);
+  s.maxRatio = optionalNumber(rd, o, "maxRatio", path + ".maxRatio", std::numeric_limits<double>::infinity(), 0.0,
+                              std::numeric_limits<double>::infinity(), false);  // the rating: the voltage saturates
   s.threshold = optionalNumber(rd, o, "threshold", path + ".threshold", 1.0, 0.0, 1.0, false);
   s.variation = optionalNumber(rd, o, "variation", path + ".variation", 0.0, 0.0, 1e3);
   s.fullScale = optionalNumber(rd, o, "fullScale", path + ".fullScale", 1.0, 0.0, 1e30, false);

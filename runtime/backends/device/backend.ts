@@ -160,7 +160,8 @@ export class DeviceBackend {
    * Runs `batch` samples (input: batch × inFeatures) and returns batch × outFeatures. `stats[0]`, if given,
    * receives the crossbar read power summed over the samples (W), estimated as the simulator computes it
    * (Σ over driven rows of V² · Σ_c G) from the voltages applied and the artifact's target conductances:
-   * the board's real conductances are not read back for it.
+   * the board's real conductances are not read back for it. Where `stats` is long enough, [3] and [4] receive
+   * the physical rows driven (non-zero inputs) over every layer and over the first, as the simulator counts them.
    */
   async run(input: Float32Array, batch: number, stats?: Float64Array): Promise<Float32Array> {
     if (this.#released) throw new DeviceError('session was released');
@@ -169,6 +170,8 @@ export class DeviceBackend {
     const dacBits = artifact.profile.dac.bits;
     const last = this.#layers.length - 1;
     let power = 0;
+    let rowEvents = 0;
+    let inputRowEvents = 0;
     let x = input;
     for (const [li, layer] of this.#layers.entries()) {
       const inF = layer.inFeatures;
@@ -195,11 +198,15 @@ export class DeviceBackend {
         for (let b = 0; b < batch; b++) {
           const vb = b * inF;
           const ob = b * nRows;
+          let events = 0;
           for (let r = 0; r < k; r++) {
             const value = v[vb + tile.inputIndex[r]!]!;
             volts[ob + tile.posRow[r]!] += value;
             if (tile.negRow[r]! >= 0) volts[ob + tile.negRow[r]!] -= value;
+            if (value !== 0) events += tile.negRow[r]! >= 0 ? 2 : 1; // event-driven rows: a zero input drives nothing
           }
+          rowEvents += events;
+          if (li === 0) inputRowEvents += events;
           let p = 0;
           for (let j = 0; j < nRows; j++) p += volts[ob + j]! * volts[ob + j]! * tile.rowSum[j]!;
           if (Number.isFinite(p)) power += p;
@@ -223,7 +230,13 @@ export class DeviceBackend {
       }
       x = acc;
     }
-    if (stats) stats[0] = power;
+    if (stats) {
+      stats[0] = power;
+      if (stats.length >= 5) {
+        stats[3] = rowEvents;
+        stats[4] = inputRowEvents;
+      }
+    }
     return x;
   }
 
