@@ -140,6 +140,7 @@ const PROFILE_FIELDS: Record<string, string[] | null> = {
   name: null,
   description: null,
   cite: null,
+  periphery: null,
   array: ['rows', 'cols', 'differential', 'spareRows', 'spareCols', 'count'],
   conductance: ['min', 'max', 'levels'],
   mapping: ['scale'],
@@ -150,9 +151,9 @@ const PROFILE_FIELDS: Record<string, string[] | null> = {
   stuck: ['on', 'off'],
   dac: ['bits'],
   adc: ['bits', 'range'],
-  energy: ['readTime', 'dacConversion', 'adcConversion', 'digitalOp'],
+  energy: ['readTime', 'dacConversion', 'adcConversion', 'digitalOp', 'tiaConversion'],
   pulse: ['slope', 'offset', 'gate', 'threshold', 'scale', 'amplitude', 'width', 'noise', 'variation'],
-  dendrite: ['kind', 'nonlinearity', 'onOffRatio', 'voltage', 'onVoltage', 'threshold', 'rectify', 'variation', 'onCurrent', 'time'],
+  dendrite: ['kind', 'nonlinearity', 'onOffRatio', 'voltage', 'onVoltage', 'maxVoltage', 'threshold', 'rectify', 'variation', 'onCurrent', 'time'],
   soma: ['voltage', 'onCurrent', 'time'],
 };
 
