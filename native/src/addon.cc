@@ -1,9 +1,10 @@
-// Module init: exports { Chip, kernel(), placeTiles() }.
+// Module init: exports { Chip, PulseChip, kernel(), placeTiles() }.
 #include <napi.h>
 
 #include "chip.h"
 #include "gemm.h"
 #include "placement.h"
+#include "pulse_chip.h"
 
 namespace {
 
@@ -13,6 +14,7 @@ Napi::Value kernel(const Napi::CallbackInfo& info) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Chip", dendra::Chip::define(env));
+  exports.Set("PulseChip", dendra::PulseChipWrap::define(env));
   exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
   exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));
   return exports;

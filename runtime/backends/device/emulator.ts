@@ -389,7 +389,7 @@ export class BoardEmulator {
       batch.amplitude[k] = amp;
       batch.gate[k] = gate;
     }
-    this.#chip.pulse(array, batch);
+    this.#chip.pulse(array, batch, width);
     this.#counters.pulses += n;
     for (let k = 0; k < n; k++) this.#counters.cellPulses += batch.col[k]! < 0 ? this.cols : 1;
     return { json: { applied: n } };
