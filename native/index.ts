@@ -277,6 +277,187 @@ export interface NativePulseChip {
   totals(): { pulses: number; cellPulses: number; reads: number; energy: number };
 }
 
+// ───────────────────────── The training engine (native/src/train/, docs/training.md) ─────────────────────────
+
+/**
+ * A dendritic layer in training (the model of common/dendrite.ts): per sample, neuron j and branch b,
+ *   z_bj = Σ_{i: branchOf[i] = b} x_i W_ij,   pre_j = biasScale·b_j + Σ_b fullScale·ε_bj·H(z_bj / fullScale),
+ * H(u) = sign(u)·i(ratio·|u|)/ratio (NativeDendrites), then the layer's activation (the soma).
+ */
+export interface NativeTrainDendrites {
+  /** Branches per neuron, 1..inFeatures. */
+  count: number;
+  /** Branch of each input, in [0, count); length inFeatures. */
+  branchOf: Int32Array;
+  kind: NativeDendriteKind;
+  /** 50·n/(1 − n), 0..700 (default 0: a linear device). */
+  alpha?: number;
+  /** ON/OFF ratio >= 1 (default 1). */
+  onOffRatio?: number;
+  /** voltage / onVoltage, > 0 (default 1). */
+  ratio?: number;
+  /** threshold-linear switching voltage (normalised), (0, 1] (default 1). */
+  threshold?: number;
+  /** Negative branch signals pass nothing (default false). */
+  rectify?: boolean;
+  /** σ of each dendrite's factor ε ~ N(1, σ²) clamped at 0, drawn per minibatch when a pass asks for `variation` (default 0). */
+  variation?: number;
+  /** F > 0 (default 1). */
+  fullScale?: number;
+  /** κ (default 1). */
+  biasScale?: number;
+}
+
+/**
+ * Hardware effects in the training forward pass, in weight units (what x·W sums in); all off by default.
+ * Random draws come from the trainer's seeded RNG and only in passes that ask for `noise`.
+ */
+export interface NativeTrainHardware {
+  /** Per weight (same layout as `weight`): non-zero = stuck at `stuckValue` (fixed; no gradient, never updated). */
+  stuck?: Uint8Array;
+  stuckValue?: Float32Array;
+  /** Programming error: W̃ = W + N(0, (programSigma + programRelative·|W|)²) per healthy weight, one draw per pass (minibatch); gradient straight through. */
+  programSigma?: number;
+  programRelative?: number;
+  /** Read noise: each sum z_j gets N(0, Σ_i x_i²·(readSigma + readRelative·|W̃_ij|)²), per sample, per pass. */
+  readSigma?: number;
+  readRelative?: number;
+  /** ADC: sums (branch sums in a dendritic layer) clipped to ±adcClip; no gradient where clipped. 0 = off. */
+  adcClip?: number;
+  /** ADC bits (needs adcClip): sums quantised to adcClip/(2^(bits−1) − 1), straight-through. 0 = off. */
+  adcBits?: number;
+  /** DAC bits: each input row scaled by its abs-max and quantised as the simulator's DAC, straight-through. 0 = off. */
+  dacBits?: number;
+}
+
+export interface NativeTrainLayer {
+  inFeatures: number;
+  outFeatures: number;
+  /** inFeatures × outFeatures, row-major [in][out] (dendra's DenseLayer, crossbar rows × columns), or [out][in] with layout 'out-in'. */
+  weight: Float32Array;
+  bias: Float32Array;
+  /** The soma: NativeActivation (ThresholdSoma: alpha = θ, beta = scale > 0; LeakyRelu: alpha; Clip: alpha = min, beta = max). */
+  activation: NativeActivation;
+  alpha?: number;
+  beta?: number;
+  dendrites?: NativeTrainDendrites;
+  hardware?: NativeTrainHardware;
+}
+
+export interface NativeTrainNetwork {
+  layers: NativeTrainLayer[];
+  /** Threads for the GEMMs (>= 1). */
+  threads: number;
+  /** Seed of the trainer's RNG (a uint32): minibatch order, ε, programming error, read noise. */
+  seed: number;
+  /** 'in-out' (default): weights [in][out]; 'out-in': [out][in] (ONNX Gemm transB, PyTorch Linear). Gradients come back in the same layout. */
+  layout?: 'in-out' | 'out-in';
+  /** The loss is the softmax cross-entropy of logitScale × the last layer's outputs (default 1). */
+  logitScale?: number;
+  /** L1 activity penalty added to the loss, per sample: soma·Σ_j |out_j| over every layer, branch·Σ_bj |z_bj / F| over dendritic layers (a rectified negative signal: 0). */
+  penalty?: { soma?: number; branch?: number };
+}
+
+/** What one forward/backward pass draws or is given. */
+export interface NativeTrainPassOptions {
+  /** Draw programming error and read noise (NativeTrainHardware) for this pass (default false). */
+  noise?: boolean;
+  /** Draw a fresh ε for every dendrite, one chip for the whole batch (default false: ε = 1, or `eps`). */
+  variation?: boolean;
+  /** Per layer ε [count × out] (branch-major) of one chip, or null (ε = 1). Not with `variation`. */
+  eps?: (Float32Array | null)[];
+}
+
+export interface NativeTrainGradientOptions extends NativeTrainPassOptions {
+  /**
+   * Per layer, [batch × outFeatures]: the outputs the chip measured (after the activation, before any head).
+   * The backward then uses what the chip computed: each layer's input is the previous layer's measured output
+   * (layer 0: x), the activation's slope is taken from the measured output, and the loss from the last layer's;
+   * a dendritic layer's branch sums are recomputed from its measured input and the current weights. No draws
+   * (noise and variation must be off).
+   */
+  measured?: Float32Array[];
+}
+
+/** d(loss)/d(params) of one batch, in the network's layout; the loss is the batch mean. */
+export interface NativeTrainGradients {
+  weight: Float32Array[];
+  bias: Float32Array[];
+  /** Mean over the batch of cross-entropy + penalty. */
+  loss: number;
+  crossEntropy: number;
+  /** Samples whose largest output is their label. */
+  correct: number;
+  samples: number;
+}
+
+export interface NativeOptimizer {
+  kind: 'sgd' | 'rmsprop' | 'adam';
+  /** η > 0 (default 1e-3). */
+  learningRate?: number;
+  /** SGD: v ← μ·v + g, θ ← θ − η·v (default 0). */
+  momentum?: number;
+  /** RMSprop: s ← ρ·s + (1 − ρ)·g², θ ← θ − η·g/(√s + ε) (default 0.9). */
+  rho?: number;
+  /** Adam (Kingma & Ba, Algorithm 1; defaults 0.9, 0.999). */
+  beta1?: number;
+  beta2?: number;
+  /** ε of RMSprop and Adam (default 1e-8). */
+  epsilon?: number;
+  /** 'constant' (default) or 'linear': η_t = η·(1 − (t − 1)/totalSteps). */
+  schedule?: 'constant' | 'linear';
+  totalSteps?: number;
+}
+
+export interface NativeFitOptions {
+  /** Passes over the samples (default 1); each reshuffled from the trainer's RNG (Fisher–Yates). */
+  epochs?: number;
+  /** Samples per step (default 32; the last minibatch of an epoch may be smaller). */
+  batch?: number;
+  /** Draw programming error and read noise for every minibatch (default false). */
+  noise?: boolean;
+  /** Draw a fresh ε per dendrite for every minibatch (one chip per minibatch) (default false). */
+  variation?: boolean;
+}
+
+export interface NativeFitProgress {
+  epoch: number;
+  /** Samples done so far over all epochs, of `total`. */
+  samples: number;
+  total: number;
+  /** Mean loss of this epoch's minibatches so far. */
+  loss: number;
+}
+
+export interface NativeFitResult {
+  /** Per epoch, the mean loss and accuracy over its minibatches as they trained. */
+  loss: number[];
+  accuracy: number[];
+  /** Optimizer steps taken so far (all fits). */
+  steps: number;
+}
+
+/** A network's weights, its optimizer's state and a seeded RNG, in native memory. */
+export interface NativeTrainer {
+  /** The gradients at the current weights (no update). */
+  gradients(x: Float32Array, labels: Int32Array, options?: NativeTrainGradientOptions): NativeTrainGradients;
+  /** One optimizer step on this batch (the whole batch is one minibatch). */
+  step(x: Float32Array, labels: Int32Array, options?: NativeTrainGradientOptions): Omit<NativeTrainGradients, 'weight' | 'bias'>;
+  /** Epochs of seeded minibatches off the main thread (Napi::AsyncProgressQueueWorker); x and labels are copied first. */
+  fit(x: Float32Array, labels: Int32Array, options?: NativeFitOptions, onProgress?: (p: NativeFitProgress) => void): Promise<NativeFitResult>;
+  /** The same on the calling thread, for tiny networks. */
+  fitSync(x: Float32Array, labels: Int32Array, options?: NativeFitOptions): NativeFitResult;
+  /** Mean cross-entropy and accuracy of the forward (default nominal: no noise, ε = 1). */
+  evaluate(x: Float32Array, labels: Int32Array, options?: NativeTrainPassOptions): { loss: number; accuracy: number; correct: number; samples: number };
+  /** The last layer's outputs [samples × out] (before any head). */
+  predict(x: Float32Array, options?: NativeTrainPassOptions): Float32Array;
+  /** Copies of the current weights and biases, in the network's layout. */
+  params(): { weight: Float32Array[]; bias: Float32Array[] };
+  setParams(p: { weight: Float32Array[]; bias: Float32Array[] }): void;
+  /** Optimizer steps taken. */
+  readonly steps: number;
+}
+
 export interface NativeModule {
   Chip: new (program: NativeProgram) => NativeChip;
   PulseChip: new (config: NativePulseChipConfig) => NativePulseChip;
@@ -284,6 +465,14 @@ export interface NativeModule {
   placeTiles(problems: NativePlacementProblem[], threads: number): NativePlacement[];
   /** Which matrix kernel the CPU selected at load: 'avx2-fma' or 'scalar'. */
   kernel(): string;
+  /** A trainer holding a copy of the network's weights and an optimizer (default Adam, η = 1e-3). */
+  Trainer: new (network: NativeTrainNetwork, optimizer?: NativeOptimizer) => NativeTrainer;
+  /**
+   * The one-step primitive (sync): the gradients of the loss of one batch at the network's weights, e.g. the
+   * weights a chip holds read back as float32 per layer (layout 'out-in' for [out][in]), with `measured` the
+   * per-layer outputs the chip computed for this batch. Nothing is kept between calls.
+   */
+  trainGradients(network: NativeTrainNetwork, x: Float32Array, labels: Int32Array, options?: NativeTrainGradientOptions): NativeTrainGradients;
 }
 
 function findAddon(): string {

@@ -1,10 +1,11 @@
-// Module init: exports { Chip, PulseChip, kernel(), placeTiles() }.
+// Module init: exports { Chip, PulseChip, kernel(), placeTiles(), Trainer, trainGradients() }.
 #include <napi.h>
 
 #include "chip.h"
 #include "gemm.h"
 #include "placement.h"
 #include "pulse_chip.h"
+#include "train/binding.h"
 
 namespace {
 
@@ -17,6 +18,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("PulseChip", dendra::PulseChipWrap::define(env));
   exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
   exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));
+  exports.Set("Trainer", dendra::train::Trainer::define(env));
+  exports.Set("trainGradients", Napi::Function::New<dendra::train::trainGradients>(env, "trainGradients"));
   return exports;
 }
 

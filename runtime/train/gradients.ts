@@ -23,7 +23,7 @@ export interface GradientInput {
   measured: Float32Array[];
 }
 
-function activationOf(a: Activation): { activation: number; alpha: number; beta: number } {
+function activationOf(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
   switch (a.kind) {
     case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
     case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };

@@ -1,0 +1,150 @@
+#include "matmul.h"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace dendra::train {
+
+namespace {
+constexpr int64_t kBlockRows = 96;           // rows per GEMM call (a multiple of gemm::kMR)
+constexpr double kMinFlopsPerThread = 2.0e6;  // below this a thread costs more than it saves
+}  // namespace
+
+void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m, int64_t ld) {
+  const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
+  const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
+  dst.k = k;
+  dst.m = m;
+  dst.panels = panels;
+  if (dst.data.size() != size) dst.data.assign(size, 0.0f);
+  for (int64_t j = 0; j < panels; ++j) {
+    float* panel = dst.data.data() + j * k * gemm::kNR;
+    const int64_t c0 = j * gemm::kNR;
+    const int64_t nc = std::min(gemm::kNR, m - c0);
+    for (int64_t p = 0; p < k; ++p) {
+      std::memcpy(panel + p * gemm::kNR, src + p * ld + c0, static_cast<size_t>(nc) * sizeof(float));
+      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+    }
+  }
+}
+
+void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m) {
+  const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
+  const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
+  dst.k = k;
+  dst.m = m;
+  dst.panels = panels;
+  if (dst.data.size() != size) dst.data.assign(size, 0.0f);
+  for (int64_t j = 0; j < panels; ++j) {
+    float* panel = dst.data.data() + j * k * gemm::kNR;
+    const int64_t c0 = j * gemm::kNR;
+    const int64_t nc = std::min(gemm::kNR, m - c0);
+    for (int64_t p = 0; p < k; ++p) {
+      const float* src = w + static_cast<int64_t>(rows[p]) * ldw + c0;
+      std::memcpy(panel + p * gemm::kNR, src, static_cast<size_t>(nc) * sizeof(float));
+      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+    }
+  }
+}
+
+void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m) {
+  const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
+  const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
+  dst.k = k;
+  dst.m = m;
+  dst.panels = panels;
+  if (dst.data.size() != size) dst.data.assign(size, 0.0f);
+  for (int64_t j = 0; j < panels; ++j) {
+    float* panel = dst.data.data() + j * k * gemm::kNR;
+    const int64_t c0 = j * gemm::kNR;
+    const int64_t nc = std::min(gemm::kNR, m - c0);
+    for (int64_t c = 0; c < gemm::kNR; ++c) {
+      if (c >= nc) {
+        for (int64_t p = 0; p < k; ++p) panel[p * gemm::kNR + c] = 0.0f;
+        continue;
+      }
+      const float* row = w + static_cast<int64_t>(rows ? rows[c0 + c] : c0 + c) * ldw;
+      for (int64_t p = 0; p < k; ++p) panel[p * gemm::kNR + c] = row[p];
+    }
+  }
+}
+
+void Matmul::runRows(int64_t r0, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
+                     const gemm::PackedMatrix& w, const Target& t) const {
+  const int64_t block = std::min<int64_t>(kBlockRows, (rows + gemm::kMR - 1) / gemm::kMR * gemm::kMR);
+  const int64_t ldc = w.paddedCols();
+  gemm::FloatBuffer apack(gemm::packBufferSize(block));
+  gemm::FloatBuffer c(static_cast<size_t>(block * ldc));
+  const int64_t m = w.m;
+  for (int64_t b0 = 0; b0 < rows; b0 += block) {
+    const int64_t nr = std::min(block, rows - b0);
+    gemm::multiply(kernel_, nr, x + (r0 + b0) * ldx, ldx, gather, w, c.data(), ldc, apack.data());
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t row = r0 + b0 + i;
+      float* dst = t.data + static_cast<int64_t>(t.rowIndex ? t.rowIndex[row] : row) * t.ld;
+      const float* src = c.data() + i * ldc;
+      if (t.colIndex) {
+        if (t.accumulate)
+          for (int64_t j = 0; j < m; ++j) dst[t.colIndex[j]] += src[j];
+        else
+          for (int64_t j = 0; j < m; ++j) dst[t.colIndex[j]] = src[j];
+      } else if (t.accumulate) {
+        for (int64_t j = 0; j < m; ++j) dst[j] += src[j];
+      } else {
+        std::memcpy(dst, src, static_cast<size_t>(m) * sizeof(float));
+      }
+    }
+  }
+}
+
+void Matmul::run(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, const gemm::PackedMatrix& w,
+                 const Target& target) const {
+  if (rows <= 0 || w.m <= 0) return;
+  if (w.k == 0) {  // an empty sum
+    if (!target.accumulate)
+      for (int64_t i = 0; i < rows; ++i) {
+        float* dst = target.data + static_cast<int64_t>(target.rowIndex ? target.rowIndex[i] : i) * target.ld;
+        for (int64_t j = 0; j < w.m; ++j) dst[target.colIndex ? target.colIndex[j] : j] = 0.0f;
+      }
+    return;
+  }
+  const double flopsPerRow = 2.0 * static_cast<double>(w.k) * static_cast<double>(w.m);
+  const int64_t minRows = std::max<int64_t>(gemm::kMR, static_cast<int64_t>(kMinFlopsPerThread / flopsPerRow));
+  int64_t workers = std::min<int64_t>(threads_, (rows + minRows - 1) / minRows);
+  workers = std::max<int64_t>(1, workers);
+  int64_t chunk = (rows + workers - 1) / workers;
+  chunk = (chunk + gemm::kMR - 1) / gemm::kMR * gemm::kMR;
+  workers = (rows + chunk - 1) / chunk;
+  if (workers == 1) {
+    runRows(0, rows, x, ldx, gather, w, target);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  auto job = [&](int64_t t) {
+    try {
+      const int64_t r0 = t * chunk;
+      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers));
+  for (int64_t t = 1; t < workers; ++t) {
+    try {
+      pool.emplace_back(job, t);
+    } catch (const std::system_error&) {
+      job(t);
+    }
+  }
+  job(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace dendra::train
