@@ -17,6 +17,7 @@ import { sweepCommand } from './sweep.js';
 import { sweepParamCommand } from './sweep-param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
+import { trainCommand } from './train.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -135,6 +136,27 @@ export function program(): Command {
       if (opts.calibrate !== undefined && opts.calibrate.length > 1) throw new InputError('--calibrate takes one file in the fault-rate sweep (sample inputs)');
       return sweepCommand(model, { ...opts, calibrate: opts.calibrate?.[0] });
     });
+  cli.command('train')
+    .description('in-situ training (Li et al. 2018): forward passes on the chip, backpropagation on the host, updates as RESET and SET pulses; writes the network as the chip holds it')
+    .argument('<model>', 'the .onnx file: the architecture (and the weights, with --init model)')
+    .requiredOption('--device <name|profile.json>', 'device profile of the chip (needs a pulse section, e.g. hfo2-1t1r)')
+    .requiredOption('--input <X.npy>', 'training inputs, one sample per leading index')
+    .requiredOption('--labels <L.npy>', 'training labels: class indices (n,) or one-hot (n, classes)')
+    .option('--test <Xt.npy Lt.npy...>', 'test inputs and labels: accuracy on them during training (the paper\'s Fig. 3c curve)')
+    .option('--defects <MAP.json>', "the simulated chip's stuck devices (training does not see them)")
+    .option('--board <URL>', 'train on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX) instead of the simulator; the trained state stays on the board')
+    .addOption(new Option('--init <mode>', 'random: RESET and SET every device at Vg0 = 1.0 V; model: program-and-verify the ONNX weights, then tune in situ').choices(['random', 'model']).default('random'))
+    .addOption(new Option('--optimizer <kind>', 'host optimizer').choices(['sgd', 'rmsprop']).default('rmsprop'))
+    .option('--lr <R>', 'learning rate (default: rmsprop 0.01, sgd 0.1)', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
+    .addOption(new Option('--batch <B>', 'minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
+    .addOption(new Option('--epochs <N>', 'epochs (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
+    .addOption(new Option('--eval-every <N>', 'training samples between two test evaluations (default 2000)').argParser((v) => parseIntOption(v, '--eval-every', 1, 1 << 30)))
+    .addOption(seedOption())
+    .requiredOption('-o, --output <OUT.dendra>', 'the trained artifact (eval and deploy take it)')
+    .option('--report <R.json>', 'write the report (curve, pulses per device, reads, energy, wall time) and its plot R.svg')
+    .option('--json', 'print the report as one JSON object')
+    .action((model: string, opts) => trainCommand(model, opts));
+
   cli.command('emulate')
     .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
     .option('--listen <tcp://HOST:PORT>', 'serve on TCP (port 0: a free port, printed)')

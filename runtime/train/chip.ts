@@ -24,6 +24,8 @@ export interface ChipCounters {
 /** What the trainer needs from a chip. Artifact array i lives on chip array `chipArray(i)`. */
 export interface TrainChip {
   readonly kind: 'sim' | 'board';
+  /** The device profile the chip follows (its name). */
+  readonly device: string;
   /** Layer li of `placed` on the chip with bias and activation (no head): x [batch × in] → [batch × out]. */
   forwardLayer(placed: PlacedModel, li: number, x: Float32Array, batch: number): Promise<Float32Array>;
   /** Whole-array reads of the listed chip arrays (noisy, as a board reads). */
@@ -46,6 +48,7 @@ export interface TrainChip {
 export class SimTrainChip implements TrainChip {
   readonly kind = 'sim' as const;
   readonly chip: NativePulseChip;
+  readonly device: string;
   readonly #placed: PlacedModel;
   #runs = 0;
   readonly #seed: number;
@@ -53,6 +56,7 @@ export class SimTrainChip implements TrainChip {
   constructor(placed: PlacedModel, defects: DefectMap, seed: number) {
     pulseModelOf(placed.profile);
     this.#placed = placed;
+    this.device = placed.profile.name;
     this.#seed = seed >>> 0;
     this.chip = createPulseChip(placed.profile, defects, seed);
   }

@@ -78,7 +78,7 @@ export interface InSituReport {
   finalAccuracy: number | null;
   /** Pulses the host sent, per device of the network (RESET and SET each count one). */
   pulsesPerDevice: { mean: number; median: number; max: number; devices: number };
-  /** What the chip counted: pulses, cell-pulses, cells read, programming energy (J; null where not reported). */
+  /** What the chip counted: pulses and cell-pulses (program-and-verify included), programming energy (J; null where not reported); cells read back by the host. */
   chipCounters: { pulses: number; cellPulses: number; reads: number; energyJ: number | null };
   /** Program-and-verify of the ONNX weights (init 'model'). */
   programVerify?: { pulses: number; rounds: number; failed: number };
@@ -190,6 +190,12 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
   placed.arrays.forEach((a, i) => { a.chipArray = i; });
   const chipArrays = placed.arrays.map((a, i) => a.chipArray ?? i);
   const amp = amplitudes(profile);
+  let cellsRead = 0;
+  const readAll = async () => {
+    cellsRead += chipArrays.length * rows * cols;
+    return chip.readArrays(chipArrays, rows, cols);
+  };
+  if (chip.kind === 'board' && chip.device !== profile.name) throw new InputError(`training for '${profile.name}', but the board is a '${chip.device}' chip`);
 
   // The host's state: every device's gate voltage (NaN: not a device of the network), per artifact array.
   const vg = placed.arrays.map((a) => new Float32Array(a.rows * a.cols).fill(NaN));
@@ -232,7 +238,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       const bytes = writeArtifact(placed);
       const { report } = await deploy(bytes, async () => chip.board(), { force: true });
       programVerify = { pulses: report.pulses, rounds: report.rounds, failed: report.failed.length };
-      const g = await chip.readArrays(chipArrays, rows, cols);
+      const g = await readAll();
       index.arrays.forEach((a, ai) => {
         for (const cell of a.cells) vg[ai]![cell] = gateFor(profile, g[ai]![cell]!);
       });
@@ -275,7 +281,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
         const y = yb.subarray(0, b);
         const net = current();
         const measured = await forward(chip, net, x, b);
-        const g = await chip.readArrays(chipArrays, rows, cols);
+        const g = await readAll();
         const weights = weightsFrom(placed, index, g);
         const grads = hostGradients({
           layers: placed.layers.map((l, li) => ({ inFeatures: l.inFeatures, outFeatures: l.outFeatures, weight: weights[li]!, bias: biases[li]!, activation: l.activation })),
@@ -328,7 +334,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
     }
 
     // The artifact: the network as the chip holds it (a final read of every array).
-    const final = await chip.readArrays(chipArrays, rows, cols);
+    const final = await readAll();
     const artifact: PlacedModel = {
       ...current(),
       arrays: placed.arrays.map((a, ai) => {
@@ -370,7 +376,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
         max: perDevice[perDevice.length - 1] ?? 0,
         devices: perDevice.length,
       },
-      chipCounters: { pulses: counters.pulses, cellPulses: counters.cellPulses, reads: counters.reads, energyJ: counters.energy },
+      chipCounters: { pulses: counters.pulses, cellPulses: counters.cellPulses, reads: cellsRead, energyJ: counters.energy },
       ...(programVerify ? { programVerify } : {}),
       wallSeconds: (performance.now() - started) / 1000,
     };

@@ -39,6 +39,7 @@ import { DeviceError, InputError, ProfileError } from '../../../common/errors.js
 import type { DeviceProfile } from '../../../common/profile.js';
 import { Random } from '../../../common/random.js';
 import { ChipPhysics, type PulseBatch } from './emulator-physics.js';
+import { handleReadArrays, handleUpdateRows } from './training-messages.js';
 import {
   encodeFrame,
   FrameDecoder,
@@ -101,6 +102,10 @@ class Refusal extends Error {
     super(message);
   }
 }
+
+const refuse = (code: 'bad-request' | 'out-of-range', message: string): never => {
+  throw new Refusal(code, message);
+};
 
 interface Link {
   send(bytes: Uint8Array): void;
@@ -243,7 +248,7 @@ export class BoardEmulator {
 
   /** Answers one request frame: the encoded response (before link faults). */
   handle(frame: Frame): Uint8Array {
-    const cacheable = frame.type === MessageType.Pulse || frame.type === MessageType.Mark;
+    const cacheable = frame.type === MessageType.Pulse || frame.type === MessageType.Mark || frame.type === MessageType.UpdateRows;
     let fingerprint = '';
     if (cacheable) {
       fingerprint = `${crc32(JSON.stringify(frame.json ?? null))}:${crc32(frame.data)}:${frame.data.length}`;
@@ -292,6 +297,17 @@ export class BoardEmulator {
         throw new Refusal('unsupported', 'this board has no dendrite or soma devices (features.dendrites and features.soma are false)');
       case MessageType.Mark:
         return this.#mark(b);
+      case MessageType.UpdateRows: {
+        const r = handleUpdateRows(this.#chip, b, frame.data, refuse);
+        this.#counters.pulses += r.pulses;
+        this.#counters.cellPulses += r.cellPulses;
+        return { json: r.json };
+      }
+      case MessageType.ReadArrays: {
+        const r = handleReadArrays(this.#chip, b, refuse);
+        this.#counters.reads += r.reads;
+        return { json: r.json, data: r.data };
+      }
       default:
         throw new Refusal('unsupported', `unknown request type 0x${frame.type.toString(16).padStart(2, '0')} (protocol ${PROTOCOL_VERSION})`);
     }
@@ -314,7 +330,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true },
     };
   }
 
@@ -328,6 +344,7 @@ export class BoardEmulator {
       // Beyond StatusResponse: more counters, and the link faults the emulator injected.
       cellPulses: this.#counters.cellPulses,
       infers: this.#counters.infers,
+      pulseEnergy: this.#chip.chip.totals().energy,
       link: this.stats(),
     };
   }

@@ -28,6 +28,9 @@ export const MessageType = {
   Infer: 0x05,
   ReadNeurons: 0x06,
   Mark: 0x07,
+  /** Training messages (docs/protocol.md "Training"; training-messages.ts): a board announces them in Identify.features. */
+  UpdateRows: 0x10,
+  ReadArrays: 0x11,
   Error: 0xff,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -146,7 +149,8 @@ export interface IdentifyResponse {
   /** Pulse limits the board accepts. */
   limits: { setVoltage: [number, number]; resetVoltage: [number, number]; gateVoltage: [number, number]; width: [number, number] };
   readVoltage: number;
-  features: { dendrites: boolean; soma: boolean };
+  /** updateRows / readArrays: the training messages (absent = not supported). */
+  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean };
 }
 
 export interface StatusResponse {
