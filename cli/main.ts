@@ -18,6 +18,7 @@ import { sweepParamCommand } from './sweep-param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
 import { trainCommand } from './train.js';
+import { sweepTrainCommand } from './sweep-train.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -121,8 +122,24 @@ export function program(): Command {
     .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial; with --param: of the simulator and the input noise').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(threadsOption())
     .option('--json', 'print one JSON object')
+    .option('--train', 'the in-situ learning paper\'s Fig. 4b: on each chip, in-situ training (on --input/--labels) against the ONNX weights loaded naively and remapped; evaluated on --test')
+    .option('--test <Xt.npy Lt.npy...>', 'with --train: the test inputs and labels')
+    .addOption(new Option('--epochs <N>', 'with --train: epochs of in-situ training per chip (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
+    .addOption(new Option('--batch <B>', 'with --train: minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
+    .addOption(new Option('--optimizer <kind>', 'with --train: host optimizer (default rmsprop)').choices(['sgd', 'rmsprop']))
+    .option('--lr <R>', 'with --train: learning rate', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
     .action((model: string, opts, cmd: Command) => {
       const given = (name: string) => opts[name] !== undefined && cmd.getOptionValueSource(name) !== 'default';
+      const trainOnly = [['test', '--test'], ['epochs', '--epochs'], ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
+      if (opts.train) {
+        const other = [['param', '--param'], ['calibrate', '--calibrate'], ['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
+        if (other.length > 0) throw new InputError(`${other.map(([, f]) => f).join(', ')} cannot be combined with --train`);
+        for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
+          if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
+        }
+        return sweepTrainCommand(model, opts);
+      }
+      if (trainOnly.length > 0) throw new InputError(`${trainOnly.map(([, f]) => f).join(', ')} ${trainOnly.length > 1 ? 'apply' : 'applies'} to --train sweeps only`);
       if (opts.param !== undefined) {
         const faultOnly = [['rates', '--rates'], ['trials', '--trials'], ['onFraction', '--on-fraction'], ['pattern', '--pattern']].filter(([k]) => given(k!));
         if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);
