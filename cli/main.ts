@@ -168,6 +168,7 @@ export function program(): Command {
     .addOption(new Option('--batch <B>', 'minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
     .addOption(new Option('--epochs <N>', 'epochs (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
     .addOption(new Option('--eval-every <N>', 'training samples between two test evaluations (default 2000)').argParser((v) => parseIntOption(v, '--eval-every', 1, 1 << 30)))
+    .option('--gate-step <V>', 'pulse a device once its gate voltage moved this much (default 0.01 V; 0: every device every step, as the paper)', (v) => parseNumberOption(v, '--gate-step', 0, 0.999))
     .addOption(seedOption())
     .requiredOption('-o, --output <OUT.dendra>', 'the trained artifact (eval and deploy take it)')
     .option('--report <R.json>', 'write the report (curve, pulses per device, reads, energy, wall time) and its plot R.svg')

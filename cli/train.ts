@@ -31,6 +31,7 @@ export interface TrainArgs {
   epochs?: number;
   seed?: number;
   evalEvery?: number;
+  gateStep?: number;
   output: string;
   report?: string;
   json?: boolean;
@@ -107,6 +108,7 @@ export async function trainCommand(model: string, opts: TrainArgs): Promise<void
       epochs: opts.epochs,
       seed: opts.seed,
       evalEvery: opts.evalEvery,
+      gateStep: opts.gateStep,
       onProgress: (e) => {
         if (!bar) return;
         if (e.kind === 'step') bar.update(e.samples);

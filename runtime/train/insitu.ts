@@ -8,9 +8,12 @@
  *   3. backpropagation on the host from those weights and the activations measured on the chip
  *      (gradients.ts), and the optimizer's ΔW (optimizer.ts);
  *   4. ΔW mapped to gate voltages: Vg± ← clip(Vg± ± ΔW·gPerWeight / (2·slope)); the devices whose gate
- *      voltage falls are RESET, then every device is SET with its new gate voltage, row by row (one
- *      row-parallel update per row: its gate voltages and RESET mask). Nothing is verified and nothing knows
- *      which devices are stuck: the host keeps its gate-voltage matrix as its state, as in the paper.
+ *      voltage falls are RESET, then SET with their new gate voltage, and those whose gate voltage rises are
+ *      SET, row by row (one row-parallel update per row: its gate voltages and RESET mask). A device is pulsed
+ *      once its gate voltage moved by `gateStep` (10 mV; 0 pulses every device on every step, as the paper's
+ *      code), so devices the optimizer no longer moves stop collecting pulse noise; the learning rate falls
+ *      linearly to lrEnd·lr. Nothing is verified and nothing knows which devices are stuck: the host keeps its
+ *      gate-voltage matrix as its state, as in the paper.
  * Biases live in the digital periphery and are trained there.
  *
  * `init: 'random'` starts from a full RESET of every device and a SET at Vg0 = 1.0 V (W ≈ 0);
@@ -52,6 +55,13 @@ export interface InSituOptions {
   seed?: number;
   /** Training samples between two test evaluations (default: 2000). */
   evalEvery?: number;
+  /** The learning rate falls linearly from lr to lrEnd·lr over the run (default 0.1; 1 = constant). */
+  lrEnd?: number;
+  /**
+   * A device is pulsed once the gate voltage the optimizer wants for it has moved by at least this much (V)
+   * since its last pulse (default 0.01 V, about 1 µS on hfo2-1t1r; 0 = every device on every step, as the paper).
+   */
+  gateStep?: number;
   /** Called after every minibatch and evaluation. */
   onProgress?: (event: TrainEvent) => void;
 }
@@ -66,6 +76,8 @@ export interface InSituReport {
   init: InitMode;
   optimizer: OptimizerKind;
   lr: number;
+  lrEnd: number;
+  gateStep: number;
   batch: number;
   epochs: number;
   seed: number;
@@ -90,6 +102,9 @@ export interface InSituResult {
   artifact: PlacedModel;
   report: InSituReport;
 }
+
+/** A gate-voltage DAC step of 10 mV: about 1 µS of SET level on hfo2-1t1r, a quarter of the pulse noise. */
+export const DEFAULT_GATE_STEP = 0.01;
 
 /** Reset and SET amplitudes and the pulse width of training updates. */
 function amplitudes(profile: DeviceProfile): { set: number; reset: number; width: number } {
@@ -161,6 +176,10 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
   const epochs = options.epochs ?? 20;
   const seed = (options.seed ?? 0) >>> 0;
   const evalEvery = options.evalEvery ?? 2000;
+  const lrEnd = options.lrEnd ?? 0.1;
+  const minStep = options.gateStep ?? DEFAULT_GATE_STEP;
+  if (!(lrEnd >= 0 && lrEnd <= 1)) throw new InputError(`the final learning-rate fraction must be from 0 to 1 (got ${lrEnd})`);
+  if (!(minStep >= 0 && minStep < 1)) throw new InputError(`--gate-step must be a gate voltage step from 0 to 1 V (got ${minStep})`);
   if (!(lr > 0 && Number.isFinite(lr))) throw new InputError(`--lr must be a positive number (got ${lr})`);
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`--batch must be a positive integer (got ${batchSize})`);
   if (!(Number.isInteger(epochs) && epochs >= 1)) throw new InputError(`--epochs must be a positive integer (got ${epochs})`);
@@ -204,7 +223,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
   let programVerify: InSituReport['programVerify'];
 
   /** Sends the gate voltages in `next` (RESETting the devices whose gate voltage falls) and makes them the state. */
-  const apply = async (ai: number, next: Float32Array, resetAll: boolean) => {
+  const apply = async (ai: number, next: Float32Array, resetAll: boolean, minStep: number) => {
     const rowList = usedRows[ai]!;
     const gates = new Float32Array(rowList.length * cols).fill(NaN);
     const mask = new Uint8Array(rowList.length * cols);
@@ -215,16 +234,17 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
         const cell = row * cols + c;
         const v = next[cell]!;
         if (Number.isNaN(v)) continue;
+        if (!resetAll && Math.abs(v - cur[cell]!) < minStep) continue;
         gates[r * cols + c] = v;
         sent[cell]++;
         if (resetAll || !(v >= cur[cell]!)) {
           mask[r * cols + c] = 1;
           sent[cell]++;
         }
+        cur[cell] = v;
       }
     });
     await chip.updateRows(chipArrays[ai]!, rowList, gates, mask, amp);
-    vg[ai] = next as Float32Array<ArrayBuffer>;
   };
 
   try {
@@ -232,7 +252,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       for (let ai = 0; ai < placed.arrays.length; ai++) {
         const next = new Float32Array(rows * cols).fill(NaN);
         for (const cell of index.arrays[ai]!.cells) next[cell] = INITIAL_GATE;
-        await apply(ai, next, true);
+        await apply(ai, next, true, 0);
       }
     } else {
       const bytes = writeArtifact(placed);
@@ -244,6 +264,8 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       });
     }
 
+    // What the optimizer wants each gate voltage to be; a device is pulsed once its target moved by minStep.
+    const target = vg.map((v) => Float32Array.from(v));
     const biases = placed.layers.map((l) => Float32Array.from(l.bias));
     const current = (): PlacedModel => ({ ...placed, layers: placed.layers.map((l, li) => ({ ...l, bias: biases[li]! })) });
     const opt = new HostOptimizer(optimizerKind, lr);
@@ -292,15 +314,17 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
         });
         lossSum += grads.loss;
         steps++;
-        const dW = grads.weight.map((gw, li) => opt.delta(`w${li}`, gw));
+        // The learning rate falls linearly to lrEnd·lr over the run (lrEnd 1: constant).
+        const stepLr = lr * (1 - (1 - lrEnd) * (samples / (n * epochs)));
+        const dW = grads.weight.map((gw, li) => opt.delta(`w${li}`, gw, stepLr));
         grads.bias.forEach((gb, li) => {
-          const d = opt.delta(`b${li}`, gb);
+          const d = opt.delta(`b${li}`, gb, stepLr);
           const bias = biases[li]!;
           for (let j = 0; j < bias.length; j++) bias[j] += d[j]!;
         });
         for (let ai = 0; ai < placed.arrays.length; ai++) {
           const a = index.arrays[ai]!;
-          const next = Float32Array.from(vg[ai]!);
+          const next = target[ai]!;
           for (let d = 0; d < a.cells.length; d++) {
             const li = a.layer[d]!;
             const l = placed.layers[li]!;
@@ -309,7 +333,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
             const cell = a.cells[d]!;
             next[cell] = Math.min(pulse.gate[1], Math.max(pulse.gate[0], next[cell]! + dv));
           }
-          await apply(ai, next, false);
+          await apply(ai, next, false, minStep);
         }
         samples += b;
         yield { kind: 'step', epoch, samples, total: n * epochs, loss: grads.loss };
@@ -362,6 +386,8 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       init,
       optimizer: optimizerKind,
       lr,
+      lrEnd,
+      gateStep: minStep,
       batch: batchSize,
       epochs,
       seed,

@@ -59,7 +59,7 @@ describe('in-situ training on the simulated chip', () => {
   it('learns the digits from a random start, blind to nothing but noise; a learning rate that moves no device stays near chance', async () => {
     const events: string[] = [];
     const r = await trainInSitu({ model: MODEL, device: 'hfo2-1t1r', inputs: train.inputs, labels: train.labels, test, epochs: 6, seed: 11, evalEvery: 2000, onProgress: (e) => events.push(e.kind) });
-    expect(r.report.finalAccuracy!).toBeGreaterThan(0.7);
+    expect(r.report.finalAccuracy!).toBeGreaterThan(0.78);
     expect(r.report.curve[0]!.samples).toBe(0);
     expect(r.report.curve[0]!.accuracy).toBeLessThan(0.35);
     expect(events.filter((e) => e === 'step').length).toBe(6 * Math.ceil(train.labels.length / 50));
@@ -75,10 +75,11 @@ describe('in-situ training on the simulated chip', () => {
 
   it('with half of the devices stuck OFF it still learns, above the ex-situ weights loaded naively on the same chip', async () => {
     const defects = generateDefects(profile, { rate: 0.5, onFraction: 0, seed: 77, arrays: 2 });
-    const r = await trainInSitu({ model: MODEL, device: profile, inputs: train.inputs, labels: train.labels, test, defects, epochs: 4, seed: 5 });
+    const r = await trainInSitu({ model: MODEL, device: profile, inputs: train.inputs, labels: train.labels, test, defects, epochs: 6, seed: 5 });
     const naive = await accuracyOf(writeArtifact(compile(MODEL, { device: profile, defects, remap: 'none' })), 5);
-    expect(r.report.finalAccuracy!).toBeGreaterThan(0.6);
+    expect(r.report.finalAccuracy!).toBeGreaterThan(0.55);
     expect(r.report.finalAccuracy!).toBeGreaterThan(naive);
+    console.log(`50 % stuck OFF, 1,999 digits × 6 epochs: in situ ${r.report.finalAccuracy}, ex situ naive ${naive}`);
   });
 
   it('--init model programs the ONNX weights with program-and-verify, then tunes them', async () => {
@@ -86,7 +87,7 @@ describe('in-situ training on the simulated chip', () => {
     expect(r.report.programVerify!.pulses).toBeGreaterThan(0);
     // before any update the chip already runs the trained network; the blind updates then keep it learning
     expect(r.report.curve[0]!.accuracy).toBeGreaterThan(0.85);
-    expect(r.report.finalAccuracy!).toBeGreaterThan(0.7);
+    expect(r.report.finalAccuracy!).toBeGreaterThan(0.85);
   });
 });
 
