@@ -10,7 +10,7 @@ import type { Board } from '../backends/device/board.js';
 import { connectBoard, type ClientOptions } from '../backends/device/client.js';
 import { adc, dacRow, finishRow, makeAdc } from '../backends/device/periphery.js';
 import { PROTOCOL_VERSION, type IdentifyResponse } from '../backends/device/protocol.js';
-import { readArrays, requireTrainingFeatures, updateRows } from '../backends/device/training-messages.js';
+import { inferTiles, readArrays, requireTrainingFeatures, updateRows } from '../backends/device/training-messages.js';
 import type { ChipCounters, TrainChip } from './chip.js';
 
 export class BoardTrainChip implements TrainChip {
@@ -56,36 +56,40 @@ export class BoardTrainChip implements TrainChip {
       for (let i = 0; i < inF; i++) v[b * inF + i] = u[i]! * vRead;
     }
     const acc = new Float32Array(batch * outF);
-    for (const t of layer.tiles) {
+    const plans = layer.tiles.map((t) => {
       const arr = placed.arrays[t.array]!;
       const rowSlot = new Map<number, number>();
       const colSlot = new Map<number, number>();
       for (const r of [...t.rowPos, ...t.rowNeg]) if (!rowSlot.has(r)) rowSlot.set(r, rowSlot.size);
       for (const c of [...t.colPos, ...t.colNeg]) if (!colSlot.has(c)) colSlot.set(c, colSlot.size);
       const nRows = rowSlot.size;
-      const nCols = colSlot.size;
-      const k = t.inputIndex.length;
       const volts = new Float32Array(batch * nRows);
       for (let b = 0; b < batch; b++) {
-        for (let r = 0; r < k; r++) {
+        for (let r = 0; r < t.inputIndex.length; r++) {
           const value = v[b * inF + t.inputIndex[r]!]!;
           volts[b * nRows + rowSlot.get(t.rowPos[r]!)!] += value;
           if (t.rowNeg[r] !== t.rowPos[r]) volts[b * nRows + rowSlot.get(t.rowNeg[r]!)!] -= value;
         }
       }
-      const currents = await this.boardLink.infer(arr.chipArray ?? t.array, Int32Array.from(rowSlot.keys()), Int32Array.from(colSlot.keys()), volts, batch);
+      return { t, rowSlot, colSlot, volts, tile: { array: arr.chipArray ?? t.array, rows: Int32Array.from(rowSlot.keys()), cols: Int32Array.from(colSlot.keys()) } };
+    });
+    // Every tile of the layer in one request where the board takes InferTiles.
+    const currents = await inferTiles(this.boardLink, plans.map((p) => p.tile), plans.map((p) => p.volts), batch, this.identity.features?.inferTiles === true);
+    plans.forEach(({ t, colSlot }, i) => {
+      const cur = currents[i]!;
+      const nCols = colSlot.size;
       const conv = makeAdc(p.adc.bits, t.adcFullScale, vRead);
       for (let b = 0; b < batch; b++) {
         for (let q = 0; q < t.outputIndex.length; q++) {
           const pos = colSlot.get(t.colPos[q]!)!;
           const neg = t.colNeg[q] !== t.colPos[q] ? colSlot.get(t.colNeg[q]!)! : -1;
-          const current = currents[b * nCols + pos]! - (neg >= 0 ? currents[b * nCols + neg]! : 0);
+          const current = cur[b * nCols + pos]! - (neg >= 0 ? cur[b * nCols + neg]! : 0);
           let y = Math.fround(current / vRead);
           if (conv) y = adc(conv, y);
           acc[b * outF + t.outputIndex[q]!] += y;
         }
       }
-    }
+    });
     const outScale = Float32Array.from(layer.gPerWeight, (g) => 1 / g);
     for (let b = 0; b < batch; b++) finishRow(acc.subarray(b * outF, (b + 1) * outF), scale[b]!, outScale, layer.bias, layer.activation, 'none');
     return acc;

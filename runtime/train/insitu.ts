@@ -21,7 +21,7 @@
  */
 import { importModel, resolveProfile } from '../../compiler/index.js';
 import type { PlacedModel } from '../../compiler/ir/placed.js';
-import { generateDefects, type DefectMap } from '../../common/defects.js';
+import { faultGrid, generateDefects, type DefectMap } from '../../common/defects.js';
 import { InputError } from '../../common/errors.js';
 import type { DeviceProfile } from '../../common/profile.js';
 import { Random } from '../../common/random.js';
@@ -198,6 +198,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
   const rows = profile.array.rows!;
   const cols = profile.array.cols!;
   let chip: TrainChip;
+  let simDefects: DefectMap | undefined;
   if (options.chip) {
     chip = options.chip;
   } else {
@@ -205,6 +206,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
     if (defects.device !== profile.name) throw new InputError(`the defect map describes a '${defects.device}' chip, but training is on '${profile.name}'`);
     if (defects.arrays.length < placed.arrays.length) throw new InputError(`the defect map has ${defects.arrays.length} arrays; the network needs ${placed.arrays.length}`);
     chip = new SimTrainChip(placed, defects, seed);
+    simDefects = defects;
   }
   placed.arrays.forEach((a, i) => { a.chipArray = i; });
   const chipArrays = placed.arrays.map((a, i) => a.chipArray ?? i);
@@ -359,20 +361,29 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
 
     // The artifact: the network as the chip holds it (a final read of every array).
     const final = await readAll();
+    // On the simulator the chip's stuck cells are known (the map it was made from; training never used it):
+    // the artifact records them, so the simulator runs them as stuck. A board's stay unknown.
+    const stuckOf = (ai: number) => (simDefects ? faultGrid(simDefects.arrays[chipArrays[ai]!]!) : undefined);
     const artifact: PlacedModel = {
       ...current(),
       arrays: placed.arrays.map((a, ai) => {
         const g = Float32Array.from(final[ai]!, (v) => Math.max(0, v));
-        return { rows: a.rows, cols: a.cols, conductance: g, chipArray: chipArrays[ai]! };
+        const grid = stuckOf(ai);
+        if (grid) for (let i = 0; i < g.length; i++) if (grid.state[i]) g[i] = grid.conductance[i]!;
+        return { rows: a.rows, cols: a.cols, conductance: g, chipArray: chipArrays[ai]!, ...(grid && grid.count > 0 ? { stuck: grid.state } : {}) };
       }),
-      chip: {
-        device: profile.name,
-        arrays: placed.arrays.length,
-        faults: 0,
-        remap: 'none',
-        calibrated: false,
-        origin: { trained: 'in-situ', chip: chip.kind, init, seed, note: 'conductances as read back from the chip after in-situ training; its stuck devices are unknown to the host' },
-      },
+      ...(simDefects
+        ? {
+            chip: {
+              device: profile.name,
+              arrays: simDefects.arrays.length,
+              faults: simDefects.arrays.reduce((n, a) => n + a.faults.length, 0),
+              remap: 'none' as const,
+              calibrated: false,
+              origin: { ...(simDefects.origin ?? {}), trained: 'in-situ', init, seed, note: 'conductances read back from the simulated chip after in-situ training, which never saw its stuck cells' },
+            },
+          }
+        : {}),
     };
     const perDevice: number[] = [];
     index.arrays.forEach((a, ai) => {

@@ -39,7 +39,7 @@ import { DeviceError, InputError, ProfileError } from '../../../common/errors.js
 import type { DeviceProfile } from '../../../common/profile.js';
 import { Random } from '../../../common/random.js';
 import { ChipPhysics, type PulseBatch } from './emulator-physics.js';
-import { handleReadArrays, handleUpdateRows } from './training-messages.js';
+import { handleInferTiles, handleReadArrays, handleUpdateRows } from './training-messages.js';
 import {
   encodeFrame,
   FrameDecoder,
@@ -303,6 +303,11 @@ export class BoardEmulator {
         this.#counters.cellPulses += r.cellPulses;
         return { json: r.json };
       }
+      case MessageType.InferTiles: {
+        const r = handleInferTiles(this.#chip, b, frame.data, this.inferVoltageLimit, refuse);
+        this.#counters.infers += r.tiles;
+        return { json: r.json, data: r.data };
+      }
       case MessageType.ReadArrays: {
         const r = handleReadArrays(this.#chip, b, refuse);
         this.#counters.reads += r.reads;
@@ -330,7 +335,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false, updateRows: true, readArrays: true },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: true },
     };
   }
 

@@ -31,6 +31,7 @@ export const MessageType = {
   /** Training messages (docs/protocol.md "Training"; training-messages.ts): a board announces them in Identify.features. */
   UpdateRows: 0x10,
   ReadArrays: 0x11,
+  InferTiles: 0x12,
   Error: 0xff,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -149,8 +150,8 @@ export interface IdentifyResponse {
   /** Pulse limits the board accepts. */
   limits: { setVoltage: [number, number]; resetVoltage: [number, number]; gateVoltage: [number, number]; width: [number, number] };
   readVoltage: number;
-  /** updateRows / readArrays: the training messages (absent = not supported). */
-  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean };
+  /** updateRows / readArrays / inferTiles: the training messages (absent = not supported). */
+  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean; inferTiles?: boolean };
 }
 
 export interface StatusResponse {

@@ -148,3 +148,91 @@ export function handleReadArrays(chip: ChipPhysics, b: Record<string, unknown>, 
   arrays.forEach((a, i) => out.set(chip.read(a, 0, 0, chip.rows, chip.cols), i * chip.rows * chip.cols));
   return { json: { arrays, rows: chip.rows, cols: chip.cols }, data: bytesOf(out), reads: arrays.length };
 }
+
+// ---- InferTiles: several tiles in one inference request ----
+
+/** One tile of an InferTiles request: the rows it drives and the columns it senses on one array. */
+export interface InferTile {
+  array: number;
+  rows: Int32Array;
+  cols: Int32Array;
+}
+
+export interface InferTilesRequest {
+  tiles: { array: number; rows: number[]; cols: number[] }[];
+  batch: number;
+}
+
+/**
+ * InferTiles (0x12): the Infer of several tiles (on one or several arrays) in one request. Request binary: for
+ * each tile in order, float32 [batch × rows.length] volts; reply binary: for each tile in order, float32
+ * [batch × cols.length] amperes. Split by batch so no frame exceeds the chunk size. A board without the
+ * feature gets one Infer per tile instead (`inferTiles` falls back).
+ */
+export async function inferTiles(board: Board, tiles: InferTile[], voltages: Float32Array[], batch: number, supported: boolean): Promise<Float32Array[]> {
+  if (!supported || !board.request || tiles.length === 1) {
+    const out: Float32Array[] = [];
+    for (const [i, t] of tiles.entries()) out.push(await board.infer(t.array, t.rows, t.cols, voltages[i]!, batch));
+    return out;
+  }
+  const inPer = tiles.reduce((s, t) => s + t.rows.length, 0);
+  const outPer = tiles.reduce((s, t) => s + t.cols.length, 0);
+  const step = Math.max(1, Math.floor(CHUNK_BYTES / (4 * Math.max(inPer, outPer))));
+  const out = tiles.map((t) => new Float32Array(batch * t.cols.length));
+  const body = (b: number): InferTilesRequest => ({ tiles: tiles.map((t) => ({ array: t.array, rows: Array.from(t.rows), cols: Array.from(t.cols) })), batch: b });
+  for (let s = 0; s < batch; s += step) {
+    const b = Math.min(step, batch - s);
+    const data = new Float32Array(b * inPer);
+    let off = 0;
+    tiles.forEach((t, i) => {
+      data.set(voltages[i]!.subarray(s * t.rows.length, (s + b) * t.rows.length), off);
+      off += b * t.rows.length;
+    });
+    const what = `infer of ${tiles.length} tiles (batch ${b})`;
+    const f = await board.request.call(board, MessageType.InferTiles, body(b), bytesOf(data), what, b * outPer * 4, (fr) =>
+      fr.data.length === b * outPer * 4 ? null : `${what}: reply of ${fr.data.length} bytes, expected ${b * outPer * 4}`);
+    const g = floats(f.data);
+    let at = 0;
+    tiles.forEach((t, i) => {
+      out[i]!.set(g.subarray(at, at + b * t.cols.length), s * t.cols.length);
+      at += b * t.cols.length;
+    });
+  }
+  return out;
+}
+
+/** InferTiles on the emulated chip: every tile checked (indices, voltages within `limit`) before any is run. */
+export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, data: Uint8Array, limit: number, refuse: Refuse): { json: { tiles: number; batch: number }; data: Uint8Array; tiles: number } {
+  const tiles = b['tiles'];
+  if (!Array.isArray(tiles) || tiles.length === 0) refuse('bad-request', `'tiles' must be a non-empty list of {array, rows, cols}`);
+  const batch = b['batch'];
+  if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 1) refuse('bad-request', `'batch' must be a positive integer (got ${JSON.stringify(batch) ?? 'nothing'})`);
+  const list = (tiles as unknown[]).map((t, i) => {
+    if (typeof t !== 'object' || t === null) return refuse('bad-request', `tiles[${i}] must be an object {array, rows, cols}`);
+    const o = t as Record<string, unknown>;
+    const array = o['array'];
+    if (typeof array !== 'number' || !Number.isInteger(array) || array < 0 || array >= chip.count) refuse('bad-request', `tiles[${i}]: array ${JSON.stringify(array)} does not exist: this board has arrays 0..${chip.count - 1}`);
+    return { array: array as number, rows: intList(o['rows'], `tiles[${i}].rows`, chip.rows, refuse), cols: intList(o['cols'], `tiles[${i}].cols`, chip.cols, refuse) };
+  });
+  const n = batch as number;
+  const inPer = list.reduce((s, t) => s + t.rows.length, 0);
+  const outPer = list.reduce((s, t) => s + t.cols.length, 0);
+  if (data.length !== n * inPer * 4) refuse('bad-request', `batch ${n} × ${inPer} driven rows need ${n * inPer * 4} bytes of float32 voltages, got ${data.length}`);
+  if (n * outPer * 4 + 1024 > MAX_PAYLOAD) refuse('out-of-range', `the currents of batch ${n} × ${outPer} columns would exceed the ${MAX_PAYLOAD}-byte frame limit; send a smaller batch`);
+  const v = new Float32Array(n * inPer);
+  new Uint8Array(v.buffer).set(data);
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i]!)) refuse('bad-request', `voltage ${i} is not a finite number`);
+    if (Math.abs(v[i]!) > limit) refuse('out-of-range', `voltage ${v[i]} V exceeds the ${limit} V an inference may drive without disturbing the cells`);
+  }
+  const out = new Float32Array(n * outPer);
+  let vin = 0;
+  let vout = 0;
+  for (const t of list) {
+    const cur = chip.infer(t.array, t.rows, t.cols, v.subarray(vin, vin + n * t.rows.length), n);
+    out.set(cur, vout);
+    vin += n * t.rows.length;
+    vout += n * t.cols.length;
+  }
+  return { json: { tiles: list.length, batch: n }, data: bytesOf(out), tiles: list.length };
+}
