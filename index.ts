@@ -14,3 +14,6 @@ export { generateDefects, loadDefectMap, type DefectMap } from './common/defects
 export { trainInSitu, trainInSituSteps, type InSituOptions, type InSituResult, type InSituReport, type TrainEvent } from './runtime/train/insitu.js';
 export { BoardTrainChip } from './runtime/train/board-chip.js';
 export { createPulseChip } from './runtime/pulse-chip.js';
+export { native, NativeActivation, NativeDendriteKind } from './native/index.js';
+export type { NativeTrainer, NativeTrainNetwork, NativeTrainLayer, NativeTrainHardware, NativeTrainDendrites, NativeOptimizer, NativeTrainGradients, NativeFitOptions, NativeFitProgress } from './native/index.js';
+export { toTrainNetwork, type TrainNetworkOptions } from './compiler/passes/train-network.js';

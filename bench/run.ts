@@ -3,7 +3,7 @@
  * on the same number of threads, at batch 1 and batch 256; the compiler's speed; the device path; and the
  * dendritic simulation against the same network without dendrites. Targets are printed beside the measured
  * ratios; nothing here is a test. `npm run bench -- dendrites` (or BENCH_ONLY=dendrites) runs the dendritic
- * case alone.
+ * case alone; `npm run bench -- training` the training engine's (bench/train.ts).
  */
 import { availableParallelism } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,6 +21,7 @@ import { connectBoard } from '../runtime/backends/device/client.js';
 import { deploy } from '../runtime/backends/device/deploy.js';
 import { scan } from '../runtime/backends/device/scan.js';
 import { loadProfile, type DeviceProfile } from '../common/profile.js';
+import { trainingBench } from './train.js';
 
 const hfo2 = loadProfile('hfo2-1t1r');
 /** hfo2-1t1r with its quantisation (levels, DAC, ADC, tiles) but none of its noise, drift or wire resistance. */
@@ -184,8 +185,15 @@ async function dendriticBench(): Promise<DendriticResult> {
 
 async function main() {
   console.log(`dendra bench: ${threads} thread(s) for both engines, kernel ${native().kernel()}, ${seconds} s per measurement\n`);
+  if (only === 'training') {
+    const training = await trainingBench(threads, seconds);
+    mkdirSync(join(root, 'out'), { recursive: true });
+    writeFileSync(join(root, 'out', 'bench-training.json'), JSON.stringify({ threads, kernel: native().kernel(), ...training }, null, 2));
+    console.log('\nwritten: out/bench-training.json');
+    return;
+  }
   if (only !== undefined) {
-    if (only !== 'dendrites') throw new Error(`unknown bench case '${only}' (the one that runs alone: dendrites)`);
+    if (only !== 'dendrites') throw new Error(`unknown bench case '${only}' (those that run alone: dendrites, training)`);
     await dendriticBench();
     console.log('\nwritten: out/bench-dendrites.json');
     return;
@@ -287,7 +295,8 @@ async function main() {
   await onSim.release();
   await emulator.close();
   const dendrites = await dendriticBench();
-  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device, dendrites }, null, 2));
+  const training = await trainingBench(threads, seconds);
+  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel: native().kernel(), rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device, dendrites, training }, null, 2));
   console.log('\nwritten: out/bench.json and out/bench-dendrites.json');
 }
 

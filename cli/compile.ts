@@ -93,7 +93,7 @@ export function compileCommand(model: string, opts: CompileArgs): void {
   for (const w of report.warnings) console.warn(`warning: ${w}`);
   if (report.branches) console.log(`branches ${report.branches.counts.join(', ')} (${report.branches.strategy})`);
   if (report.calibration) console.log(`calibration: ${report.calibration.summary}`);
-  if (report.finetune) console.log(`fine-tuning: ${report.finetune.summary}`);
+  if (report.finetune) console.log(`fine-tuning: ${report.finetune.summary} (${report.finetune.seconds.toFixed(1)} s)`);
   console.log(
     `compiled ${model} (${shape}) for ${artifact.profile.name}: ${artifact.layers.length} layers on ${artifact.arrays.length} arrays` +
       (artifact.chip ? ` of a chip with ${artifact.chip.faults} stuck cells (remap ${artifact.chip.remap}${artifact.chip.calibrated ? ', calibrated' : ''})` : '') +

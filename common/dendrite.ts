@@ -88,18 +88,6 @@ export function dendriteTransfer(d: DendriteDevice, u: number): number {
   return u < 0 ? -h : h;
 }
 
-/** dH/du (for fine-tuning), from the same formula. */
-export function dendriteSlope(d: DendriteDevice, u: number): number {
-  if (u < 0 && d.rectify) return 0;
-  const a = d.voltage / d.onVoltage;
-  const v = a * Math.abs(u);
-  if (d.kind === 'threshold-linear') return v >= d.threshold ? 1 : 1 / d.onOffRatio;
-  if (v >= 1) return 1;
-  const alpha = alphaOf(d.nonlinearity);
-  const dphi = alpha < 1e-9 ? 1 : (alpha * Math.exp(alpha * v)) / Math.expm1(alpha);
-  return 1 / d.onOffRatio + (1 - 1 / d.onOffRatio) * dphi;
-}
-
 /**
  * The dendrite's electrical energy factor for a normalised signal u: V·I in units of onVoltage·onCurrent,
  * (a|u|)·i(a|u|) (0 for a rectified negative signal). Times onVoltage·onCurrent·time and the device's

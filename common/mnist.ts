@@ -7,6 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { InputError } from './errors.js';
+import { Random } from './random.js';
 
 export type MnistSplit = 'train' | 'test';
 export type MnistSize = 28 | 8;
@@ -73,4 +74,34 @@ export function loadMnist(split: MnistSplit, size: MnistSize = 28): MnistData {
   const x = new Float32Array(images.length * per);
   images.forEach((img, i) => x.set(img, i * per));
   return { x, shape: size === 28 ? [images.length, 1, SIDE, SIDE] : [images.length, 64], labels: Uint8Array.from(labels) };
+}
+
+/**
+ * The SVHN-shaped colouring of test/fixtures/extra/svhn-shaped-3072x500x10.onnx (models/pytorch/export_fixtures.py
+ * `colourise`): each 28 × 28 digit padded to 32 × 32, a background colour U(0, 0.5)³ and a foreground colour
+ * U(0.5, 1)³, swapped with probability 0.5 (a dark digit on a light ground), pixel = bg + (fg − bg)·x plus
+ * N(0, 0.05²) noise, clamped to [0, 1]; [n, 3, 32, 32] float32. The same rule as the fixture's training data,
+ * drawn from a seeded generator of dendra's own (not PyTorch's stream).
+ */
+export function colouriseDigits(x28: Float32Array, seed: number): { x: Float32Array; shape: number[] } {
+  const n = Math.floor(x28.length / PIXELS);
+  const rng = new Random(seed);
+  const S = 32;
+  const out = new Float32Array(n * 3 * S * S);
+  for (let s = 0; s < n; s++) {
+    let bg = [0, 1, 2].map(() => rng.next() * 0.5);
+    let fg = [0, 1, 2].map(() => 0.5 + rng.next() * 0.5);
+    if (rng.next() < 0.5) [bg, fg] = [fg, bg];
+    for (let c = 0; c < 3; c++) {
+      for (let y = 0; y < S; y++) {
+        for (let xx = 0; xx < S; xx++) {
+          const inside = y >= 2 && y < 30 && xx >= 2 && xx < 30;
+          const v = inside ? x28[s * PIXELS + (y - 2) * SIDE + (xx - 2)]! : 0;
+          const p = bg[c]! + (fg[c]! - bg[c]!) * v + 0.05 * rng.normal();
+          out[((s * 3 + c) * S + y) * S + xx] = Math.min(1, Math.max(0, p));
+        }
+      }
+    }
+  }
+  return { x: out, shape: [n, 3, S, S] };
 }

@@ -354,7 +354,7 @@ export interface NativeTrainNetwork {
   layout?: 'in-out' | 'out-in';
   /** The loss is the softmax cross-entropy of logitScale × the last layer's outputs (default 1). */
   logitScale?: number;
-  /** L1 activity penalty added to the loss, per sample: soma·Σ_j |out_j| over every layer, branch·Σ_bj |z_bj / F| over dendritic layers (a rectified negative signal: 0). */
+  /** L1 activity penalty added to the loss, per sample: soma·Σ_j |out_j| over every layer but the last (its outputs are the logits), branch·Σ_bj |z_bj / F| over dendritic layers (a rectified negative signal: 0). */
   penalty?: { soma?: number; branch?: number };
 }
 
@@ -451,11 +451,20 @@ export interface NativeTrainer {
   evaluate(x: Float32Array, labels: Int32Array, options?: NativeTrainPassOptions): { loss: number; accuracy: number; correct: number; samples: number };
   /** The last layer's outputs [samples × out] (before any head). */
   predict(x: Float32Array, options?: NativeTrainPassOptions): Float32Array;
+  /**
+   * The forward with every layer kept: per layer its outputs [samples × out] (after the soma), its soma inputs
+   * `pre` [samples × out] and, for a dendritic layer, its branch sums z [samples × count × out] (after the ADC;
+   * null for a point-neuron layer): what calibration and energy statistics need, and the activations a
+   * simulated chip would report to trainGradients' `measured`.
+   */
+  forwardLayers(x: Float32Array, options?: NativeTrainPassOptions): { outputs: Float32Array[]; pre: Float32Array[]; branch: (Float32Array | null)[] };
   /** Copies of the current weights and biases, in the network's layout. */
   params(): { weight: Float32Array[]; bias: Float32Array[] };
   setParams(p: { weight: Float32Array[]; bias: Float32Array[] }): void;
   /** Optimizer steps taken. */
   readonly steps: number;
+  /** Frees the native memory (weights, optimizer state, buffers) now; later calls throw. A running fit finishes first. */
+  release(): void;
 }
 
 export interface NativeModule {

@@ -11,8 +11,8 @@
  * A layer without `dendrites` is ordinary: out = activation(x·W + b). Bypass runs the same network without
  * dendrite devices (y = z, κ = 1: the soma sees x·W + b, summed exactly as calibrate.ts's layerInputs sums it).
  *
- * `LayerRunner` and `DendriteKernel` are the building blocks calibrate-dendrites and finetune reuse, so the
- * three passes compute one model.
+ * `LayerRunner` and `DendriteKernel` are the building blocks calibrate-dendrites reuses, so the two passes
+ * compute one model (fine-tuning runs on the native training engine, whose forward the tests hold to this one).
  */
 import { InputError } from '../../common/errors.js';
 import { Random } from '../../common/random.js';
@@ -21,7 +21,7 @@ import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
 
 /**
  * A dendrite device with its constants precomputed: y = F·H(z/F), dH/du and the energy factor, the same
- * formulas as common/dendrite.ts (dendriteTransfer, dendriteSlope, dendritePower) without their per-call setup.
+ * formulas as common/dendrite.ts (dendriteTransfer, dendritePower) without their per-call setup.
  */
 export class DendriteKernel {
   readonly device: DendriteDevice;
@@ -132,16 +132,6 @@ export class DendriteKernel {
     this.power += power;
     return sum;
   }
-
-  /** dH/du at u (dendriteSlope). */
-  slope(u: number): number {
-    if (u < 0 && this.rectify) return 0;
-    const v = this.a * (u < 0 ? -u : u);
-    if (this.thresholdLinear) return v >= this.threshold ? 1 : this.invR;
-    if (v >= 1) return 1;
-    if (this.linear) return this.invR + this.c;
-    return this.invR + this.c * this.alpha * Math.exp(this.alpha * v);
-  }
 }
 
 /** y[yo + j] += a · w[wo + j] for j < m, float64 accumulation (unrolled: V8 does not vectorise). */
@@ -159,28 +149,6 @@ export function axpy(y: Float64Array, yo: number, a: number, w: Float32Array, wo
 /** The soma of a layer: its activation for a point-neuron layer. */
 export function somaOf(layer: DenseLayer): Soma {
   return layer.dendrites?.soma ?? { kind: 'activation' };
-}
-
-/** d soma(x) / dx. */
-export function somaSlope(soma: Soma, activation: Activation, x: number): number {
-  if (soma.kind === 'threshold') {
-    const sg = 1 / (1 + Math.exp(-(x / soma.scale - soma.theta)));
-    return 2 * sg - 1 > 0 ? 2 * sg * (1 - sg) : 0;
-  }
-  switch (activation.kind) {
-    case 'none': return 1;
-    case 'relu': return x > 0 ? 1 : 0;
-    case 'leakyrelu': return x > 0 ? 1 : activation.alpha;
-    case 'sigmoid': {
-      const sg = 1 / (1 + Math.exp(-x));
-      return sg * (1 - sg);
-    }
-    case 'tanh': {
-      const t = Math.tanh(x);
-      return 1 - t * t;
-    }
-    case 'clip': return x > activation.min && x < activation.max ? 1 : 0;
-  }
 }
 
 /**

@@ -104,5 +104,12 @@ describe('bad input: exit status 1 and one line', () => {
   it('a missing option', () => expectOneLineError(dendra('run', art, '--input', mnist('digits8x8-f32.npy')), /required option '--output <Y.npy>' not specified/));
   it('a bad seed', () => expectOneLineError(dendra('run', art, '--input', mnist('digits8x8-f32.npy'), '--output', join(dir, 'o.npy'), '--seed', 'x'), /--seed must be an integer/));
   it('an unknown command', () => expectOneLineError(dendra('fly'), /unknown command 'fly'/));
+  it('data mnist --colour: a seed, and 28 × 28 digits only', () => {
+    expectOneLineError(dendra('data', 'mnist', '--colour', 'red', '-o', join(dir, 'c')), /--colour takes a seed/);
+    expectOneLineError(dendra('data', 'mnist', '--colour', '1', '--size', '8', '-o', join(dir, 'c')), /--colour pads the 28 × 28 digits .* not go with --size 8/);
+    const r = dendra('data', 'mnist', '--split', 'test', '--colour', '3', '-o', join(dir, 'c'));
+    expect(r.code).toBe(0);
+    expect(readNpyFile(join(dir, 'c', 'inputs.npy')).shape).toEqual([2004, 3, 32, 32]);
+  });
   it('an npy file that is not one', () => expectOneLineError(dendra('run', art, '--input', mnist('labels.npy').replace('labels.npy', 'README.md'), '--output', join(dir, 'o.npy')), /not a readable \.npy file/));
 });

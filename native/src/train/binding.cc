@@ -195,6 +195,10 @@ Batch readBatch(const Napi::CallbackInfo& info, size_t at, const NetDef& def, co
   b.n = len / inF;
   if (b.n > kMaxSamples) throwRangeError(env, method + ": too many samples (" + std::to_string(b.n) + ")");
   if (!needLabels) return b;
+  for (int64_t k = 0; k < len; ++k)
+    if (!std::isfinite(b.x[k]))
+      throwRangeError(env, method + ": x[" + std::to_string(k) + "] (sample " + std::to_string(k / inF) + ", feature " +
+                               std::to_string(k % inF) + ") = " + formatNumber(b.x[k]) + " must be finite");
   Napi::Value lv = info[at + 1];
   if (!lv.IsTypedArray() || lv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throwTypeError(env, method + ": labels must be an Int32Array (got " + describe(lv) + ")");
@@ -531,8 +535,10 @@ Napi::Function Trainer::define(Napi::Env env) {
                          InstanceMethod<&Trainer::fitSync>("fitSync"),
                          InstanceMethod<&Trainer::evaluate>("evaluate"),
                          InstanceMethod<&Trainer::predict>("predict"),
+                         InstanceMethod<&Trainer::forwardLayers>("forwardLayers"),
                          InstanceMethod<&Trainer::params>("params"),
                          InstanceMethod<&Trainer::setParams>("setParams"),
+                         InstanceMethod<&Trainer::release>("release"),
                          InstanceAccessor<&Trainer::steps>("steps"),
                      });
 }
@@ -542,7 +548,7 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
   ReadNet net = readNetwork(env, info[0]);
   OptimizerDef od = readOptimizer(env, info[1]);
   try {
-    Optimizer opt(od, net.params);
+    Optimizer opt(od, net.params, net.def.threads);
     state_ = std::make_shared<State>(Engine(std::move(net.def), std::move(net.params)), std::move(opt), net.transposed);
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "Trainer: out of memory");
@@ -550,6 +556,7 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
 }
 
 void Trainer::checkIdle(Napi::Env env, const char* method) const {
+  if (!state_) throw Napi::Error::New(env, std::string("dendra native: Trainer.") + method + ": the trainer was released");
   if (state_->busy) throw Napi::Error::New(env, std::string("dendra native: Trainer.") + method + ": a fit() is running on this trainer");
 }
 
@@ -662,6 +669,40 @@ Napi::Value Trainer::predict(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value Trainer::forwardLayers(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  checkIdle(env, "forwardLayers");
+  Engine& e = state_->engine;
+  const Batch b = readBatch(info, 0, e.def(), "forwardLayers", false);
+  const PassOptions opts = readPassOptions(env, info[1], e.def(), b.n, state_->transposed, "forwardLayers", false);
+  Draw draw = opts.draw;
+  if (!draw.drawVariation) draw.eps = &opts.eps;
+  std::vector<std::vector<float>> outputs, pre, branch;
+  try {
+    e.forwardLayers(b.x, b.n, draw, outputs, pre, branch);
+  } catch (const std::bad_alloc&) {
+    throwRangeError(env, "forwardLayers: out of memory");
+  }
+  auto toArray = [&](const std::vector<std::vector<float>>& v, bool nullWhenEmpty) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (nullWhenEmpty && v[i].empty()) {
+        a.Set(static_cast<uint32_t>(i), env.Null());
+        continue;
+      }
+      auto f = Napi::Float32Array::New(env, v[i].size());
+      if (!v[i].empty()) std::memcpy(f.Data(), v[i].data(), v[i].size() * sizeof(float));
+      a.Set(static_cast<uint32_t>(i), f);
+    }
+    return a;
+  };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("outputs", toArray(outputs, false));
+  o.Set("pre", toArray(pre, false));
+  o.Set("branch", toArray(branch, true));
+  return o;
+}
+
 Napi::Value Trainer::params(const Napi::CallbackInfo& info) {
   checkIdle(info.Env(), "params");
   return paramsObject(info.Env(), state_->engine.def(), state_->engine.params(), state_->transposed);
@@ -703,7 +744,13 @@ Napi::Value Trainer::setParams(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Trainer::release(const Napi::CallbackInfo& info) {
+  state_.reset();  // a running fit keeps its own reference until it settles
+  return info.Env().Undefined();
+}
+
 Napi::Value Trainer::steps(const Napi::CallbackInfo& info) {
+  checkIdle(info.Env(), "steps");
   return Napi::Number::New(info.Env(), static_cast<double>(state_->optimizer.steps()));
 }
 

@@ -27,9 +27,11 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value fitSync(const Napi::CallbackInfo& info);
   Napi::Value evaluate(const Napi::CallbackInfo& info);
   Napi::Value predict(const Napi::CallbackInfo& info);
+  Napi::Value forwardLayers(const Napi::CallbackInfo& info);
   Napi::Value params(const Napi::CallbackInfo& info);
   Napi::Value setParams(const Napi::CallbackInfo& info);
   Napi::Value steps(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
 
   /** Throws while a fit() runs on a worker (the engine is not shared between threads). */
   void checkIdle(Napi::Env env, const char* method) const;

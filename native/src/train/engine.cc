@@ -82,7 +82,7 @@ void Engine::setVariation(const Draw& draw) {
     if (draw.drawVariation && sigma > 0.0) {
       w.eps.resize(static_cast<size_t>(w.groups) * L.out);
       for (float& e : w.eps) e = static_cast<float>(std::max(0.0, 1.0 + sigma * rng_.normal()));
-    } else if (!draw.drawVariation && draw.eps && !(*draw.eps)[li].empty()) {
+    } else if (!draw.drawVariation && draw.eps && li < draw.eps->size() && !(*draw.eps)[li].empty()) {
       w.eps = (*draw.eps)[li];
     }
   }
@@ -221,23 +221,37 @@ void Engine::backwardLayer(size_t li, int64_t batch, Params& grads, bool fromOut
   const double invB = 1.0 / static_cast<double>(batch);
 
   // dLoss/dOut (w.dout) → dLoss/dPre through the soma; the soma penalty adds λ_s·sign(out)/B.
-  const float somaPenalty = static_cast<float>(def_.penalty.soma * invB);
-  for (int64_t k = 0; k < batch * out; ++k) {
-    float g = w.dout[k];
-    if (somaPenalty > 0.0f) g += somaPenalty * sign(w.outputs[k]);
-    const float slope = fromOutputs ? slopeFromOutput(L.activation, L.alpha, L.beta, w.outputs[k])
-                                    : slopeFromInput(L.activation, L.alpha, L.beta, w.pre[k]);
-    w.dpre[k] = g * slope;
-  }
+  // (not on the last layer: its outputs are the logits the loss sees)
+  const bool last = li + 1 == def_.layers.size();
+  const float somaPenalty = last ? 0.0f : static_cast<float>(def_.penalty.soma * invB);
+  const int64_t cells = batch * out;
+  if (somaPenalty > 0.0f)
+    for (int64_t k = 0; k < cells; ++k) w.dout[k] += somaPenalty * sign(w.outputs[k]);
+  // One loop per activation (the switch outside, so each loop vectorises).
+  auto apply = [&](auto slope) {
+    const float* src = fromOutputs ? w.outputs : w.pre.data();
+    for (int64_t k = 0; k < cells; ++k) w.dpre[k] = w.dout[k] * slope(src[k]);
+  };
+  const Activation act = L.activation;
+  const float alpha = L.alpha, beta = L.beta;
+  if (act == Activation::None)
+    std::memcpy(w.dpre.data(), w.dout.data(), static_cast<size_t>(cells) * sizeof(float));
+  else if (act == Activation::Relu)
+    apply([](float v) { return v > 0.0f ? 1.0f : 0.0f; });  // pre > 0 ⇔ out > 0
+  else if (fromOutputs)
+    apply([&](float v) { return slopeFromOutput(act, alpha, beta, v); });
+  else
+    apply([&](float v) { return slopeFromInput(act, alpha, beta, v); });
 
-  // Bias gradient (the bias enters as κ·b in a dendritic layer).
+  // Bias gradient (the bias enters as κ·b in a dendritic layer), summed over the rows in order.
   std::vector<float>& gb = grads.bias[li];
   const double kappa = L.dendrites.active() ? L.dendrites.device.biasScale : 1.0;
-  for (int64_t j = 0; j < out; ++j) {
-    double sum = 0.0;
-    for (int64_t s = 0; s < batch; ++s) sum += w.dpre[s * out + j];
-    gb[j] = static_cast<float>(sum * kappa);
+  std::vector<double> colSum(static_cast<size_t>(out), 0.0);
+  for (int64_t s = 0; s < batch; ++s) {
+    const float* row = w.dpre.data() + s * out;
+    for (int64_t j = 0; j < out; ++j) colSum[static_cast<size_t>(j)] += row[j];
   }
+  for (int64_t j = 0; j < out; ++j) gb[j] = static_cast<float>(colSum[static_cast<size_t>(j)] * kappa);
 
   // dLoss/dz: through the dendrites (ε·H'(z/F)), plus the branch penalty λ_b·sign(z)/(F·B); none past the ADC's clip.
   if (L.dendrites.active()) {
@@ -267,11 +281,16 @@ void Engine::backwardLayer(size_t li, int64_t batch, Params& grads, bool fromOut
 
   // dW = Aᵀ · dz per group (A: what multiplied W̃, after the DAC), rows back to their inputs.
   const float* a = w.applied;
-  for (int64_t r = 0; r < in; ++r) {
-    const int64_t i = w.perm[r];
-    float* dst = w.xT.data() + r * batch;
-    for (int64_t s = 0; s < batch; ++s) dst[s] = a[s * in + i];
-  }
+  constexpr int64_t kTile = 16;  // transpose in tiles: both sides stay in cache
+  for (int64_t r0 = 0; r0 < in; r0 += kTile)
+    for (int64_t s0 = 0; s0 < batch; s0 += kTile) {
+      const int64_t r1 = std::min(in, r0 + kTile), s1 = std::min(batch, s0 + kTile);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t i = w.perm[r];
+        float* dst = w.xT.data() + r * batch;
+        for (int64_t s = s0; s < s1; ++s) dst[s] = a[s * in + i];
+      }
+    }
   std::vector<float>& gw = grads.weight[li];
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t k = w.start[g + 1] - w.start[g];
@@ -338,7 +357,7 @@ BatchResult Engine::gradients(const float* x, const int32_t* labels, int64_t bat
   for (size_t li = 0; li < n; ++li) {
     const LayerDef& L = def_.layers[li];
     const Work& w = work_[li];
-    if (def_.penalty.soma > 0.0) {
+    if (def_.penalty.soma > 0.0 && li + 1 < n) {
       double sum = 0.0;
       for (int64_t k = 0; k < batch * L.out; ++k) sum += std::fabs(w.outputs[k]);
       penalty += def_.penalty.soma * sum;
@@ -370,6 +389,37 @@ void Engine::forward(const float* x, int64_t batch, float* out, const Draw& draw
       input = work_[li].outputs;
     }
     std::memcpy(out + r0 * outF, input, static_cast<size_t>(nr * outF) * sizeof(float));
+  }
+}
+
+void Engine::forwardLayers(const float* x, int64_t batch, const Draw& draw, std::vector<std::vector<float>>& outputs,
+                           std::vector<std::vector<float>>& pre, std::vector<std::vector<float>>& branch) {
+  const size_t n = def_.layers.size();
+  const int64_t inF = inFeatures();
+  outputs.assign(n, {});
+  pre.assign(n, {});
+  branch.assign(n, {});
+  for (size_t li = 0; li < n; ++li) {
+    const LayerDef& L = def_.layers[li];
+    outputs[li].resize(static_cast<size_t>(batch) * L.out);
+    pre[li].resize(static_cast<size_t>(batch) * L.out);
+    if (L.dendrites.active()) branch[li].resize(static_cast<size_t>(batch) * L.out * L.dendrites.count);
+  }
+  setVariation(draw);  // one chip for every chunk
+  for (int64_t r0 = 0; r0 < batch; r0 += kEvalChunk) {
+    const int64_t nr = std::min(kEvalChunk, batch - r0);
+    ensure(nr);
+    const float* input = x + r0 * inF;
+    for (size_t li = 0; li < n; ++li) {
+      forwardLayer(li, input, nr, draw, nullptr, r0 == 0);
+      const Work& w = work_[li];
+      const int64_t out = def_.layers[li].out;
+      std::memcpy(outputs[li].data() + r0 * out, w.outputs, static_cast<size_t>(nr * out) * sizeof(float));
+      std::memcpy(pre[li].data() + r0 * out, w.pre.data(), static_cast<size_t>(nr * out) * sizeof(float));
+      if (!branch[li].empty())
+        std::memcpy(branch[li].data() + r0 * out * w.groups, w.z.data(), static_cast<size_t>(nr * out * w.groups) * sizeof(float));
+      input = w.outputs;
+    }
   }
 }
 

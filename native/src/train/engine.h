@@ -57,6 +57,13 @@ class Engine {
   /** Forward only: out [batch × outFeatures] (the last layer's outputs, before any head). */
   void forward(const float* x, int64_t batch, float* out, const Draw& draw);
 
+  /**
+   * Forward only, every layer kept: per layer its outputs [batch × out], its soma inputs [batch × out] and, for a
+   * dendritic layer, its branch sums z [batch × count × out] (after the ADC), into the given vectors (resized).
+   */
+  void forwardLayers(const float* x, int64_t batch, const Draw& draw, std::vector<std::vector<float>>& outputs,
+                     std::vector<std::vector<float>>& pre, std::vector<std::vector<float>>& branch);
+
   /** Mean cross-entropy (and correct count) of the outputs the forward gives (processed in chunks). */
   BatchResult evaluate(const float* x, const int32_t* labels, int64_t batch, const Draw& draw);
 

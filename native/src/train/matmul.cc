@@ -25,9 +25,15 @@ void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m
     float* panel = dst.data.data() + j * k * gemm::kNR;
     const int64_t c0 = j * gemm::kNR;
     const int64_t nc = std::min(gemm::kNR, m - c0);
-    for (int64_t p = 0; p < k; ++p) {
-      std::memcpy(panel + p * gemm::kNR, src + p * ld + c0, static_cast<size_t>(nc) * sizeof(float));
-      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+    if (nc == gemm::kNR) {
+      for (int64_t p = 0; p < k; ++p) {
+        const float* s = src + p * ld + c0;
+        float* d = panel + p * gemm::kNR;
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = s[c];
+      }
+    } else {
+      for (int64_t p = 0; p < k; ++p)
+        for (int64_t c = 0; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = c < nc ? src[p * ld + c0 + c] : 0.0f;
     }
   }
 }
@@ -45,8 +51,11 @@ void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_
     const int64_t nc = std::min(gemm::kNR, m - c0);
     for (int64_t p = 0; p < k; ++p) {
       const float* src = w + static_cast<int64_t>(rows[p]) * ldw + c0;
-      std::memcpy(panel + p * gemm::kNR, src, static_cast<size_t>(nc) * sizeof(float));
-      for (int64_t c = nc; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = 0.0f;
+      float* d = panel + p * gemm::kNR;
+      if (nc == gemm::kNR)
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = src[c];
+      else
+        for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = c < nc ? src[c] : 0.0f;
     }
   }
 }
@@ -74,11 +83,13 @@ void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, co
 }
 
 void Matmul::runRows(int64_t r0, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-                     const gemm::PackedMatrix& w, const Target& t) const {
+                     const gemm::PackedMatrix& w, const Target& t, Scratch& s) const {
   const int64_t block = std::min<int64_t>(kBlockRows, (rows + gemm::kMR - 1) / gemm::kMR * gemm::kMR);
   const int64_t ldc = w.paddedCols();
-  gemm::FloatBuffer apack(gemm::packBufferSize(block));
-  gemm::FloatBuffer c(static_cast<size_t>(block * ldc));
+  if (s.apack.size() < gemm::packBufferSize(block)) s.apack.resize(gemm::packBufferSize(block));
+  if (s.c.size() < static_cast<size_t>(block * ldc)) s.c.resize(static_cast<size_t>(block * ldc));
+  gemm::FloatBuffer& apack = s.apack;
+  gemm::FloatBuffer& c = s.c;
   const int64_t m = w.m;
   for (int64_t b0 = 0; b0 < rows; b0 += block) {
     const int64_t nr = std::min(block, rows - b0);
@@ -119,15 +130,16 @@ void Matmul::run(int64_t rows, const float* x, int64_t ldx, const int32_t* gathe
   int64_t chunk = (rows + workers - 1) / workers;
   chunk = (chunk + gemm::kMR - 1) / gemm::kMR * gemm::kMR;
   workers = (rows + chunk - 1) / chunk;
+  if (scratch_.size() < static_cast<size_t>(workers)) scratch_.resize(static_cast<size_t>(workers));
   if (workers == 1) {
-    runRows(0, rows, x, ldx, gather, w, target);
+    runRows(0, rows, x, ldx, gather, w, target, scratch_[0]);
     return;
   }
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   auto job = [&](int64_t t) {
     try {
       const int64_t r0 = t * chunk;
-      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target);
+      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target, scratch_[static_cast<size_t>(t)]);
     } catch (...) {
       errors[static_cast<size_t>(t)] = std::current_exception();
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../gemm.h"
 
@@ -44,11 +45,17 @@ class Matmul {
   const gemm::Kernel& kernel() const { return kernel_; }
 
  private:
+  /** Per worker: the packed A micro-panels and one block of C, kept between calls (one caller at a time). */
+  struct Scratch {
+    gemm::FloatBuffer apack, c;
+  };
+
   void runRows(int64_t r0, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,
-               const gemm::PackedMatrix& w, const Target& target) const;
+               const gemm::PackedMatrix& w, const Target& target, Scratch& s) const;
 
   gemm::Kernel kernel_;
   int32_t threads_;
+  mutable std::vector<Scratch> scratch_;  // one per worker; Matmul is used by one thread at a time
 };
 
 }  // namespace dendra::train

@@ -52,9 +52,9 @@ struct LayerDef {
   HardwareDef hardware;
 };
 
-/** An L1 activity penalty added to the loss (issue 11): weights per sample, summed over every layer. */
+/** An L1 activity penalty added to the loss (issue 11), per sample. */
 struct Penalty {
-  double soma = 0.0;    // λ_s · Σ_j |out_j|
+  double soma = 0.0;    // λ_s · Σ_j |out_j| over every layer but the last (whose outputs are the logits)
   double branch = 0.0;  // λ_b · Σ_bj |z_bj / F| (dendritic layers: the branch signal the device sees)
 };
 

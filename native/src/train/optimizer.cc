@@ -1,11 +1,16 @@
 #include "optimizer.h"
 
 #include <cmath>
+#include <cstring>
 #include <utility>
+
+#include "../gemm.h"
+#include "parallel.h"
 
 namespace dendra::train {
 
-Optimizer::Optimizer(OptimizerDef def, const Params& shape) : def_(std::move(def)) {
+Optimizer::Optimizer(OptimizerDef def, const Params& shape, int32_t threads)
+    : def_(std::move(def)), threads_(threads < 1 ? 1 : threads), avx2_(std::strcmp(gemm::selectKernel().name, "avx2-fma") == 0) {
   auto zeros = [](const std::vector<std::vector<float>>& v) {
     std::vector<std::vector<float>> out;
     out.reserve(v.size());
@@ -26,41 +31,79 @@ double Optimizer::learningRate() const {
   return def_.learningRate * (f > 0.0 ? f : 0.0);
 }
 
-void Optimizer::update(std::vector<float>& p, const std::vector<float>& g, std::vector<float>& s1,
-                       std::vector<float>& s2, double lr, double c1, double c2) const {
-  const size_t n = p.size();
-  switch (def_.kind) {
-    case OptimizerKind::Sgd: {
-      const float mu = static_cast<float>(def_.momentum), eta = static_cast<float>(lr);
-      for (size_t k = 0; k < n; ++k) {
-        s1[k] = mu * s1[k] + g[k];
-        p[k] -= eta * s1[k];
-      }
-      break;
+namespace {
+
+/** The three update rules over n parameters (float state; the loops vectorise). */
+template <int kKind>
+__attribute__((always_inline)) inline void updateLoop(float* __restrict p, const float* __restrict g, float* __restrict s1,
+                                                      float* __restrict s2, size_t n, float lr, float a, float b,
+                                                      float invC1, float invC2, float eps) {
+  if constexpr (kKind == 0) {  // SGD: a = μ
+    for (size_t k = 0; k < n; ++k) {
+      const float v = a * s1[k] + g[k];
+      s1[k] = v;
+      p[k] -= lr * v;
     }
-    case OptimizerKind::RmsProp: {
-      const double rho = def_.rho, eps = def_.epsilon;
-      for (size_t k = 0; k < n; ++k) {
-        const double gk = g[k];
-        const double s = rho * s2[k] + (1.0 - rho) * gk * gk;
-        s2[k] = static_cast<float>(s);
-        p[k] = static_cast<float>(p[k] - lr * gk / (std::sqrt(s) + eps));
-      }
-      break;
+  } else if constexpr (kKind == 1) {  // RMSprop: a = ρ
+    for (size_t k = 0; k < n; ++k) {
+      const float s = a * s2[k] + (1.0f - a) * g[k] * g[k];
+      s2[k] = s;
+      p[k] -= lr * g[k] / (std::sqrt(s) + eps);
     }
-    case OptimizerKind::Adam: {
-      const double b1 = def_.beta1, b2 = def_.beta2, eps = def_.epsilon;
-      for (size_t k = 0; k < n; ++k) {
-        const double gk = g[k];
-        const double m = b1 * s1[k] + (1.0 - b1) * gk;
-        const double v = b2 * s2[k] + (1.0 - b2) * gk * gk;
-        s1[k] = static_cast<float>(m);
-        s2[k] = static_cast<float>(v);
-        p[k] = static_cast<float>(p[k] - lr * (m / c1) / (std::sqrt(v / c2) + eps));
-      }
-      break;
+  } else {  // Adam: a = β1, b = β2
+    for (size_t k = 0; k < n; ++k) {
+      const float m = a * s1[k] + (1.0f - a) * g[k];
+      const float v = b * s2[k] + (1.0f - b) * g[k] * g[k];
+      s1[k] = m;
+      s2[k] = v;
+      p[k] -= lr * (m * invC1) / (std::sqrt(v * invC2) + eps);
     }
   }
+}
+
+#define DENDRA_UPDATE_DISPATCH                                                          \
+  switch (kind) {                                                                       \
+    case 0: updateLoop<0>(p, g, s1, s2, n, lr, a, b, invC1, invC2, eps); break;         \
+    case 1: updateLoop<1>(p, g, s1, s2, n, lr, a, b, invC1, invC2, eps); break;         \
+    default: updateLoop<2>(p, g, s1, s2, n, lr, a, b, invC1, invC2, eps); break;        \
+  }
+
+void updatePortable(int kind, float* p, const float* g, float* s1, float* s2, size_t n, float lr, float a, float b,
+                    float invC1, float invC2, float eps) {
+  DENDRA_UPDATE_DISPATCH
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2,fma"))) void updateAvx2(int kind, float* p, const float* g, float* s1, float* s2, size_t n,
+                                                    float lr, float a, float b, float invC1, float invC2, float eps) {
+  DENDRA_UPDATE_DISPATCH
+}
+#define DENDRA_HAS_AVX2_UPDATE 1
+#endif
+
+}  // namespace
+
+void Optimizer::update(std::vector<float>& p, const std::vector<float>& g, std::vector<float>& s1,
+                       std::vector<float>& s2, double lr, double c1, double c2) const {
+  const int kind = static_cast<int>(def_.kind);
+  const float a = static_cast<float>(def_.kind == OptimizerKind::Sgd ? def_.momentum
+                                     : def_.kind == OptimizerKind::RmsProp ? def_.rho : def_.beta1);
+  const float b = static_cast<float>(def_.beta2);
+  const float invC1 = static_cast<float>(1.0 / c1), invC2 = static_cast<float>(1.0 / c2);
+  const float eps = static_cast<float>(def_.epsilon);
+  // Split over the threads (each range a contiguous run of parameters; the updates are independent).
+  parallelFor(threads_, static_cast<int64_t>(p.size()), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    const size_t o = static_cast<size_t>(begin), n = static_cast<size_t>(end - begin);
+#ifdef DENDRA_HAS_AVX2_UPDATE
+    if (avx2_) {
+      updateAvx2(kind, p.data() + o, g.data() + o, s1.data() + o, s2.data() + o, n, static_cast<float>(lr), a, b, invC1,
+                 invC2, eps);
+      return;
+    }
+#endif
+    updatePortable(kind, p.data() + o, g.data() + o, s1.data() + o, s2.data() + o, n, static_cast<float>(lr), a, b,
+                   invC1, invC2, eps);
+  });
 }
 
 void Optimizer::step(Params& params, const Params& grads, const NetDef& net) {

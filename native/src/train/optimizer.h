@@ -28,7 +28,8 @@ struct OptimizerDef {
 
 class Optimizer {
  public:
-  Optimizer(OptimizerDef def, const Params& shape);
+  /** threads: how many threads share an update (large layers only). */
+  Optimizer(OptimizerDef def, const Params& shape, int32_t threads = 1);
 
   /**
    * One update of every parameter from grads; then the parameters of stuck cells (per layer, `stuck` with
@@ -46,6 +47,8 @@ class Optimizer {
               double lr, double c1, double c2) const;
 
   OptimizerDef def_;
+  int32_t threads_ = 1;
+  bool avx2_ = false;  // run the AVX2/FMA build of the update loops (the CPU check of the GEMM kernel)
   int64_t steps_ = 0;
   Params first_, second_;  // momentum / running squares, per parameter
 };

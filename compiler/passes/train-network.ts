@@ -1,0 +1,94 @@
+/**
+ * A LayerModel (with or without dendrites) as the native training engine's network (native/index.ts
+ * NativeTrainNetwork, docs/training.md): the one place where layers, somas and dendrite devices become the
+ * engine's parameters, for every training path (fine-tuning, in-situ training, studies).
+ */
+import { availableParallelism } from 'node:os';
+import { alphaOf, type DendriteDevice } from '../../common/dendrite.js';
+import { InputError } from '../../common/errors.js';
+import { NativeActivation, NativeDendriteKind, type NativeTrainHardware, type NativeTrainLayer, type NativeTrainNetwork } from '../../native/index.js';
+import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
+
+export interface TrainNetworkOptions {
+  /** GEMM threads (default: the machine's, at most 8). */
+  threads?: number;
+  /** The trainer's seed (default 1). */
+  seed?: number;
+  /** σ of the dendrites' ε drawn in passes that ask for variation (default: the device's `variation`). */
+  variation?: number;
+  /** The same network without dendrite devices (each dendritic layer's soma sees the plain x·W + b). */
+  bypass?: boolean;
+  /** The loss sees logitScale × the outputs (default 1). */
+  logitScale?: number;
+  /** L1 activity penalty (NativeTrainNetwork.penalty). */
+  penalty?: { soma?: number; branch?: number };
+  /** Per layer, the hardware effects of its training forward (undefined: none). */
+  hardware?: (NativeTrainHardware | undefined)[];
+}
+
+/** A layer's activation (or threshold soma) as the engine's code. */
+export function somaCode(l: DenseLayer): { activation: NativeActivation; alpha: number; beta: number } {
+  const soma = l.dendrites?.soma;
+  if (soma?.kind === 'threshold') return { activation: NativeActivation.ThresholdSoma, alpha: soma.theta, beta: soma.scale };
+  return activationCode(l.activation);
+}
+
+function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
+  switch (a.kind) {
+    case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
+    case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };
+    case 'sigmoid': return { activation: NativeActivation.Sigmoid, alpha: 0, beta: 0 };
+    case 'tanh': return { activation: NativeActivation.Tanh, alpha: 0, beta: 0 };
+    case 'leakyrelu': return { activation: NativeActivation.LeakyRelu, alpha: a.alpha, beta: 0 };
+    case 'clip': return { activation: NativeActivation.Clip, alpha: Math.max(a.min, -1e30), beta: Math.min(a.max, 1e30) };
+  }
+}
+
+/** Default GEMM threads for training. */
+export function trainThreads(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+export function toTrainNetwork(model: LayerModel, device: DendriteDevice | null, opts: TrainNetworkOptions = {}): NativeTrainNetwork {
+  const bypass = opts.bypass ?? false;
+  if (opts.hardware && opts.hardware.length !== model.layers.length) {
+    throw new InputError(`training hardware is given for ${opts.hardware.length} layers; the network has ${model.layers.length}`);
+  }
+  const layers: NativeTrainLayer[] = model.layers.map((l, li) => {
+    const d = l.dendrites;
+    if (d && !bypass && !device) throw new InputError(`layer ${li} (${l.name}) has dendrites but no dendrite device was given`);
+    const hw = opts.hardware?.[li];
+    return {
+      inFeatures: l.inFeatures,
+      outFeatures: l.outFeatures,
+      weight: l.weight,
+      bias: l.bias,
+      ...somaCode(l),
+      ...(d && !bypass && device
+        ? {
+            dendrites: {
+              count: d.count,
+              branchOf: d.branchOf,
+              kind: device.kind === 'threshold-linear' ? NativeDendriteKind.ThresholdLinear : NativeDendriteKind.Exponential,
+              alpha: alphaOf(device.nonlinearity),
+              onOffRatio: device.onOffRatio,
+              ratio: device.voltage / device.onVoltage,
+              threshold: device.threshold,
+              rectify: device.rectify,
+              variation: opts.variation ?? device.variation,
+              fullScale: d.fullScale,
+              biasScale: d.biasScale,
+            },
+          }
+        : {}),
+      ...(hw ? { hardware: hw } : {}),
+    };
+  });
+  return {
+    layers,
+    threads: opts.threads ?? trainThreads(),
+    seed: (opts.seed ?? 1) >>> 0,
+    logitScale: opts.logitScale ?? 1,
+    ...(opts.penalty ? { penalty: opts.penalty } : {}),
+  };
+}
