@@ -1,9 +1,10 @@
 /** dendra train and dendra sweep --train end to end, as a user runs them, and their one-line errors. */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dendra, expectOneLineError } from '../helpers/cli.js';
+import { dendra, expectOneLineError, MAIN } from '../helpers/cli.js';
 
 const MODEL = join(__dirname, '..', 'fixtures', 'mnist', 'mnist8x8-64x54x10.onnx');
 const dir = mkdtempSync(join(tmpdir(), 'dendra-train-'));
@@ -45,6 +46,41 @@ describe('dendra train', () => {
     writeFileSync(wrong, JSON.stringify({ format: 'dendra-defects', version: 1, device: 'rram-512', arrays: [{ rows: 512, cols: 512, faults: [] }] }));
     expectOneLineError(dendra('train', MODEL, '--device', 'hfo2-1t1r', ...base, '--labels', join(TRAIN, 'labels.npy'), '--defects', wrong), /describes a 'rram-512' chip/);
     expect(existsSync(out)).toBe(false);
+  });
+});
+
+describe('dendra train --board', () => {
+  it('trains through the protocol; the trained network stays on the board, so eval --device runs it without deploy', async () => {
+    const child = spawn(process.execPath, [MAIN, 'emulate', '--listen', 'tcp://127.0.0.1:0', '--device', 'hfo2-1t1r', '--arrays', '2', '--fault-rate', '0.11', '--on-fraction', '0', '--seed', '13'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const line = await new Promise<string>((res) => {
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          if (out.includes('\n')) res(out.split('\n')[0]!);
+        });
+      });
+      const url = /tcp:\/\/\S+/.exec(line)![0];
+      const out = join(dir, 'board.dendra');
+      const run = (...args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((res) => {
+        const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let o = '';
+        let e = '';
+        p.stdout.on('data', (c: Buffer) => { o += c.toString(); });
+        p.stderr.on('data', (c: Buffer) => { e += c.toString(); });
+        p.on('exit', (code) => res({ code, out: o, err: e }));
+      });
+      const t = await run('train', MODEL, '--device', 'hfo2-1t1r', ...data(), '--epochs', '1', '--eval-every', '100000', '--seed', '13', '--board', url, '-o', out, '--json');
+      expect(t.err).toBe('');
+      const j = JSON.parse(t.out);
+      expect(j.chip).toBe('board');
+      expect(j.finalAccuracy).toBeGreaterThan(0.6);
+      const e = await run('eval', out, '--device', url, '--input', join(TEST, 'inputs.npy'), '--labels', join(TEST, 'labels.npy'), '--json');
+      expect(e.err).toBe('');
+      expect(Math.abs(JSON.parse(e.out).accuracy - j.finalAccuracy)).toBeLessThan(0.03);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
 
