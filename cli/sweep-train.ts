@@ -129,7 +129,7 @@ export async function sweepTrain(model: string, opts: SweepTrainArgs): Promise<S
   const t0 = performance.now();
   const rates = parseRates(opts.rates);
   const trials = parseIntOption(String(opts.trials), '--trials', 1, 10_000);
-  const onFraction = opts.onFraction === undefined ? 0 : Number(opts.onFraction);
+  const onFraction = opts.onFraction === undefined ? 0.5 : Number(opts.onFraction);
   if (!(onFraction >= 0 && onFraction <= 1)) throw new InputError(`--on-fraction must be a number from 0 to 1 (got '${opts.onFraction}')`);
   const pattern = (opts.pattern ?? 'random') as DefectPattern;
   if (!opts.test || opts.test.length !== 2) throw new InputError('--train needs the test samples: --test Xt.npy Lt.npy (the ex-situ and in-situ networks are evaluated on them)');

@@ -95,6 +95,16 @@ export class BoardTrainChip implements TrainChip {
     return acc;
   }
 
+  checkFits(placed: PlacedModel): void {
+    const have = this.identity.arrays;
+    placed.arrays.forEach((a, i) => {
+      const chipArray = a.chipArray ?? i;
+      const b = have[chipArray];
+      if (!b) throw new DeviceError(`the network needs ${placed.arrays.length} arrays of ${a.rows} × ${a.cols}; the board at ${this.boardLink.url} has ${have.length}`);
+      if (b.rows !== a.rows || b.cols !== a.cols) throw new DeviceError(`the network needs ${a.rows} × ${a.cols} arrays; array ${chipArray} of the board at ${this.boardLink.url} is ${b.rows} × ${b.cols}`);
+    });
+  }
+
   readArrays(arrays: number[], rows: number, cols: number): Promise<Float32Array[]> {
     return readArrays(this.boardLink, arrays, rows, cols);
   }

@@ -35,6 +35,8 @@ export interface TrainChip {
    * then one SET (amplitude `set`) on every cell whose gate voltage is not NaN. gates and mask [rows × cols].
    */
   updateRows(array: number, rows: Int32Array, gates: Float32Array, mask: Uint8Array, amplitudes: { set: number; reset: number; width: number }): Promise<void>;
+  /** Throws a DeviceError naming the problem when the network's arrays do not fit this chip's. */
+  checkFits(placed: PlacedModel): void;
   /** A Board on this chip, for program-and-verify (deploy) with --init model. */
   board(): Board;
   counters(): Promise<ChipCounters>;
@@ -92,6 +94,8 @@ export class SimTrainChip implements TrainChip {
   async updateRows(array: number, rows: Int32Array, gates: Float32Array, mask: Uint8Array, amp: { set: number; reset: number; width: number }): Promise<void> {
     this.chip.updateRows(array, rows, gates, mask, amp.set, amp.reset, amp.width);
   }
+
+  checkFits(): void {}
 
   board(): Board {
     return localBoard(this.chip, this.#placed);

@@ -217,6 +217,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
     return chip.readArrays(chipArrays, rows, cols);
   };
   if (chip.kind === 'board' && chip.device !== profile.name) throw new InputError(`training for '${profile.name}', but the board is a '${chip.device}' chip`);
+  chip.checkFits(placed);
 
   // The host's state: every device's gate voltage (NaN: not a device of the network), per artifact array.
   const vg = placed.arrays.map((a) => new Float32Array(a.rows * a.cols).fill(NaN));

@@ -113,6 +113,19 @@ describe('in-situ training on a board', () => {
     }
   });
 
+  it('a board too small for the network is refused before any pulse', async () => {
+    const emu = new BoardEmulator({ profile, arrays: 1, seed: 2 });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    try {
+      const chip = await BoardTrainChip.connect(url);
+      await expect(trainInSitu({ model: MODEL, device: profile, ...train, epochs: 1, chip })).rejects.toThrow(/needs 2 arrays of 128 × 64; the board at .* has 1/);
+      await chip.close();
+      expect(emu.trueConductances(0)).toEqual(new BoardEmulator({ profile, arrays: 1, seed: 2 }).trueConductances(0));
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('a board without the training messages is refused with a message naming them', () => {
     const board = { url: 'tcp://old-board:1' } as Board;
     const id = { protocol: 1, firmware: 'old 1.0', features: { dendrites: false, soma: false } } as Parameters<typeof requireTrainingFeatures>[1];
