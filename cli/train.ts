@@ -51,7 +51,10 @@ export async function trainSvg(r: InSituReport, title: string): Promise<string> 
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: {
       text: title,
-      subtitle: `in-situ training on ${r.chip === 'sim' ? 'the simulated' : 'a board\'s'} ${r.device} chip, init ${r.init}, ${r.optimizer} lr ${r.lr}, batch ${r.batch}, ${r.epochs} epochs, seed ${r.seed}; ${r.testSamples} test samples`,
+      subtitle: [
+        `in-situ training on ${r.chip === 'sim' ? 'the simulated' : 'a board\'s'} ${r.device} chip, init ${r.init}`,
+        `${r.optimizer} lr ${r.lr}, batch ${r.batch}, ${r.epochs} epochs, seed ${r.seed}; ${r.testSamples} test samples`,
+      ],
       anchor: 'start',
     },
     width: 480,
