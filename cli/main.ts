@@ -165,7 +165,7 @@ export function program(): Command {
     .option('--board <URL>', 'train on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX) instead of the simulator; the trained state stays on the board')
     .addOption(new Option('--init <mode>', 'random: RESET and SET every device at Vg0 = 1.0 V; model: program-and-verify the ONNX weights, then tune in situ').choices(['random', 'model']).default('random'))
     .addOption(new Option('--optimizer <kind>', 'host optimizer').choices(['sgd', 'rmsprop']).default('rmsprop'))
-    .option('--lr <R>', 'learning rate (default: rmsprop 0.01, sgd 0.1)', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
+    .option('--lr <R>', 'learning rate (default: rmsprop 0.01, sgd 1)', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
     .addOption(new Option('--batch <B>', 'minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
     .addOption(new Option('--epochs <N>', 'epochs (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
     .addOption(new Option('--eval-every <N>', 'training samples between two test evaluations (default 2000)').argParser((v) => parseIntOption(v, '--eval-every', 1, 1 << 30)))

@@ -8,7 +8,7 @@ export type OptimizerKind = 'sgd' | 'rmsprop';
 export const OPTIMIZERS: readonly OptimizerKind[] = ['sgd', 'rmsprop'];
 
 /** Learning rates that train the 64-54-10 network on hfo2-1t1r (docs/in-situ.md). */
-export const DEFAULT_LR: Record<OptimizerKind, number> = { sgd: 0.1, rmsprop: 0.01 };
+export const DEFAULT_LR: Record<OptimizerKind, number> = { sgd: 1, rmsprop: 0.01 };
 
 export class HostOptimizer {
   readonly kind: OptimizerKind;
