@@ -21,7 +21,7 @@ float sign(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
 
 Engine::Engine(NetDef def, Params params)
     : def_(std::move(def)), params_(std::move(params)), rng_(def_.seed), mm_(gemm::selectKernel(), def_.threads) {
-  const bool avx2 = std::strcmp(mm_.kernel().name, "avx2-fma") == 0;
+  const bool avx2 = hasAvx2(mm_.kernel());
   work_.resize(def_.layers.size());
   int64_t maxOut = 1;
   for (size_t li = 0; li < def_.layers.size(); ++li) {

@@ -16,6 +16,11 @@ constexpr int64_t kBlockRows = 96;           // rows per GEMM call (a multiple o
 constexpr double kMinFlopsPerThread = 2.0e6;  // below this a thread costs more than it saves
 }  // namespace
 
+bool hasAvx2(const gemm::Kernel& kernel) {
+  const char* n = kernel.name;
+  return n != nullptr && (std::strncmp(n, "avx", 3) == 0 || std::strcmp(n, "vnni") == 0);
+}
+
 namespace {
 
 constexpr int64_t kMinPanelFloats = int64_t{1} << 16;  // a thread packs at least this much

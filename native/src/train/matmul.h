@@ -9,6 +9,12 @@
 
 namespace dendra::train {
 
+/**
+ * Whether the selected GEMM kernel runs on a CPU with AVX2/FMA (its name: 'avx2-fma', or 'avx2', 'avx512', 'vnni'),
+ * so the engine's own loops (dendrites, optimizer updates) may take their AVX2 builds too.
+ */
+bool hasAvx2(const gemm::Kernel& kernel);
+
 /** The packers split their panels over `threads` threads (for large matrices). */
 
 /** Packs a k × m matrix whose element (p, c) is src[p * ld + c] (row stride ld >= m). */
