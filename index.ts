@@ -11,6 +11,9 @@ export { deploy, artifactId, type DeployReport } from './runtime/backends/device
 export { scan } from './runtime/backends/device/scan.js';
 export { BoardEmulator } from './runtime/backends/device/emulator.js';
 export { generateDefects, loadDefectMap, type DefectMap } from './common/defects.js';
+export { trainInSitu, trainInSituSteps, type InSituOptions, type InSituResult, type InSituReport, type TrainEvent } from './runtime/train/insitu.js';
+export { BoardTrainChip } from './runtime/train/board-chip.js';
+export { createPulseChip } from './runtime/pulse-chip.js';
 export { native, NativeActivation, NativeDendriteKind } from './native/index.js';
 export type { NativeTrainer, NativeTrainNetwork, NativeTrainLayer, NativeTrainHardware, NativeTrainDendrites, NativeOptimizer, NativeTrainGradients, NativeFitOptions, NativeFitProgress } from './native/index.js';
 export { toTrainNetwork, type TrainNetworkOptions } from './compiler/passes/train-network.js';

@@ -20,6 +20,8 @@ import { prepareFaultRate } from '../sweep/fault-rate.js';
 import { prepareParam } from '../sweep/param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
+import { trainCommand } from './train.js';
+import { sweepTrainCommand } from './sweep-train.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -145,18 +147,33 @@ export function program(): Command {
     .option('--input-noise <SIGMA>', 'with --param: add Gaussian noise of this standard deviation to the inputs (seeded by --seed)', (v) => parseNumberOption(v, '--input-noise', 0, 1e6))
     .option('--finetune <X.npy L.npy...>', 'with --param finetune.sparsity=...: the fine-tuning samples and labels (each value compiles, calibrates and fine-tunes)')
     .addOption(new Option('--dendrite-mode <mode>', 'with --param finetune.sparsity: the calibration mode before fine-tuning').choices(['efficient', 'nonlinear']))
-    .addOption(new Option('--epochs <n>', 'with --param finetune.sparsity: fine-tuning epochs (default 3)').argParser((v) => parseIntOption(v, '--epochs', 1, 1000)))
+    .addOption(new Option('--epochs <n>', 'with --param finetune.sparsity: fine-tuning epochs (default 3); with --train: epochs of in-situ training per chip (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
     .addOption(new Option('--seed <n>', 'seed of the chips: chip seed = S·1000003 + rate index·1009 + trial; with --param: of the simulator and the input noise').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(threadsOption())
     .option('--shard <I/N>', 'compute only shard I of N of the points and write DIR/KIND-shard-I-of-N.json to --out (join them with `dendra sweep merge`)')
     .option('--queue <redis://HOST:PORT>', 'put one job per point on this Redis and collect what `dendra worker`s compute')
     .option('--json', 'print one JSON object')
+    .option('--train', 'the in-situ learning paper\'s Fig. 4b: on each chip, in-situ training (on --input/--labels) against the ONNX weights loaded naively and remapped; evaluated on --test')
+    .option('--test <Xt.npy Lt.npy...>', 'with --train: the test inputs and labels')
+    .addOption(new Option('--batch <B>', 'with --train: minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
+    .addOption(new Option('--optimizer <kind>', 'with --train: host optimizer (default rmsprop)').choices(['sgd', 'rmsprop']))
+    .option('--lr <R>', 'with --train: learning rate', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
     .action((model: string, opts, cmd: Command) => {
       const given = (name: string) => opts[name] !== undefined && cmd.getOptionValueSource(name) !== 'default';
       // Checked here rather than by commander, which would ask for them before `sweep merge` too.
       for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
       }
+      const trainOnly = [['test', '--test'], ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
+      if (opts.train) {
+        const other = [['param', '--param'], ['calibrate', '--calibrate'], ['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
+        if (other.length > 0) throw new InputError(`${other.map(([, f]) => f).join(', ')} cannot be combined with --train`);
+        for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
+          if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
+        }
+        return sweepTrainCommand(model, opts);
+      }
+      if (trainOnly.length > 0) throw new InputError(`${trainOnly.map(([, f]) => f).join(', ')} ${trainOnly.length > 1 ? 'apply' : 'applies'} to --train sweeps only`);
       if (opts.param !== undefined) {
         const faultOnly = [['rates', '--rates'], ['trials', '--trials'], ['onFraction', '--on-fraction'], ['pattern', '--pattern']].filter(([k]) => given(k!));
         if (faultOnly.length > 0) throw new InputError(`${faultOnly.map(([, f]) => f).join(', ')} ${faultOnly.length > 1 ? 'belong' : 'belongs'} to the fault-rate sweep, not to --param`);
@@ -186,6 +203,29 @@ export function program(): Command {
     .option('--name <NAME>', "this worker's name on the jobs it completes (default HOST:PID)")
     .option('--quiet', 'no line per job')
     .action((opts) => workerCommand(opts));
+
+  cli.command('train')
+    .description('in-situ training (Li et al. 2018): forward passes on the chip, backpropagation on the host, updates as RESET and SET pulses; writes the network as the chip holds it')
+    .argument('<model>', 'the .onnx file: the architecture (and the weights, with --init model)')
+    .requiredOption('--device <name|profile.json>', 'device profile of the chip (needs a pulse section, e.g. hfo2-1t1r)')
+    .requiredOption('--input <X.npy>', 'training inputs, one sample per leading index')
+    .requiredOption('--labels <L.npy>', 'training labels: class indices (n,) or one-hot (n, classes)')
+    .option('--test <Xt.npy Lt.npy...>', 'test inputs and labels: accuracy on them during training (the paper\'s Fig. 3c curve)')
+    .option('--defects <MAP.json>', "the simulated chip's stuck devices (training does not see them)")
+    .option('--board <URL>', 'train on the board at URL (tcp://HOST:PORT or serial:///dev/ttyX) instead of the simulator; the trained state stays on the board')
+    .addOption(new Option('--init <mode>', 'random: RESET and SET every device at Vg0 = 1.0 V; model: program-and-verify the ONNX weights, then tune in situ').choices(['random', 'model']).default('random'))
+    .addOption(new Option('--optimizer <kind>', 'host optimizer').choices(['sgd', 'rmsprop']).default('rmsprop'))
+    .option('--lr <R>', 'learning rate (default: rmsprop 0.01, sgd 1)', (v) => parseNumberOption(v, '--lr', 1e-9, 1e6))
+    .addOption(new Option('--batch <B>', 'minibatch size (default 50)').argParser((v) => parseIntOption(v, '--batch', 1, 1 << 20)))
+    .addOption(new Option('--epochs <N>', 'epochs (default 20)').argParser((v) => parseIntOption(v, '--epochs', 1, 100000)))
+    .addOption(new Option('--eval-every <N>', 'training samples between two test evaluations (default 2000)').argParser((v) => parseIntOption(v, '--eval-every', 1, 1 << 30)))
+    .option('--gate-step <V>', 'pulse a device once its gate voltage moved this much (default 0.01 V; 0: every device every step, as the paper)', (v) => parseNumberOption(v, '--gate-step', 0, 0.999))
+    .addOption(seedOption())
+    .requiredOption('-o, --output <OUT.dendra>', 'the trained artifact (eval and deploy take it)')
+    .option('--report <R.json>', 'write the report (curve, pulses per device, reads, energy, wall time) and its plot R.svg')
+    .option('--json', 'print the report as one JSON object')
+    .action((model: string, opts) => trainCommand(model, opts));
+
   cli.command('emulate')
     .description('emulate a memristor test board (hidden physical state) behind the wire protocol, until SIGINT/SIGTERM')
     .option('--listen <tcp://HOST:PORT|tcps://HOST:PORT|PORT>', 'serve on TCP, or TLS with tcps:// (port 0: a free port, printed); a bare PORT listens on 127.0.0.1 only')

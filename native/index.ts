@@ -265,6 +265,51 @@ export interface NativePlacement {
   colFlip: Uint8Array;
 }
 
+/**
+ * A chip whose cells change only by pulses (native/src/pulse_physics.h): the board emulator's hidden state and
+ * the in-situ trainer's simulated chip. As fabricated, healthy cells are uniform in the lower quarter of the
+ * window; each cell has a device-to-device factor d ~ N(1, variation²) on its SET response.
+ * SET (a > 0): G ← max(G, d·(slope·clip(Vg) + offset)) + N(0, noise²); RESET (a < 0, |a| > threshold):
+ * G ← Gmin + (G − Gmin)·exp(−(|a| − threshold)/scale) + N(0, noise²); G clamped to [0, 1.2·Gmax]. Stuck cells
+ * never change. Each cell counts its pulses and their energy a²·G·width (G the larger of before and after).
+ */
+export interface NativePulseChipConfig {
+  rows: number;
+  cols: number;
+  /** Arrays on the chip, materialised on first use, each from its own seeded stream. */
+  count: number;
+  gmin: number;
+  gmax: number;
+  readSigma: number;
+  readRelative: number;
+  pulse: { slope: number; offset: number; gateLo: number; gateHi: number; threshold: number; scale: number; noise: number; variation: number };
+  seed: number;
+  /** Per array (at most count entries): the stuck cells (row-major indices) and their conductances. */
+  stuck?: { cells: Int32Array; conductance: Float32Array }[];
+}
+
+export interface NativePulseChip {
+  /** Pulses in order on one array (col −1 = the whole row); everything is checked before any pulse is applied. */
+  pulse(array: number, row: Int32Array, col: Int32Array, amplitude: Float32Array, gate: Float32Array, width: number): void;
+  /**
+   * Row-parallel update: per listed row one RESET pulse (resetAmplitude < 0) on the cells whose mask is 1, then
+   * one SET pulse (setAmplitude > 0) on every cell whose gate voltage is not NaN, at that gate voltage.
+   * gates and reset are [rows.length × cols]. Returns the cell-pulses applied.
+   */
+  updateRows(array: number, rows: Int32Array, gates: Float32Array, reset: Uint8Array, setAmplitude: number, resetAmplitude: number, width: number): number;
+  /** A noisy read of a region (σ = readSigma + readRelative·G per cell), row-major. */
+  read(array: number, row: number, col: number, rows: number, cols: number): Float32Array;
+  /** Column currents [batch × cols] for voltages [batch × rows], read noise of the exact variance per column. */
+  infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Float32Array;
+  /** The hidden truth (copies): conductances, SET factors, pulses per cell, energy per cell (J), stuck mask. */
+  conductances(array: number): Float32Array;
+  setFactors(array: number): Float32Array;
+  pulseCounts(array: number): Uint32Array;
+  pulseEnergy(array: number): Float64Array;
+  stuckMask(array: number): Uint8Array;
+  totals(): { pulses: number; cellPulses: number; reads: number; energy: number };
+}
+
 // ───────────────────────── The training engine (native/src/train/, docs/training.md) ─────────────────────────
 
 /**
@@ -459,6 +504,7 @@ export interface NativeTrainer {
 
 export interface NativeModule {
   Chip: new (program: NativeProgram) => NativeChip;
+  PulseChip: new (config: NativePulseChipConfig) => NativePulseChip;
   /** Solves every problem (on up to `threads` threads) and returns the improved slots. */
   placeTiles(problems: NativePlacementProblem[], threads: number): NativePlacement[];
   /**

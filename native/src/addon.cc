@@ -1,4 +1,4 @@
-// Module init: exports { Chip, kernel(), kernels(), placeTiles(), Trainer, trainGradients() }.
+// Module init: exports { Chip, PulseChip, kernel(), kernels(), placeTiles(), Trainer, trainGradients() }.
 #include <napi.h>
 
 #include <stdexcept>
@@ -8,6 +8,7 @@
 #include "cpu.h"
 #include "gemm.h"
 #include "placement.h"
+#include "pulse_chip.h"
 #include "train/binding.h"
 
 namespace {
@@ -31,6 +32,7 @@ Napi::Value kernels(const Napi::CallbackInfo& info) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Chip", dendra::Chip::define(env));
+  exports.Set("PulseChip", dendra::PulseChipWrap::define(env));
   exports.Set("kernel", Napi::Function::New<kernel>(env, "kernel"));
   exports.Set("kernels", Napi::Function::New<kernels>(env, "kernels"));
   exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));

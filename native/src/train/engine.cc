@@ -21,7 +21,7 @@ float sign(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
 
 Engine::Engine(NetDef def, Params params)
     : def_(std::move(def)), params_(std::move(params)), rng_(def_.seed), mm_(gemm::selectKernel(), def_.threads) {
-  const bool avx2 = std::strcmp(mm_.kernel().name, "avx2-fma") == 0;
+  const bool avx2 = hasAvx2(mm_.kernel());
   work_.resize(def_.layers.size());
   int64_t maxOut = 1;
   for (size_t li = 0; li < def_.layers.size(); ++li) {
@@ -135,9 +135,9 @@ void Engine::forwardLayer(size_t li, const float* input, int64_t batch, const Dr
     const int64_t k = w.start[g + 1] - w.start[g];
     const int32_t* rows = w.perm.data() + w.start[g];
     if (groups == 1)
-      packStrided(w.packed[0], wt, in, out, out);
+      packStrided(w.packed[0], wt, in, out, out, def_.threads);
     else
-      packRows(w.packed[g], wt, out, rows, k, out);
+      packRows(w.packed[g], wt, out, rows, k, out, def_.threads);
     mm_.run(batch, a, in, groups == 1 ? nullptr : rows, w.packed[g], Target{w.z.data() + g * out, ldz});
   }
 
@@ -310,7 +310,7 @@ void Engine::backwardLayer(size_t li, int64_t batch, Params& grads, bool fromOut
     const int64_t k = w.start[g + 1] - w.start[g];
     if (k == 0) continue;
     const int32_t* rows = w.perm.data() + w.start[g];
-    packTransposedRows(w.packedT[g], w.weights, out, rows, out, k);
+    packTransposedRows(w.packedT[g], w.weights, out, rows, out, k, def_.threads);
     mm_.run(batch, w.dz.data() + g * out, ldz, nullptr, w.packedT[g], Target{dx, in, nullptr, groups == 1 ? nullptr : rows});
   }
 }

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "parallel.h"
+
 namespace dendra::train {
 
 namespace {
@@ -14,17 +16,34 @@ constexpr int64_t kBlockRows = 96;           // rows per GEMM call (a multiple o
 constexpr double kMinFlopsPerThread = 2.0e6;  // below this a thread costs more than it saves
 }  // namespace
 
-void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m, int64_t ld) {
+bool hasAvx2(const gemm::Kernel& kernel) {
+  const char* n = kernel.name;
+  return n != nullptr && (std::strncmp(n, "avx", 3) == 0 || std::strcmp(n, "vnni") == 0);
+}
+
+namespace {
+
+constexpr int64_t kMinPanelFloats = int64_t{1} << 16;  // a thread packs at least this much
+
+/** Sizes dst for a k × m packed matrix and runs fn(j) for every panel j, the panels split over the threads. */
+template <typename Fn>
+void forPanels(gemm::PackedMatrix& dst, int64_t k, int64_t m, int32_t threads, Fn&& fn) {
   const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
   const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
   dst.k = k;
   dst.m = m;
   dst.panels = panels;
   if (dst.data.size() != size) dst.data.assign(size, 0.0f);
-  for (int64_t j = 0; j < panels; ++j) {
-    float* panel = dst.data.data() + j * k * gemm::kNR;
-    const int64_t c0 = j * gemm::kNR;
-    const int64_t nc = std::min(gemm::kNR, m - c0);
+  const int64_t minPanels = std::max<int64_t>(1, kMinPanelFloats / std::max<int64_t>(1, k * gemm::kNR));
+  parallelFor(threads, panels, minPanels, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) fn(j, dst.data.data() + j * k * gemm::kNR, j * gemm::kNR, std::min(gemm::kNR, m - j * gemm::kNR));
+  });
+}
+
+}  // namespace
+
+void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m, int64_t ld, int32_t threads) {
+  forPanels(dst, k, m, threads, [&](int64_t, float* panel, int64_t c0, int64_t nc) {
     if (nc == gemm::kNR) {
       for (int64_t p = 0; p < k; ++p) {
         const float* s = src + p * ld + c0;
@@ -35,20 +54,12 @@ void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m
       for (int64_t p = 0; p < k; ++p)
         for (int64_t c = 0; c < gemm::kNR; ++c) panel[p * gemm::kNR + c] = c < nc ? src[p * ld + c0 + c] : 0.0f;
     }
-  }
+  });
 }
 
-void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m) {
-  const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
-  const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
-  dst.k = k;
-  dst.m = m;
-  dst.panels = panels;
-  if (dst.data.size() != size) dst.data.assign(size, 0.0f);
-  for (int64_t j = 0; j < panels; ++j) {
-    float* panel = dst.data.data() + j * k * gemm::kNR;
-    const int64_t c0 = j * gemm::kNR;
-    const int64_t nc = std::min(gemm::kNR, m - c0);
+void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m,
+              int32_t threads) {
+  forPanels(dst, k, m, threads, [&](int64_t, float* panel, int64_t c0, int64_t nc) {
     for (int64_t p = 0; p < k; ++p) {
       const float* src = w + static_cast<int64_t>(rows[p]) * ldw + c0;
       float* d = panel + p * gemm::kNR;
@@ -57,20 +68,12 @@ void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_
       else
         for (int64_t c = 0; c < gemm::kNR; ++c) d[c] = c < nc ? src[c] : 0.0f;
     }
-  }
+  });
 }
 
-void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m) {
-  const int64_t panels = (m + gemm::kNR - 1) / gemm::kNR;
-  const size_t size = static_cast<size_t>(panels * k * gemm::kNR);
-  dst.k = k;
-  dst.m = m;
-  dst.panels = panels;
-  if (dst.data.size() != size) dst.data.assign(size, 0.0f);
-  for (int64_t j = 0; j < panels; ++j) {
-    float* panel = dst.data.data() + j * k * gemm::kNR;
-    const int64_t c0 = j * gemm::kNR;
-    const int64_t nc = std::min(gemm::kNR, m - c0);
+void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m,
+                        int32_t threads) {
+  forPanels(dst, k, m, threads, [&](int64_t, float* panel, int64_t c0, int64_t nc) {
     for (int64_t c = 0; c < gemm::kNR; ++c) {
       if (c >= nc) {
         for (int64_t p = 0; p < k; ++p) panel[p * gemm::kNR + c] = 0.0f;
@@ -79,7 +82,7 @@ void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, co
       const float* row = w + static_cast<int64_t>(rows ? rows[c0 + c] : c0 + c) * ldw;
       for (int64_t p = 0; p < k; ++p) panel[p * gemm::kNR + c] = row[p];
     }
-  }
+  });
 }
 
 void Matmul::runRows(int64_t r0, int64_t rows, const float* x, int64_t ldx, const int32_t* gather,

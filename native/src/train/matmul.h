@@ -9,17 +9,27 @@
 
 namespace dendra::train {
 
+/**
+ * Whether the selected GEMM kernel runs on a CPU with AVX2/FMA (its name: 'avx2-fma', or 'avx2', 'avx512', 'vnni'),
+ * so the engine's own loops (dendrites, optimizer updates) may take their AVX2 builds too.
+ */
+bool hasAvx2(const gemm::Kernel& kernel);
+
+/** The packers split their panels over `threads` threads (for large matrices). */
+
 /** Packs a k × m matrix whose element (p, c) is src[p * ld + c] (row stride ld >= m). */
-void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m, int64_t ld);
+void packStrided(gemm::PackedMatrix& dst, const float* src, int64_t k, int64_t m, int64_t ld, int32_t threads = 1);
 
 /**
  * Packs the k × m matrix Wᵀ restricted to rows `rows` of W: element (p, c) = w[rows[c] * ldw + p], i.e. the
  * columns of the result are the rows rows[0..m) of the row-major W (p < k indexes W's columns).
  */
-void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m);
+void packTransposedRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m,
+                        int32_t threads = 1);
 
 /** Packs the k × m matrix whose row p is row rows[p] of the row-major w (row stride ldw >= m). */
-void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m);
+void packRows(gemm::PackedMatrix& dst, const float* w, int64_t ldw, const int32_t* rows, int64_t k, int64_t m,
+              int32_t threads = 1);
 
 /** Where the rows and columns of a product go: out[rowIndex[i] * ld + colIndex[c]] (identity where null). */
 struct Target {

@@ -5,12 +5,13 @@
 #include <utility>
 
 #include "../gemm.h"
+#include "matmul.h"
 #include "parallel.h"
 
 namespace dendra::train {
 
 Optimizer::Optimizer(OptimizerDef def, const Params& shape, int32_t threads)
-    : def_(std::move(def)), threads_(threads < 1 ? 1 : threads), avx2_(std::strcmp(gemm::selectKernel().name, "avx2-fma") == 0) {
+    : def_(std::move(def)), threads_(threads < 1 ? 1 : threads), avx2_(hasAvx2(gemm::selectKernel())) {
   auto zeros = [](const std::vector<std::vector<float>>& v) {
     std::vector<std::vector<float>> out;
     out.reserve(v.size());

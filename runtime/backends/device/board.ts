@@ -2,7 +2,7 @@
  * The typed view of one board over the protocol: what the driver offers to deploy, scan and the device
  * backend. `connectBoard(url)` (runtime/backends/device/client.ts) returns one.
  */
-import type { IdentifyResponse, StatusResponse, ReadRequest, MarkRequest } from './protocol.js';
+import type { Frame, IdentifyResponse, StatusResponse, ReadRequest, MarkRequest } from './protocol.js';
 
 /** A batch of pulses on one array, applied in order. col = -1 drives the whole row. */
 export interface Pulses {
@@ -34,6 +34,8 @@ export interface Board {
   /** Drives `rows` with voltages [batch × rows.length] and returns column currents [batch × cols.length] (A). */
   infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Promise<Float32Array>;
   mark(request: MarkRequest): Promise<void>;
+  /** Any request, with the link's ids and retries (for messages beyond these, e.g. training-messages.ts); absent on in-process boards. */
+  request?(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null): Promise<Frame>;
   stats(): LinkStats;
   close(): Promise<void>;
 }

@@ -239,6 +239,14 @@ class BoardClient implements Board {
     return out;
   }
 
+  /**
+   * One request of any type through the same ids, retries and reconnects (the training messages of
+   * training-messages.ts use it). `check` names what is wrong with a reply, or returns null.
+   */
+  request(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null): Promise<Frame> {
+    return this.#exchange(type, json, data, what, replyBytes, undefined, check);
+  }
+
   stats(): LinkStats {
     return { ...this.#stats, dropped: this.#decoder.dropped };
   }

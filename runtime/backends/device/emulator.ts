@@ -42,6 +42,7 @@ import { DeviceError, InputError, ProfileError } from '../../../common/errors.js
 import type { DeviceProfile } from '../../../common/profile.js';
 import { Random } from '../../../common/random.js';
 import { ChipPhysics, type PulseBatch } from './emulator-physics.js';
+import { handleInferTiles, handleReadArrays, handleUpdateRows } from './training-messages.js';
 import {
   encodeFrame,
   FrameDecoder,
@@ -110,6 +111,10 @@ class Refusal extends Error {
     super(message);
   }
 }
+
+const refuse = (code: 'bad-request' | 'out-of-range', message: string): never => {
+  throw new Refusal(code, message);
+};
 
 interface Link {
   send(bytes: Uint8Array): void;
@@ -260,7 +265,7 @@ export class BoardEmulator {
 
   /** Answers one request frame: the encoded response (before link faults). */
   handle(frame: Frame): Uint8Array {
-    const cacheable = frame.type === MessageType.Pulse || frame.type === MessageType.Mark;
+    const cacheable = frame.type === MessageType.Pulse || frame.type === MessageType.Mark || frame.type === MessageType.UpdateRows;
     let fingerprint = '';
     if (cacheable) {
       fingerprint = `${crc32(JSON.stringify(frame.json ?? null))}:${crc32(frame.data)}:${frame.data.length}`;
@@ -309,6 +314,22 @@ export class BoardEmulator {
         throw new Refusal('unsupported', 'this board has no dendrite or soma devices (features.dendrites and features.soma are false)');
       case MessageType.Mark:
         return this.#mark(b);
+      case MessageType.UpdateRows: {
+        const r = handleUpdateRows(this.#chip, b, frame.data, refuse);
+        this.#counters.pulses += r.pulses;
+        this.#counters.cellPulses += r.cellPulses;
+        return { json: r.json };
+      }
+      case MessageType.InferTiles: {
+        const r = handleInferTiles(this.#chip, b, frame.data, this.inferVoltageLimit, refuse);
+        this.#counters.infers += r.tiles;
+        return { json: r.json, data: r.data };
+      }
+      case MessageType.ReadArrays: {
+        const r = handleReadArrays(this.#chip, b, refuse);
+        this.#counters.reads += r.reads;
+        return { json: r.json, data: r.data };
+      }
       default:
         throw new Refusal('unsupported', `unknown request type 0x${frame.type.toString(16).padStart(2, '0')} (protocol ${PROTOCOL_VERSION})`);
     }
@@ -331,7 +352,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: true },
       boot: this.boot,
       auth: this.#token !== undefined,
     };
@@ -348,6 +369,7 @@ export class BoardEmulator {
       // Beyond StatusResponse: more counters, and the link faults the emulator injected.
       cellPulses: this.#counters.cellPulses,
       infers: this.#counters.infers,
+      pulseEnergy: this.#chip.chip.totals().energy,
       link: this.stats(),
     };
   }
@@ -409,7 +431,7 @@ export class BoardEmulator {
       batch.amplitude[k] = amp;
       batch.gate[k] = gate;
     }
-    this.#chip.pulse(array, batch);
+    this.#chip.pulse(array, batch, width);
     this.#counters.pulses += n;
     for (let k = 0; k < n; k++) this.#counters.cellPulses += batch.col[k]! < 0 ? this.cols : 1;
     return { json: { applied: n } };

@@ -30,6 +30,10 @@ export const MessageType = {
   Mark: 0x07,
   /** Challenge–response authentication with a shared token (auth.ts); the first request on a link to a board that requires a token. */
   Auth: 0x08,
+  /** Training messages (docs/protocol.md "Training"; training-messages.ts): a board announces them in Identify.features. */
+  UpdateRows: 0x10,
+  ReadArrays: 0x11,
+  InferTiles: 0x12,
   Error: 0xff,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -176,7 +180,8 @@ export interface IdentifyResponse {
   /** Pulse limits the board accepts. */
   limits: { setVoltage: [number, number]; resetVoltage: [number, number]; gateVoltage: [number, number]; width: [number, number] };
   readVoltage: number;
-  features: { dendrites: boolean; soma: boolean };
+  /** updateRows / readArrays / inferTiles: the training messages (absent = not supported). */
+  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean; inferTiles?: boolean };
   /**
    * The board's state identity: a random id drawn each time the board starts or loses its programmed
    * state (power cycle, reset, crash). Two answers with the same boot id come from the same state; a
