@@ -164,7 +164,8 @@ export function program(): Command {
       for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
       }
-      const trainOnly = [['test', '--test'], ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
+      // --epochs also belongs to --param finetune.sparsity
+      const trainOnly = [['test', '--test'], ...(opts.param === undefined ? [['epochs', '--epochs']] : []), ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
       if (opts.train) {
         const other = [['param', '--param'], ['calibrate', '--calibrate'], ['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
         if (other.length > 0) throw new InputError(`${other.map(([, f]) => f).join(', ')} cannot be combined with --train`);
