@@ -13,7 +13,7 @@ import { finiteDifferences, params64, referenceForward } from '../helpers/train-
 const rng = new Random(2024);
 const normal = (n: number, sd: number) => Float32Array.from({ length: n }, () => rng.normal() * sd);
 
-function layer(inF: number, outF: number, activation: number, extra: Partial<NativeTrainLayer> = {}): NativeTrainLayer {
+function layer(inF: number, outF: number, activation: NativeActivation, extra: Partial<NativeTrainLayer> = {}): NativeTrainLayer {
   return { inFeatures: inF, outFeatures: outF, weight: normal(inF * outF, 0.7), bias: normal(outF, 0.3), activation, ...extra };
 }
 
@@ -56,7 +56,7 @@ const net = (layers: NativeTrainLayer[], extra: Partial<NativeTrainNetwork> = {}
 
 describe('training engine gradients against finite differences (float64 reference)', () => {
   it('point-neuron layers: every activation, the loss with a logit scale', () => {
-    const acts: [number, Partial<NativeTrainLayer>][] = [
+    const acts: [NativeActivation, Partial<NativeTrainLayer>][] = [
       [NativeActivation.None, {}],
       [NativeActivation.Relu, {}],
       [NativeActivation.LeakyRelu, { alpha: 0.1 }],
