@@ -411,7 +411,13 @@ void Network::makeIntegerTile(Tile& tile, const TileSpec& ts, const ArraySpec& a
   std::vector<int16_t> wi(wd.size());
   for (size_t i = 0; i < wd.size(); ++i)
     wi[i] = static_cast<int16_t>(std::clamp(std::round(wd[i] / unit), -wMax, wMax));
-  tile.wq = igemm::pack(wi.data(), k, m);
+  // Exact level differences within ±127 on a CPU with VNNI: the 8-bit kernel (twice the products per instruction).
+  if (exact && maxAbs / step <= 127.5 && igemm::has8(kernel_.isa)) {
+    tile.wq8 = igemm::pack8(wi.data(), k, m);
+    tile.use8 = true;
+  } else {
+    tile.wq = igemm::pack(wi.data(), k, m);
+  }
   tile.intScale = unit / q;
   tile.exactLevels = exact;
 }
@@ -421,7 +427,7 @@ Network::Info Network::info() const {
   for (const ArraySpec& a : arrays_) r.memoryBytes += a.conductance.size() * sizeof(float) + a.stuck.size();
   for (const Layer& l : layers_) {
     for (const Tile& t : l.tiles) {
-      r.memoryBytes += (t.weff.data.size() + t.var.data.size()) * sizeof(float) + t.wq.bytes();
+      r.memoryBytes += (t.weff.data.size() + t.var.data.size()) * sizeof(float) + t.wq.bytes() + t.wq8.bytes();
       ++r.tiles;
       if (l.intPath) ++r.integerTiles;
       if (l.intPath && t.exactLevels) ++r.exactTiles;
@@ -544,7 +550,7 @@ Network::Network(Program program)
         const double levels = static_cast<double>((int32_t{1} << (ls.adcBits - 1)) - 1);
         tile.codeScale = tile.intScale * ls.vRead / (ts.adcFullScale / levels);
       }
-      maxPaddedCols_ = std::max(maxPaddedCols_, layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols());
+      maxPaddedCols_ = std::max(maxPaddedCols_, layer.intPath ? tile.intCols() : tile.weff.paddedCols());
       flopsPerRow += 2.0 * static_cast<double>(k) * static_cast<double>(m);
       layer.tiles.push_back(std::move(tile));
     }
@@ -724,6 +730,7 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
       else
         std::fill(acc, acc + nr * outF, 0.0f);
       size_t packedGroup = static_cast<size_t>(-1);    // input group whose gathered block is in s.apack
+      size_t packedGroup8 = static_cast<size_t>(-1);   // ... whose 8-bit codes are in s.capack
       size_t packedGroupSq = static_cast<size_t>(-1);  // ... whose squared block is in s.apack2
       for (const size_t ti : layer.order) {
         const Tile& tile = layer.tiles[ti];
@@ -734,11 +741,19 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
         const size_t group = layer.inputGroup[ti];
         if (layer.intPath) {
           // Integer crossbar: DAC codes × wq, exact int32 sums; then current / vRead = sum · intScale.
-          const int64_t ldc = tile.wq.paddedCols();
-          const int64_t m = tile.wq.m;
-          igemm::multiply(ikernel_, nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq, s.ci.data(), ldc,
-                          s.capack.data(), group == packedGroup);
-          packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
+          const int64_t ldc = tile.intCols();
+          const int64_t m = tile.intM();
+          if (tile.use8) {
+            igemm::multiply8(nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq8, s.ci.data(), ldc,
+                             s.capack.data(), group == packedGroup8);
+            packedGroup8 = tile.wq8.quads <= igemm::kKCP ? group : static_cast<size_t>(-1);
+            packedGroup = static_cast<size_t>(-1);
+          } else {
+            igemm::multiply(ikernel_, nr, s.codes.data() + tile.inputOffset, inF, gather, tile.wq, s.ci.data(), ldc,
+                            s.capack.data(), group == packedGroup);
+            packedGroup = tile.wq.pairs <= igemm::kKCP ? group : static_cast<size_t>(-1);
+            packedGroup8 = static_cast<size_t>(-1);
+          }
           float* dst = dendritic ? s.branch.data() : acc;
           const int64_t ldDst = outF;
           if (!readNoise_) {  // fused: scale, ADC, add into the layer's (or branch's) outputs
@@ -758,8 +773,8 @@ RunStats Network::forwardRows(const float* in, float* out, int64_t rows, int64_t
                          group == packedGroup);
           packedGroup = tile.weff.k <= gemm::kKC ? group : static_cast<size_t>(-1);
         }
-        const int64_t ldc = layer.intPath ? tile.wq.paddedCols() : tile.weff.paddedCols();
-        const int64_t m = layer.intPath ? tile.wq.m : tile.weff.m;
+        const int64_t ldc = layer.intPath ? tile.intCols() : tile.weff.paddedCols();
+        const int64_t m = layer.intPath ? tile.intM() : tile.weff.m;
         if (readNoise_ && !layer.intPath) {
           // S = (u∘u)·Var: the variance of each output current (in (current / vRead)² units)
           if (tile.var.k <= gemm::kKC) {
