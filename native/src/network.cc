@@ -59,6 +59,33 @@ __attribute__((target("avx2,fma"))) double weightedSquaresAvx2(const float* u, c
   }
   return sum;
 }
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 conversion intrinsics (false positive)
+/** The same with AVX-512: 32 inputs per step in four float64 accumulators of 8 lanes. */
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) double weightedSquaresAvx512(const float* u,
+                                                                                                   const double* w,
+                                                                                                   int64_t n) {
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), a2 = _mm512_setzero_pd(), a3 = _mm512_setzero_pd();
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    const __m512d x0 = _mm512_cvtps_pd(_mm256_loadu_ps(u + j));
+    const __m512d x1 = _mm512_cvtps_pd(_mm256_loadu_ps(u + j + 8));
+    const __m512d x2 = _mm512_cvtps_pd(_mm256_loadu_ps(u + j + 16));
+    const __m512d x3 = _mm512_cvtps_pd(_mm256_loadu_ps(u + j + 24));
+    a0 = _mm512_fmadd_pd(_mm512_mul_pd(x0, x0), _mm512_loadu_pd(w + j), a0);
+    a1 = _mm512_fmadd_pd(_mm512_mul_pd(x1, x1), _mm512_loadu_pd(w + j + 8), a1);
+    a2 = _mm512_fmadd_pd(_mm512_mul_pd(x2, x2), _mm512_loadu_pd(w + j + 16), a2);
+    a3 = _mm512_fmadd_pd(_mm512_mul_pd(x3, x3), _mm512_loadu_pd(w + j + 24), a3);
+  }
+  double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
+  for (; j < n; ++j) {
+    const double x = u[j];
+    sum += x * x * w[j];
+  }
+  return sum;
+}
+#pragma GCC diagnostic pop
 #endif
 
 // Rough single-core throughput target per spawned thread: below this much work a thread costs more than it saves.
@@ -472,7 +499,10 @@ Network::Network(Program program)
 #endif
   weightedSquares_ = &weightedSquaresPortable;
 #ifdef DENDRA_X86_DISPATCH
-  if (kernel_.isa >= cpu::Isa::Avx2) weightedSquares_ = &weightedSquaresAvx2;  // same CPU check
+  if (kernel_.isa >= cpu::Isa::Avx512)
+    weightedSquares_ = &weightedSquaresAvx512;
+  else if (kernel_.isa >= cpu::Isa::Avx2)
+    weightedSquares_ = &weightedSquaresAvx2;
 #endif
   programCells(physics_);  // the constructor is the only user of rng_ so far: no lock needed
 
