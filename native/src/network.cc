@@ -62,6 +62,7 @@ __attribute__((target("avx2,fma"))) double weightedSquaresAvx2(const float* u, c
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 conversion intrinsics (false positive)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 /** The same with AVX-512: 32 inputs per step in four float64 accumulators of 8 lanes. */
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) double weightedSquaresAvx512(const float* u,
                                                                                                    const double* w,
@@ -168,6 +169,7 @@ DENDRA_INT_EPILOGUE(intEpilogueAvx512Generic, __attribute__((target("avx2,fma,av
 // operations as intEpilogueRows, lane by lane, so every path gives the same floats.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 conversion intrinsics (false positive)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #define DENDRA_T512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
 DENDRA_T512 inline __m512 roundHalfAway512(__m512 x) {
   const __m512 half = _mm512_or_ps(_mm512_set1_ps(0.49999997f), _mm512_and_ps(x, _mm512_set1_ps(-0.0f)));
