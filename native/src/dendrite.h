@@ -36,6 +36,7 @@ struct Constants {
   bool thresholdLinear = false;
   bool rectify = false;
   bool avx2 = false;        // run the AVX2/FMA build of the loop (set when the CPU has it)
+  bool avx512 = false;      // run the AVX-512 build (16 float lanes; set when the session's kernels are avx512+)
 };
 
 Constants constants(const DendriteSpec& d);

@@ -611,6 +611,7 @@ Network::Network(Program program)
       const DendriteSpec& d = ls.dendrites;
       layer.consts = dendrite::constants(d);
       layer.consts.avx2 = kernel_.isa >= cpu::Isa::Avx2;  // the same CPU check as the GEMM's
+      layer.consts.avx512 = kernel_.isa >= cpu::Isa::Avx512;
       layer.eps.assign(static_cast<size_t>(d.count) * static_cast<size_t>(ls.outFeatures), 1.0f);
       if (d.variation > 0.0)  // device-to-device variation, drawn once per chip (constructor only: no lock)
         for (float& e : layer.eps) e = static_cast<float>(std::max(0.0, 1.0 + d.variation * rng_.normal()));
