@@ -76,15 +76,17 @@ async function rate(fn: () => Promise<unknown>): Promise<number> {
  * rate() for several engines compared by ratio: their windows interleave (round r measures each engine once,
  * for `seconds / rounds`), so load that comes and goes on the machine falls on all of them alike; best window each.
  */
-async function interleavedRates(fns: Record<string, () => Promise<unknown>>, rounds = 5): Promise<Record<string, number>> {
+async function interleavedRates(fns: Record<string, () => Promise<unknown>>, rounds = 5, cpu?: Record<string, number>): Promise<Record<string, number>> {
   const best: Record<string, number> = {};
   for (const [name, fn] of Object.entries(fns)) {
     for (let i = 0; i < 5; i++) await fn();
     best[name] = 0;
+    if (cpu) cpu[name] = 0;
   }
   for (let w = 0; w < rounds; w++) {
     for (const [name, fn] of Object.entries(fns)) {
       let calls = 0;
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       let t = t0;
       while (t - t0 < (seconds * 1000) / rounds) {
@@ -93,6 +95,12 @@ async function interleavedRates(fns: Record<string, () => Promise<unknown>>, rou
         t = performance.now();
       }
       best[name] = Math.max(best[name]!, (calls * 1000) / (t - t0));
+      if (cpu) {
+        // calls per second of CPU time of the whole process (every thread): on a machine other work shares,
+        // the engines' cost with the waiting for a core left out
+        const c = process.cpuUsage(c0);
+        cpu[name] = Math.max(cpu[name]!, calls / ((c.user + c.system) / 1e6));
+      }
     }
   }
   return best;
@@ -104,7 +112,7 @@ function randomInput(n: number): Float32Array {
   return x;
 }
 
-interface Row { net: string; batch: number; engine: string; ips: number; ratio?: number; target?: number; vsIdeal?: number; memoryBytes?: number; kernel?: string; integerTiles?: string }
+interface Row { net: string; batch: number; engine: string; ips: number; cpuIps?: number; cpuRatio?: number; ratio?: number; target?: number; vsIdeal?: number; memoryBytes?: number; kernel?: string; integerTiles?: string }
 
 interface DendriticResult {
   net: string;
@@ -222,16 +230,19 @@ async function main() {
         const feed = { [s.inputNames[0]!]: new Tensor('float32', x, dims) };
         calls[engine] = () => s.run(feed);
       }
-      const perCall = await interleavedRates(calls);
+      const cpuPerCall: Record<string, number> = {};
+      const perCall = await interleavedRates(calls, 5, cpuPerCall);
       const ortIps = batch * perCall['onnxruntime-node']!;
-      rows.push({ net: net.name, batch, engine: 'onnxruntime-node', ips: ortIps });
+      const ortCpu = batch * cpuPerCall['onnxruntime-node']!;
+      rows.push({ net: net.name, batch, engine: 'onnxruntime-node', ips: ortIps, cpuIps: ortCpu });
       const idealIps = batch * perCall['dendra ideal']!;
       for (const [engine, s] of Object.entries(sessions)) {
         const ips = batch * perCall[engine]!;
         const all = engine === 'dendra all effects';
         const target = all ? (batch === 256 ? 0.7 : undefined) : batch === 256 ? 1.0 : 0.8;
         const info = s.info();
-        rows.push({ net: net.name, batch, engine, ips, ratio: ips / ortIps, target, vsIdeal: all ? ips / idealIps : undefined, memoryBytes: info.memoryBytes, kernel: info.kernel, integerTiles: `${info.integerTiles}/${info.tiles}${info.exactTiles ? ` (${info.exactTiles} exact)` : ''}` });
+        const cpuIps = batch * cpuPerCall[engine]!;
+        rows.push({ net: net.name, batch, engine, ips, cpuIps, cpuRatio: cpuIps / ortCpu, ratio: ips / ortIps, target, vsIdeal: all ? ips / idealIps : undefined, memoryBytes: info.memoryBytes, kernel: info.kernel, integerTiles: `${info.integerTiles}/${info.tiles}${info.exactTiles ? ` (${info.exactTiles} exact)` : ''}` });
       }
     }
     await ortSession.release();
@@ -242,13 +253,16 @@ async function main() {
   console.log('         all effects = hfo2-1t1r with programming error, read noise, drift (1 h), IR drop and 20 % stuck cells');
   console.log('         memory = what the session holds natively (packed matrices once per session, held conductances, scratch);');
   console.log('         integer tiles = tiles run as integer products (exact where the conductances sit on levels)\n');
-  console.log('network       batch  engine              inferences/s   vs onnxruntime   target        vs ideal   memory     integer tiles');
+  console.log('         per CPU-s = inferences per second of the process\'s CPU time (all its threads): the cost with the wait');
+  console.log('         for a core left out (compare at BENCH_THREADS=1 on a machine other work shares)\n');
+  console.log('network       batch  engine              inferences/s   vs onnxruntime   target        vs ideal   memory     integer tiles          per CPU-s  vs onnxruntime');
   for (const r of rows) {
     const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`;
     const target = r.target === undefined ? '' : `≥ ${r.target}× ${r.ratio! >= r.target ? 'met' : 'MISSED'}`;
     const vs = r.vsIdeal === undefined ? '' : `${r.vsIdeal.toFixed(2)}×`;
     const mem = r.memoryBytes === undefined ? '' : `${(r.memoryBytes / 2 ** 20).toFixed(1)} MiB`;
-    console.log(`${r.net.padEnd(13)} ${String(r.batch).padStart(5)}  ${r.engine.padEnd(18)} ${Math.round(r.ips).toString().padStart(13)}   ${ratio.padStart(14)}   ${target.padEnd(12)}  ${vs.padStart(8)}   ${mem.padStart(8)}   ${r.integerTiles ?? ''}`);
+    const cpuRatio = r.cpuRatio === undefined ? '' : `${r.cpuRatio.toFixed(2)}×`;
+    console.log(`${r.net.padEnd(13)} ${String(r.batch).padStart(5)}  ${r.engine.padEnd(18)} ${Math.round(r.ips).toString().padStart(13)}   ${ratio.padStart(14)}   ${target.padEnd(12)}  ${vs.padStart(8)}   ${mem.padStart(8)}   ${(r.integerTiles ?? '').padEnd(20)} ${Math.round(r.cpuIps ?? 0).toString().padStart(9)}  ${cpuRatio.padStart(14)}`);
   }
   console.log('reference (docs, not measured here): CrossSim 3.2 on this kind of machine (2 cores), 784-500-10, batch 2,004:');
   console.log('  ideal 207k, 8-bit weights/DAC/ADC 183k, + 5 % programming error 90–101k, + 2 % read noise 57–83 inferences/s');

@@ -190,6 +190,11 @@ __attribute__((target("avx2,fma"))) double branchRowAvx2(const Constants& c, con
                                                          double* scratch, int64_t n) {
   DENDRA_BRANCH_DISPATCH
 }
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))) double branchRowAvx512(
+    const Constants& c, const float* zRaw, float scale, const float* outScale, const float* eps, float* y,
+    double* scratch, int64_t n) {
+  DENDRA_BRANCH_DISPATCH
+}
 #define DENDRA_HAS_AVX2_DENDRITE 1
 #endif
 
@@ -198,6 +203,7 @@ __attribute__((target("avx2,fma"))) double branchRowAvx2(const Constants& c, con
 double branchRow(const Constants& c, const float* zRaw, float scale, const float* outScale, const float* eps, float* y,
                  double* scratch, int64_t n) {
 #ifdef DENDRA_HAS_AVX2_DENDRITE
+  if (c.avx512) return branchRowAvx512(c, zRaw, scale, outScale, eps, y, scratch, n);
   if (c.avx2) return branchRowAvx2(c, zRaw, scale, outScale, eps, y, scratch, n);
 #endif
   return branchRowPortable(c, zRaw, scale, outScale, eps, y, scratch, n);

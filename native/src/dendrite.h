@@ -39,6 +39,7 @@ struct Constants {
   bool rectify = false;
   double onAt = 1.0;        // normalised voltage from which a signal counts as ON (onPoint in common/dendrite.ts)
   bool avx2 = false;        // run the AVX2/FMA build of the loop (set when the CPU has it)
+  bool avx512 = false;      // run the AVX-512 build (16 float lanes; set when the session's kernels are avx512+)
 };
 
 Constants constants(const DendriteSpec& d);

@@ -164,6 +164,25 @@ void packA(int64_t rows, const float* x, int64_t ldx, const int32_t* gather, int
   const int64_t panels = (rows + kMR - 1) / kMR;
   for (int64_t ir = 0; ir < panels; ++ir) {
     float* dst = apack + ir * kc * kMR;
+    if ((ir + 1) * kMR <= rows) {  // a full micro-panel: the six rows side by side, written in order
+      const float* s[kMR];
+      for (int64_t i = 0; i < kMR; ++i) s[i] = x + (ir * kMR + i) * ldx;
+      if (gather) {
+        const int32_t* g = gather + p0;
+        for (int64_t p = 0; p < kc; ++p)
+          for (int64_t i = 0; i < kMR; ++i) {
+            const float v = s[i][g[p]];
+            dst[p * kMR + i] = Square ? v * v : v;
+          }
+      } else {
+        for (int64_t p = 0; p < kc; ++p)
+          for (int64_t i = 0; i < kMR; ++i) {
+            const float v = s[i][p0 + p];
+            dst[p * kMR + i] = Square ? v * v : v;
+          }
+      }
+      continue;
+    }
     for (int64_t i = 0; i < kMR; ++i) {
       const int64_t row = ir * kMR + i;
       if (row >= rows) {

@@ -106,6 +106,37 @@ DENDRA_VNNI void microVnni(int64_t kp, const int32_t* a, const int32_t* b, int32
 #undef DENDRA_MADD512
 #undef DENDRA_DPWSSD512
 
+
+/** 6 x 32 with vpdpbusd: per quad of k, two loads of B and six broadcasts of A for twelve dot products. */
+DENDRA_VNNI void micro8Vnni(int64_t kq, const int32_t* a, const int32_t* b, int32_t* c, int64_t ldc, const int32_t* bias,
+                            bool accumulate) {
+  __m512i acc[12];
+  for (int i = 0; i < 6; ++i) {
+    if (accumulate) {
+      acc[2 * i] = _mm512_loadu_si512(c + i * ldc);
+      acc[2 * i + 1] = _mm512_loadu_si512(c + i * ldc + 16);
+    } else {
+      acc[2 * i] = _mm512_loadu_si512(bias);
+      acc[2 * i + 1] = _mm512_loadu_si512(bias + 16);
+    }
+  }
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kq; ++p) {
+    const __m512i b0 = _mm512_load_si512(b + p * kNR);
+    const __m512i b1 = _mm512_load_si512(b + p * kNR + 16);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m512i ai = _mm512_set1_epi32(a[p * kMR + i]);
+      acc[2 * i] = _mm512_dpbusd_epi32(acc[2 * i], ai, b0);
+      acc[2 * i + 1] = _mm512_dpbusd_epi32(acc[2 * i + 1], ai, b1);
+    }
+  }
+  for (int i = 0; i < 6; ++i) {
+    _mm512_storeu_si512(c + i * ldc, acc[2 * i]);
+    _mm512_storeu_si512(c + i * ldc + 16, acc[2 * i + 1]);
+  }
+}
+
 #endif  // DENDRA_X86_DISPATCH
 
 inline uint32_t word(int16_t lo, int16_t hi) {
@@ -144,7 +175,91 @@ void packA(int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather, i
   }
 }
 
+inline uint32_t byte(int16_t v, int shift) { return static_cast<uint32_t>(static_cast<uint8_t>(v)) << shift; }
+
+/** Gathers rows [0, rows) and quads [g0, g0 + kq) of A as bytes c + 128 into micro-panels of kMR rows. */
+void packA8(int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather, int64_t k, int64_t g0, int64_t kq,
+            int32_t* apack) {
+  const int64_t panels = (rows + kMR - 1) / kMR;
+  for (int64_t ir = 0; ir < panels; ++ir) {
+    int32_t* dst = apack + ir * kq * kMR;
+    for (int64_t i = 0; i < kMR; ++i) {
+      const int64_t row = ir * kMR + i;
+      const int16_t* src = row < rows ? x + row * ldx : nullptr;
+      for (int64_t g = 0; g < kq; ++g) {
+        uint32_t wv = 0;
+        for (int q = 0; q < 4; ++q) {
+          const int64_t p = 4 * (g0 + g) + q;
+          const int16_t code = src && p < k ? (gather ? src[gather[p]] : src[p]) : int16_t{0};
+          wv |= byte(static_cast<int16_t>(code + 128), 8 * q);
+        }
+        dst[g * kMR + i] = static_cast<int32_t>(wv);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+bool has8(cpu::Isa isa) {
+#ifdef DENDRA_X86_DISPATCH
+  return isa == cpu::Isa::Vnni;
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
+PackedInt8 pack8(const int16_t* w, int64_t k, int64_t m) {
+  PackedInt8 pm;
+  pm.k = k;
+  pm.m = m;
+  pm.quads = (k + 3) / 4;
+  pm.panels = (m + kNR - 1) / kNR;
+  pm.data.assign(static_cast<size_t>(pm.panels * pm.quads * kNR), 0);
+  pm.bias.assign(static_cast<size_t>(pm.paddedCols()), 0);
+  for (int64_t col = 0; col < m; ++col) {
+    int32_t sum = 0;
+    for (int64_t p = 0; p < k; ++p) sum += w[p * m + col];
+    pm.bias[static_cast<size_t>(col)] = -128 * sum;
+  }
+  for (int64_t j = 0; j < pm.panels; ++j) {
+    int32_t* panel = pm.data.data() + j * pm.quads * kNR;
+    for (int64_t g = 0; g < pm.quads; ++g)
+      for (int64_t c = 0; c < kNR && j * kNR + c < m; ++c) {
+        uint32_t wv = 0;
+        for (int q = 0; q < 4; ++q) {
+          const int64_t p = 4 * g + q;
+          if (p < k) wv |= byte(w[p * m + j * kNR + c], 8 * q);
+        }
+        panel[g * kNR + c] = static_cast<int32_t>(wv);
+      }
+  }
+  return pm;
+}
+
+void multiply8(int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather, const PackedInt8& w, int32_t* c,
+               int64_t ldc, int32_t* apack, bool reusePackedA) {
+#ifdef DENDRA_X86_DISPATCH
+  if (rows <= 0) return;
+  const int64_t quads = w.quads;
+  const int64_t blocks = (quads + kKCP - 1) / kKCP;
+  const int64_t kqBlock = (quads + blocks - 1) / blocks;
+  const int64_t panelsA = (rows + kMR - 1) / kMR;
+  const int64_t panelStride = quads * kNR;
+  for (int64_t g0 = 0; g0 < quads; g0 += kqBlock) {
+    const int64_t kq = std::min(kqBlock, quads - g0);
+    if (!(reusePackedA && blocks == 1)) packA8(rows, x, ldx, gather, w.k, g0, kq, apack);
+    for (int64_t j = 0; j < w.panels; ++j) {
+      const int32_t* b = w.data.data() + j * panelStride + g0 * kNR;
+      for (int64_t ir = 0; ir < panelsA; ++ir)
+        micro8Vnni(kq, apack + ir * kq * kMR, b, c + ir * kMR * ldc + j * kNR, ldc, w.bias.data() + j * kNR, g0 > 0);
+    }
+  }
+#else
+  (void)rows, (void)x, (void)ldx, (void)gather, (void)w, (void)c, (void)ldc, (void)apack, (void)reusePackedA;
+#endif
+}
 
 Kernel kernelFor(cpu::Isa isa) {
 #ifdef DENDRA_X86_DISPATCH

@@ -62,4 +62,33 @@ inline size_t packBufferSize(int64_t maxRows) { return static_cast<size_t>((maxR
 void multiply(const Kernel& kernel, int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather,
               const PackedInt& w, int32_t* c, int64_t ldc, int32_t* apack, bool reusePackedA = false);
 
+/**
+ * The 8-bit form for vnni (vpdpbusd): W (k x m, |w| <= 127) in panels of kNR columns and quads of rows, one
+ * 32-bit word per column and quad (bytes: rows 4g .. 4g + 3); A as unsigned bytes c + 128 (|c| <= 127), so
+ * each column starts from bias[j] = -128 * Σ_p W[p][j] and the sums are exactly Σ c · w.
+ */
+struct PackedInt8 {
+  int64_t k = 0;
+  int64_t m = 0;
+  int64_t quads = 0;
+  int64_t panels = 0;
+  IntBuffer data;
+  IntBuffer bias;  // paddedCols() values
+  int64_t paddedCols() const { return panels * kNR; }
+  size_t bytes() const { return (data.size() + bias.size()) * sizeof(int32_t); }
+};
+
+/** Packs a row-major k x m matrix whose values all lie in [-127, 127]. */
+PackedInt8 pack8(const int16_t* w, int64_t k, int64_t m);
+
+/** Words needed by the A packing buffer of multiply8 for row blocks of up to maxRows rows. */
+inline size_t packBufferSize8(int64_t maxRows) { return static_cast<size_t>((maxRows + kMR - 1) / kMR * kMR * kKCP); }
+
+/** True when this CPU path has the 8-bit kernel (vnni). */
+bool has8(cpu::Isa isa);
+
+/** multiply for PackedInt8 (the caller checks has8): the same exact int32 sums. */
+void multiply8(int64_t rows, const int16_t* x, int64_t ldx, const int32_t* gather, const PackedInt8& w, int32_t* c,
+               int64_t ldc, int32_t* apack, bool reusePackedA = false);
+
 }  // namespace dendra::igemm

@@ -97,6 +97,10 @@ class Network {
     // Integer path (the layer's DAC has 1..8 bits): Weff = wq · intStep, wq 16-bit; the GEMM of the DAC codes
     // with wq is exact in int32 and one product by intScale = intStep / q turns it into current / vRead.
     igemm::PackedInt wq;
+    igemm::PackedInt8 wq8;              // instead of wq: exact level differences within ±127 on vnni
+    bool use8 = false;
+    int64_t intCols() const { return use8 ? wq8.paddedCols() : wq.paddedCols(); }
+    int64_t intM() const { return use8 ? wq8.m : wq.m; }
     double intScale = 0.0;
     double codeScale = 0.0;             // with an ADC: its code per unit of the integer sum
     bool exactLevels = false;           // every Weff is a whole number of level steps (wq exact)

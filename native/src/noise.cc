@@ -217,12 +217,128 @@ DENDRA_AVX2 void addAvx2(RowState* st, int64_t rows, float* c, const float* s, i
 
 #undef DENDRA_AVX2
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's AVX-512 intrinsics (false positive)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#define DENDRA_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
+
+/** Two rows' lanes side by side: row a in the low 256 bits, row b in the high. */
+DENDRA_AVX512 inline __m512i pair(const uint32_t* a, const uint32_t* b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(a))),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+DENDRA_AVX512 inline void unpair(__m512i v, uint32_t* a, uint32_t* b) {
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm512_castsi512_si256(v));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm512_extracti64x4_epi64(v, 1));
+}
+DENDRA_AVX512 inline __m512 pairF(const float* a, const float* b) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(a)), _mm256_loadu_ps(b), 1);
+}
+DENDRA_AVX512 inline void unpairF(__m512 v, float* a, float* b) {
+  _mm256_storeu_ps(a, _mm512_castps512_ps256(v));
+  _mm256_storeu_ps(b, _mm512_extractf32x8_ps(v, 1));
+}
+/** The AVX2 kernel's hardware estimate, lane for lane (rsqrtps on each half), so both kernels agree bit for bit. */
+DENDRA_AVX512 inline __m512 rsqrtAsAvx2(__m512 v) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_rsqrt_ps(_mm512_castps512_ps256(v))),
+                            _mm256_rsqrt_ps(_mm512_extractf32x8_ps(v, 1)), 1);
+}
+
+DENDRA_AVX512 inline __m512i step512(__m512i& s0, __m512i& s1, __m512i& s2, __m512i& s3) {
+  const __m512i out = _mm512_add_epi32(s0, s3);
+  const __m512i t = _mm512_slli_epi32(s1, 9);
+  s2 = _mm512_xor_si512(s2, s0);
+  s3 = _mm512_xor_si512(s3, s1);
+  s1 = _mm512_xor_si512(s1, s2);
+  s0 = _mm512_xor_si512(s0, s3);
+  s2 = _mm512_xor_si512(s2, t);
+  s3 = _mm512_or_si512(_mm512_slli_epi32(s3, 11), _mm512_srli_epi32(s3, 21));
+  return out;
+}
+
+/** blockAvx2 for two rows at once (a: row i, b: row i + 1), the same operations in the same order. */
+template <bool High>
+DENDRA_AVX512 inline void block512(__m512i hw, __m512i aw, float* ca, float* cb, const float* sa, const float* sb) {
+  const __m512 q = _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_srli_epi32(hw, 1), _mm512_set1_epi32(1)));
+  const __m512i ix = _mm512_sub_epi32(_mm512_castps_si512(q), _mm512_set1_epi32(static_cast<int>(kLogOffset)));
+  const __m512 t = _mm512_sub_ps(
+      _mm512_castsi512_ps(_mm512_add_epi32(_mm512_and_si512(ix, _mm512_set1_epi32(0x007FFFFF)),
+                                           _mm512_set1_epi32(static_cast<int>(kSqrtHalfBits)))),
+      _mm512_set1_ps(1.0f));
+  __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kP5), t, _mm512_set1_ps(kP4));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kP3));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kP2));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kP1));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kP0));
+  const __m512 h = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(ix, 23)), _mm512_set1_ps(kMinusLn2),
+                                   _mm512_mul_ps(t, poly));
+  const __m512i mant = High ? _mm512_srli_epi32(aw, 8) : _mm512_slli_epi32(aw, 8);
+  const __m512i sign0 = High ? aw : _mm512_slli_epi32(aw, 16);
+  const __m512 b = _mm512_fmadd_ps(
+      _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(mant, _mm512_set1_epi32(static_cast<int>(kAngleMask))),
+                                          _mm512_set1_epi32(0x3F800000))),
+      _mm512_set1_ps(kHalfPi), _mm512_set1_ps(kMinus3QuarterPi));
+  const __m512 b2 = _mm512_mul_ps(b, b);
+  const __m512 sn = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(kS2), b2, _mm512_set1_ps(kS1)), _mm512_mul_ps(b, b2), b);
+  __m512 cs = _mm512_fmadd_ps(_mm512_set1_ps(kC3), b2, _mm512_set1_ps(kC2));
+  cs = _mm512_fmadd_ps(cs, b2, _mm512_set1_ps(kC1));
+  cs = _mm512_fmadd_ps(cs, b2, _mm512_set1_ps(1.0f));
+  const __m512 x = _mm512_xor_ps(
+      _mm512_sub_ps(cs, sn), _mm512_castsi512_ps(_mm512_and_si512(sign0, _mm512_set1_epi32(static_cast<int>(kSignBit)))));
+  const __m512 y = _mm512_xor_ps(_mm512_add_ps(sn, cs), _mm512_castsi512_ps(_mm512_slli_epi32(hw, 31)));
+
+  const __m512 v0 = _mm512_mul_ps(pairF(sa, sb), h);
+  const __m512 v1 = _mm512_mul_ps(pairF(sa + kLanes, sb + kLanes), h);
+  const __m512 g0 = rsqrtAsAvx2(_mm512_max_ps(v0, _mm512_set1_ps(FLT_MIN)));
+  const __m512 g1 = rsqrtAsAvx2(_mm512_max_ps(v1, _mm512_set1_ps(FLT_MIN)));
+  unpairF(_mm512_fmadd_ps(_mm512_mul_ps(v0, x), g0, pairF(ca, cb)), ca, cb);
+  unpairF(_mm512_fmadd_ps(_mm512_mul_ps(v1, y), g1, pairF(ca + kLanes, cb + kLanes)), ca + kLanes, cb + kLanes);
+}
+
+/** addAvx2 two rows at a time (each row keeps its own stream; a last odd row goes through addAvx2). */
+DENDRA_AVX512 void addAvx512(RowState* st, int64_t rows, float* c, const float* s, int64_t ld, int64_t cols) {
+  const int64_t nb = cols / kBlock;
+  int64_t i = 0;
+  for (; i + 2 <= rows; i += 2) {
+    float* ca = c + i * ld;
+    float* cb = ca + ld;
+    const float* sa = s + i * ld;
+    const float* sb = sa + ld;
+    __m512i s0 = pair(st[i].s[0], st[i + 1].s[0]);
+    __m512i s1 = pair(st[i].s[1], st[i + 1].s[1]);
+    __m512i s2 = pair(st[i].s[2], st[i + 1].s[2]);
+    __m512i s3 = pair(st[i].s[3], st[i + 1].s[3]);
+    int64_t j = 0;
+    for (; j + 2 <= nb; j += 2) {
+      const __m512i h0 = step512(s0, s1, s2, s3);
+      const __m512i h1 = step512(s0, s1, s2, s3);
+      const __m512i a = step512(s0, s1, s2, s3);
+      block512<false>(h0, a, ca + j * kBlock, cb + j * kBlock, sa + j * kBlock, sb + j * kBlock);
+      block512<true>(h1, a, ca + (j + 1) * kBlock, cb + (j + 1) * kBlock, sa + (j + 1) * kBlock, sb + (j + 1) * kBlock);
+    }
+    if (j < nb) {
+      const __m512i h0 = step512(s0, s1, s2, s3);
+      const __m512i a = step512(s0, s1, s2, s3);
+      block512<false>(h0, a, ca + j * kBlock, cb + j * kBlock, sa + j * kBlock, sb + j * kBlock);
+    }
+    unpair(s0, st[i].s[0], st[i + 1].s[0]);
+    unpair(s1, st[i].s[1], st[i + 1].s[1]);
+    unpair(s2, st[i].s[2], st[i + 1].s[2]);
+    unpair(s3, st[i].s[3], st[i + 1].s[3]);
+  }
+  if (i < rows) addAvx2(st + i, rows - i, c + i * ld, s + i * ld, ld, cols);
+}
+
+#undef DENDRA_AVX512
+#pragma GCC diagnostic pop
+
 #endif  // DENDRA_X86_DISPATCH
 
 }  // namespace
 
 Kernel kernelFor(cpu::Isa isa) {
 #ifdef DENDRA_X86_DISPATCH
+  if (isa >= cpu::Isa::Avx512) return Kernel{"avx512", &addAvx512};
   if (isa >= cpu::Isa::Avx2) return Kernel{"avx2", &addAvx2};
 #endif
   (void)isa;

@@ -50,7 +50,10 @@ struct Kernel {
   AddKernel add;
 };
 
-/** The AVX2/FMA kernel for isa >= avx2 (also on AVX-512 CPUs: 16 columns per block), else the portable one. */
+/**
+ * 'avx512' for isa >= avx512 (two rows' streams side by side in 512-bit registers, the same operations and
+ * results as 'avx2', bit for bit), 'avx2' for avx2, else 'portable' (sqrt instead of the hardware rsqrt estimate).
+ */
 Kernel kernelFor(cpu::Isa isa);
 
 }  // namespace dendra::noise

@@ -299,6 +299,19 @@ describe.each(kernels)('kernel %s against the float64 reference', (kernel) => {
 });
 
 describe('integer paths agree with each other', () => {
+  it('with read noise and off-level conductances, avx2, avx512 and vnni draw the same noise and give the same bits', async () => {
+    const simd = kernels.filter((k) => k !== 'portable');
+    if (simd.length < 2) return; // nothing to compare on this CPU
+    const art = compile(MODEL, { device: 'hfo2-1t1r' });
+    const outs: Float32Array[] = [];
+    for (const k of simd) {
+      const s = await InferenceSession.create(writeArtifact(art), { kernel: k, seed: 7, time: 60 });
+      outs.push((await s.run({ [s.inputNames[0]!]: new Tensor('float32', x, [N, 1, 28, 28]) }))[s.outputNames[0]!]!.data);
+      await s.release();
+    }
+    for (const y of outs.slice(1)) expect(Array.from(y)).toEqual(Array.from(outs[0]!));
+  });
+
   it('every path gives the same outputs on the quantised chip to float32 rounding of the epilogue', async () => {
     const art = compile(MODEL, { device: quantised });
     const outs = [];
