@@ -51,15 +51,19 @@ describe('frame decoder', () => {
         for (let at = 0; at < frame.length; at += 65536) got += d.push(frame.subarray(at, at + 65536)).length;
         best = Math.min(best, performance.now() - t0);
         expect(got).toBe(1);
+        // The work itself, independent of the machine's load: bytes moved inside the buffer stay below
+        // twice the frame (doubling growth), where copying the buffer on every chunk moves frame²/(2·chunk).
+        expect(d.copied).toBeLessThan(2 * frame.length);
       }
       return best;
     };
     const small = time(frameOf(4));
     const big = time(frameOf(32));
     console.log(`frame decoder: 4 MB in ${small.toFixed(1)} ms, 32 MB in ${big.toFixed(1)} ms (ratio ${(big / small).toFixed(1)}; linear 8)`);
-    // 8× the bytes: linear costs about 8× (best of 5, against load spikes); a decoder that copies its
-    // buffer on every chunk costs at least 8² = 64× (the one it replaced: about 400×).
-    expect(big / small).toBeLessThan(32);
+    // 8× the bytes: linear costs about 8× (best of 5; allocation and page faults under a loaded CI push it
+    // to about 35); a decoder that copies its buffer on every chunk costs 8² = 64× and more (the one it
+    // replaced: about 400×).
+    expect(big / small).toBeLessThan(60);
   });
 
   it('still finds frames after garbage, split at every byte', () => {
