@@ -381,13 +381,16 @@ async function replyServer(): Promise<NonNullable<typeof replier>> {
     const d = new FrameDecoder();
     socket.on('data', (chunk) => {
       for (const req of d.push(chunk)) {
-        if (state.frames.length === 0) continue;
-        const f = state.frames[state.next++ % state.frames.length]!;
+        const f = state.frames.length ? state.frames[state.next++ % state.frames.length]! : undefined;
+        let bytes: Uint8Array | undefined;
         try {
-          socket.write(encodeFrame({ ...f, id: req.id }));
+          if (f) bytes = encodeFrame({ ...f, id: req.id });
         } catch {
-          // an edited frame too large to encode: stay silent
+          // an edited frame that cannot be encoded
         }
+        // Nothing usable to say: hang up (the host then gives up at once instead of waiting out a timeout).
+        if (!bytes) socket.destroy();
+        else socket.write(bytes);
       }
     });
     socket.on('error', () => {});
@@ -407,7 +410,8 @@ const replies: Target = {
     const r = await replyServer();
     r.frames = new FrameDecoder().push(input);
     r.next = 0;
-    const board = await connectBoard(r.url, { timeoutMs: 50, retries: 0 });
+    // Long enough for a loaded machine to answer a valid reply; an input with no usable reply ends at once (the board hangs up).
+    const board = await connectBoard(r.url, { timeoutMs: 400, retries: 0 });
     try {
       const map = await scan(board, smallProfile());
       try {
