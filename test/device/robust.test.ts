@@ -21,6 +21,8 @@ import { BoardEmulator, type EmulatorOptions } from '../../runtime/backends/devi
 import { scan } from '../../runtime/backends/device/scan.js';
 import { encodeFrame, FrameDecoder, MessageType, RESPONSE } from '../../runtime/backends/device/protocol.js';
 import { examples } from '../helpers/fixtures.js';
+import { InferenceSession, Tensor } from '../../runtime/index.js';
+import { readNpyFile } from '../../common/npy.js';
 import { wrongCells } from './wrong-cells.js';
 
 const hfo2 = loadProfile('hfo2-1t1r');
@@ -142,6 +144,30 @@ describe('a board that restarts mid-deploy', () => {
     expect(err).toBeInstanceOf(BoardRequestError);
     expect((err as BoardRequestError).code).toBe('state-lost');
     expect((await board.status()).deployment?.state).toBe('programming');
+  });
+});
+
+describe('a board that restarts during inference', () => {
+  it('the device backend notices (boot id) and discards the outputs', async () => {
+    const first = new BoardEmulator(opts);
+    const url = await first.listen('tcp://127.0.0.1:0');
+    let second: BoardEmulator | undefined;
+    cleanups.push(async () => {
+      await first.close();
+      await second?.close();
+    });
+    await deploy(bytes, () => connectBoard(url));
+    const session = await InferenceSession.create(bytes, { backend: 'device', device: url, link: { timeoutMs: 300, retries: 6 } });
+    cleanups.push(() => session.release());
+    const x = new Tensor('float32', readNpyFile(examples('digits8x8-f32.npy')).data.slice(0, 8 * 64), [8, 64]);
+    const feeds = { [session.inputNames[0]!]: x };
+    expect((await session.run(feeds))[session.outputNames[0]!]!.data.length).toBe(80);
+    await first.close();
+    second = new BoardEmulator(opts);
+    await second.listen(url);
+    const err = await session.run(feeds).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeviceError);
+    expect((err as Error).message).toMatch(/restarted during inference .* lost its deployment; these outputs are discarded/);
   });
 });
 
