@@ -12,7 +12,11 @@ import { encodeNpy } from '../common/npy.js';
 import { packageRoot } from '../common/paths.js';
 import { loadProfile } from '../common/profile.js';
 import { model, randomValues, tensor } from '../test/helpers/onnx-builder.js';
-import { corpusDir, requestStream } from './targets.js';
+import { corpusDir, requestStream, smallProfile } from './targets.js';
+import { createConnection, createServer, type AddressInfo } from 'node:net';
+import { BoardEmulator } from '../runtime/backends/device/emulator.js';
+import { connectBoard } from '../runtime/backends/device/client.js';
+import { scan } from '../runtime/backends/device/scan.js';
 
 const root = packageRoot();
 const dir = (t: string) => {
@@ -125,5 +129,30 @@ for (const f of readdirSync(join(root, 'models', 'devices')).filter((f) => f.end
 
 // ---- request streams ----
 writeFileSync(join(dir('frame'), 'every-request.bin'), requestStream());
+
+// ---- a board's replies to a scan (recorded from the emulator through a relay) ----
+{
+  const emu = new BoardEmulator({ profile: smallProfile(), arrays: 2, faultRate: 0.1, seed: 2 });
+  const target = new URL(await emu.listen('tcp://127.0.0.1:0'));
+  const recorded: Uint8Array[] = [];
+  const relay = createServer((client) => {
+    const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      recorded.push(new Uint8Array(d));
+      client.write(d);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('error', () => {});
+    client.on('error', () => {});
+  });
+  await new Promise<void>((res) => relay.listen(0, '127.0.0.1', () => res()));
+  const board = await connectBoard(`tcp://127.0.0.1:${(relay.address() as AddressInfo).port}`);
+  await scan(board, smallProfile());
+  await board.close();
+  await new Promise<void>((res) => relay.close(() => res()));
+  await emu.close();
+  writeFileSync(join(dir('replies'), 'scan-2x8x8.bin'), Buffer.concat(recorded));
+}
 
 console.log(`seeds written to ${join(root, 'fuzz', 'corpus')}`);

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createConnection } from 'node:net';
+import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import onnxProto from 'onnx-proto';
 import { CHECKSUM_BYTES, PREAMBLE_BYTES } from '../artifact/format.js';
 import { readArtifact } from '../artifact/read.js';
@@ -23,6 +23,9 @@ import { InferenceSession, Tensor } from '../runtime/index.js';
 import { BoardEmulator } from '../runtime/backends/device/emulator.js';
 import { encodeFrame, FrameDecoder, MessageType, type Frame } from '../runtime/backends/device/protocol.js';
 import { loadOnnx } from '../compiler/onnx/load.js';
+import { connectBoard } from '../runtime/backends/device/client.js';
+import { scan } from '../runtime/backends/device/scan.js';
+import type { DeviceProfile } from '../common/profile.js';
 import { mutateBytes, mutateJson, type Plan } from './mutate.js';
 
 const { onnx } = onnxProto;
@@ -361,7 +364,74 @@ const emulatorTcp: Target = {
   },
 };
 
-export const TARGETS: Target[] = [model, artifact, frame, emulatorTcp, npy, defects, profile];
+/** A small chip kind for the replies target: two 8 × 8 arrays of the hfo2-1t1r physics. */
+export function smallProfile(): DeviceProfile {
+  const p = loadProfile('hfo2-1t1r');
+  return { ...p, name: 'fuzz-small', array: { ...p.array, rows: 8, cols: 8, count: 2 } };
+}
+
+/** A board that answers the k-th request with the k-th frame of the current input (its id made the request's). */
+let replier: { server: Server; url: string; frames: Frame[]; next: number; sockets: Set<Socket> } | undefined;
+
+async function replyServer(): Promise<NonNullable<typeof replier>> {
+  if (replier) return replier;
+  const state = { frames: [] as Frame[], next: 0, sockets: new Set<Socket>() };
+  const server = createServer((socket) => {
+    state.sockets.add(socket);
+    const d = new FrameDecoder();
+    socket.on('data', (chunk) => {
+      for (const req of d.push(chunk)) {
+        const f = state.frames.length ? state.frames[state.next++ % state.frames.length]! : undefined;
+        let bytes: Uint8Array | undefined;
+        try {
+          if (f) bytes = encodeFrame({ ...f, id: req.id });
+        } catch {
+          // an edited frame that cannot be encoded
+        }
+        // Nothing usable to say: hang up (the host then gives up at once instead of waiting out a timeout).
+        if (!bytes) socket.destroy();
+        else socket.write(bytes);
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => state.sockets.delete(socket));
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+  replier = Object.assign(state, { server, url: `tcp://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  return replier;
+}
+
+const replies: Target = {
+  name: 'replies',
+  what: "a board's replies (identify, status, pulse, read) edited, answered to a host running scan; the map it returns must be valid",
+  ext: '.bin',
+  mutate: (seed, plan, seeds) => frame.mutate(seed, plan, seeds),
+  async run(input) {
+    const r = await replyServer();
+    r.frames = new FrameDecoder().push(input);
+    r.next = 0;
+    // Long enough for a loaded machine to answer a valid reply; an input with no usable reply ends at once (the board hangs up).
+    const board = await connectBoard(r.url, { timeoutMs: 400, retries: 0 });
+    try {
+      const map = await scan(board, smallProfile());
+      try {
+        validateDefectMap(JSON.parse(JSON.stringify(map)));
+      } catch (e) {
+        throw new Error(`scan returned an invalid defect map: ${(e as Error).message}`);
+      }
+    } finally {
+      await board.close();
+    }
+  },
+  async cleanup() {
+    if (!replier) return;
+    for (const s of replier.sockets) s.destroy();
+    await new Promise<void>((res) => replier!.server.close(() => res()));
+    replier = undefined;
+  },
+};
+
+export const TARGETS: Target[] = [model, artifact, frame, emulatorTcp, replies, npy, defects, profile];
 
 /**
  * A target that fails on purpose (first byte 1: native-style abort, 2: an endless loop, 3: a TypeError),
@@ -371,7 +441,8 @@ const selftest: Target = {
   name: 'selftest',
   what: 'checks the runner itself',
   ext: '.bin',
-  seeds: () => [Uint8Array.of(0, 0, 0)],
+  // One seed of each kind: the runner replays seeds first, so every outcome shows up however short the run.
+  seeds: () => [Uint8Array.of(0, 0, 0), Uint8Array.of(1, 0, 0), Uint8Array.of(2, 0, 0), Uint8Array.of(3, 0, 0)],
   mutate: (seed, plan) => Uint8Array.of(plan.mode % 4, ...seed.subarray(1)),
   async run(input) {
     if (input[0] === 1) process.abort();

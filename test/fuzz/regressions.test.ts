@@ -36,7 +36,7 @@ describe.each(TARGETS.map((t) => [t.name, t] as const))('fuzz target %s', (_name
 
 describe('the fuzz runner', () => {
   it('classifies crashes, hangs and untyped errors, and exits 1 on them', () => {
-    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'fuzz', 'run.js'), 'selftest', '--seconds', '6', '--timeout-ms', '1000', '--no-save', '--seed', '7'], {
+    const r = spawnSync(process.execPath, [join(packageRoot(), 'dist', 'fuzz', 'run.js'), 'selftest', '--seconds', '1', '--timeout-ms', '3000', '--no-save', '--seed', '7'], {
       env: { ...process.env, DENDRA_FUZZ_SELFTEST: '1' },
       encoding: 'utf8',
       timeout: 60_000,

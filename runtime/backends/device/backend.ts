@@ -6,6 +6,7 @@
  * activation and head — happens here on the host (periphery.ts mirrors the simulator's periphery), so a
  * layer computes exactly what docs/artifact-format.md "What the runtime computes" says.
  */
+import { StateLost, StateWatch } from './state.js';
 import type { Artifact } from '../../../artifact/format.js';
 import { ArtifactError, DeviceError } from '../../../common/errors.js';
 import type { Board } from './board.js';
@@ -106,11 +107,13 @@ export class DeviceBackend {
   readonly #artifact: Artifact;
   readonly #layers: BoardLayer[];
   #released = false;
+  #watch: StateWatch | undefined;
 
-  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[]) {
+  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[], boot?: string) {
     this.#artifact = artifact;
     this.board = board;
     this.#layers = layers;
+    this.#watch = new StateWatch(() => board, boot);
   }
 
   /**
@@ -149,7 +152,7 @@ export class DeviceBackend {
       if (!d || d.artifact !== artifactId(bytes) || d.state !== 'ready') {
         throw new DeviceError(`the board at ${url} holds no verified deployment of this artifact; run \`dendra deploy ${file ?? 'ART.dendra'} --device ${url}\` first`);
       }
-      return new DeviceBackend(artifact, board, layers);
+      return new DeviceBackend(artifact, board, layers, status.boot);
     } catch (e) {
       await board.close();
       throw e;
@@ -237,7 +240,18 @@ export class DeviceBackend {
         stats[4] = inputRowEvents;
       }
     }
+    await this.#checkState();
     return x;
+  }
+
+  /** After a reconnect, the board must still be the one that holds the deployment (same boot id, state.ts). */
+  async #checkState(): Promise<void> {
+    try {
+      await this.#watch?.check(false);
+    } catch (e) {
+      if (!(e instanceof StateLost)) throw e;
+      throw new DeviceError(`the board at ${this.board.url} restarted during inference (boot ${e.before ?? '?'} -> ${e.after ?? '?'}) and lost its deployment; these outputs are discarded: run \`dendra deploy\` again`);
+    }
   }
 
   /** The conductances (S, row-major) the board's array holds for the artifact's array `index`, read back. */

@@ -184,7 +184,7 @@ class BoardClient implements Board {
         const req: ReadRequest = { array, row: row + r, col: col + c, rows: nr, cols: nc };
         const what = `read of array ${array} (rows ${req.row}..${req.row + nr - 1}, cols ${req.col}..${req.col + nc - 1})`;
         const frame = await this.#exchange(MessageType.Read, req, new Uint8Array(0), what, nr * nc * 4, array, (f) =>
-          f.data.length === nr * nc * 4 ? null : `read reply of ${f.data.length} bytes, expected ${nr * nc * 4}`);
+          f.data.length !== nr * nc * 4 ? `read reply of ${f.data.length} bytes, expected ${nr * nc * 4}` : allFinite(f.data) ? null : 'read reply holding a conductance that is not a finite number');
         const g = floats(frame.data);
         for (let i = 0; i < nr; i++) out.set(g.subarray(i * nc, (i + 1) * nc), (r + i) * cols + c);
       }
@@ -233,7 +233,7 @@ class BoardClient implements Board {
       const v = voltages.subarray(start * k, (start + b) * k);
       const data = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
       const frame = await this.#exchange(MessageType.Infer, req, data, `infer on array ${array} (batch ${b}, ${k} rows, ${m} cols)`, b * m * 4, array, (f) =>
-        f.data.length === b * m * 4 ? null : `infer reply of ${f.data.length} bytes, expected ${b * m * 4}`);
+        f.data.length !== b * m * 4 ? `infer reply of ${f.data.length} bytes, expected ${b * m * 4}` : allFinite(f.data) ? null : 'infer reply holding a current that is not a finite number');
       out.set(floats(frame.data), start * m);
     }
     return out;
@@ -465,6 +465,13 @@ class BoardClient implements Board {
       this.#cancel = done;
     });
   }
+}
+
+/** Whether every float32 of a reply's binary part is finite (a board never reports NaN or ±Infinity). */
+function allFinite(data: Uint8Array): boolean {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  for (let i = 0; i + 4 <= data.length; i += 4) if (!Number.isFinite(view.getFloat32(i, true))) return false;
+  return true;
 }
 
 /** "3× no reply within 2000 ms, 2× link dropped: ECONNRESET" in order of first appearance. */

@@ -84,11 +84,14 @@ export class FrameDecoder {
   #start = 0;
   #end = 0;
   dropped = 0;
+  /** Bytes moved inside the buffer (growth and compaction): bounded by a small multiple of the bytes pushed. */
+  copied = 0;
 
   #append(chunk: Uint8Array): void {
     const live = this.#end - this.#start;
     if (this.#end + chunk.length > this.#store.length) {
       const need = live + chunk.length;
+      this.copied += live;
       if (need <= this.#store.length >>> 1) {
         this.#store.copyWithin(0, this.#start, this.#end);
       } else {
