@@ -25,7 +25,7 @@
  * passes nothing for u < 0 (the paper's code: u = max(z, 0)/…). Without dendrites ("bypass", the same
  * network without dendrite devices) y_bj = z_bj and κ = 1: the soma sees Σ_i x_i W_ij + bias_j.
  */
-import type { Activation } from '../compiler/ir/layers.js';
+import type { Activation } from './activation.js';
 
 /** The dendrite device of a profile (DeviceProfile.dendrite). */
 export interface DendriteDevice {

@@ -8,13 +8,8 @@ import type { Graph } from './graph.js';
 import type { DType } from '../../common/dtypes.js';
 import type { Soma } from '../../common/dendrite.js';
 
-export type Activation =
-  | { kind: 'none' }
-  | { kind: 'relu' }
-  | { kind: 'sigmoid' }
-  | { kind: 'tanh' }
-  | { kind: 'leakyrelu'; alpha: number }
-  | { kind: 'clip'; min: number; max: number };
+export type { Activation } from '../../common/activation.js';
+import type { Activation } from '../../common/activation.js';
 
 export type Head = 'none' | 'softmax' | 'logsoftmax';
 

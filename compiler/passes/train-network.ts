@@ -3,11 +3,12 @@
  * NativeTrainNetwork, docs/training.md): the one place where layers, somas and dendrite devices become the
  * engine's parameters, for every training path (fine-tuning, in-situ training, studies).
  */
+import { nativeActivation } from '../../common/activation.js';
 import { availableParallelism } from 'node:os';
 import { alphaOf, type DendriteDevice } from '../../common/dendrite.js';
 import { InputError } from '../../common/errors.js';
 import { NativeActivation, NativeDendriteKind, type NativeTrainHardware, type NativeTrainLayer, type NativeTrainNetwork } from '../../native/index.js';
-import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
+import type { DenseLayer, LayerModel } from '../ir/layers.js';
 
 export interface TrainNetworkOptions {
   /** GEMM threads (default: the machine's, at most 8). */
@@ -30,19 +31,9 @@ export interface TrainNetworkOptions {
 export function somaCode(l: DenseLayer): { activation: NativeActivation; alpha: number; beta: number } {
   const soma = l.dendrites?.soma;
   if (soma?.kind === 'threshold') return { activation: NativeActivation.ThresholdSoma, alpha: soma.theta, beta: soma.scale };
-  return activationCode(l.activation);
+  return nativeActivation(l.activation);
 }
 
-function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
-  switch (a.kind) {
-    case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
-    case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };
-    case 'sigmoid': return { activation: NativeActivation.Sigmoid, alpha: 0, beta: 0 };
-    case 'tanh': return { activation: NativeActivation.Tanh, alpha: 0, beta: 0 };
-    case 'leakyrelu': return { activation: NativeActivation.LeakyRelu, alpha: a.alpha, beta: 0 };
-    case 'clip': return { activation: NativeActivation.Clip, alpha: Math.max(a.min, -1e30), beta: Math.min(a.max, 1e30) };
-  }
-}
 
 /** Default GEMM threads for training. */
 export function trainThreads(): number {

@@ -2,9 +2,10 @@
  * The simulator backend: turns an artifact into the native program (the one place where the profile
  * and placed layers become native parameters) and runs it in the addon.
  */
+import { nativeActivation } from '../../common/activation.js';
 import { availableParallelism } from 'node:os';
 import type { Artifact } from '../../artifact/format.js';
-import type { Activation, Head } from '../../compiler/ir/layers.js';
+import type { Head } from '../../compiler/ir/layers.js';
 import { ArtifactError } from '../../common/errors.js';
 import { native, NativeActivation, NativeDendriteKind, NativeHead, type NativeChip, type NativeDendrites, type NativeLayer, type NativePhysics, type NativeProgram } from '../../native/index.js';
 import type { PlacedLayer } from '../../compiler/ir/placed.js';
@@ -62,16 +63,6 @@ export function dendritesOf(artifact: Artifact, layer: PlacedLayer, bypass: bool
   };
 }
 
-function activationCode(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
-  switch (a.kind) {
-    case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
-    case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };
-    case 'sigmoid': return { activation: NativeActivation.Sigmoid, alpha: 0, beta: 0 };
-    case 'tanh': return { activation: NativeActivation.Tanh, alpha: 0, beta: 0 };
-    case 'leakyrelu': return { activation: NativeActivation.LeakyRelu, alpha: a.alpha, beta: 0 };
-    case 'clip': return { activation: NativeActivation.Clip, alpha: Math.max(a.min, -3.4e38), beta: Math.min(a.max, 3.4e38) };
-  }
-}
 
 const headCode: Record<Head, NativeHead> = { none: NativeHead.None, softmax: NativeHead.Softmax, logsoftmax: NativeHead.LogSoftmax };
 
@@ -89,7 +80,7 @@ export function toNativeProgram(artifact: Artifact, options: SimOptions = {}): N
     bias: l.bias,
     ...(l.dendrites?.soma.kind === 'threshold'
       ? { activation: NativeActivation.ThresholdSoma, alpha: l.dendrites.soma.theta, beta: l.dendrites.soma.scale }
-      : activationCode(l.activation)),
+      : nativeActivation(l.activation)),
     head: i === last ? headCode[artifact.head] : NativeHead.None,
     ...(l.dendrites ? { dendrites: dendritesOf(artifact, l, options.dendrites === 'bypass') } : {}),
     ...(p.soma && l.somaFullScale ? { soma: { fullScale: l.somaFullScale, energy: p.soma.voltage * p.soma.onCurrent * p.soma.time } } : {}),

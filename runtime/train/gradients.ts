@@ -3,7 +3,8 @@
  * (`trainGradients`, native/src/train/), handed the weights as the chip holds them (read back), the minibatch,
  * its labels and the activations the chip measured, so the gradients are those of the chip's own forward pass.
  */
-import { native, NativeActivation } from '../../native/index.js';
+import { nativeActivation } from '../../common/activation.js';
+import { native } from '../../native/index.js';
 import type { Activation } from '../../compiler/ir/layers.js';
 
 export interface HostGradients {
@@ -23,16 +24,6 @@ export interface GradientInput {
   measured: Float32Array[];
 }
 
-function activationOf(a: Activation): { activation: NativeActivation; alpha: number; beta: number } {
-  switch (a.kind) {
-    case 'none': return { activation: NativeActivation.None, alpha: 0, beta: 0 };
-    case 'relu': return { activation: NativeActivation.Relu, alpha: 0, beta: 0 };
-    case 'sigmoid': return { activation: NativeActivation.Sigmoid, alpha: 0, beta: 0 };
-    case 'tanh': return { activation: NativeActivation.Tanh, alpha: 0, beta: 0 };
-    case 'leakyrelu': return { activation: NativeActivation.LeakyRelu, alpha: a.alpha, beta: 0 };
-    case 'clip': return { activation: NativeActivation.Clip, alpha: a.min, beta: a.max };
-  }
-}
 
 export function hostGradients(input: GradientInput): HostGradients {
   const r = native().trainGradients(
@@ -40,7 +31,7 @@ export function hostGradients(input: GradientInput): HostGradients {
       layout: 'in-out',
       threads: 1,
       seed: 0,
-      layers: input.layers.map((l) => ({ inFeatures: l.inFeatures, outFeatures: l.outFeatures, weight: l.weight, bias: l.bias, ...activationOf(l.activation) })),
+      layers: input.layers.map((l) => ({ inFeatures: l.inFeatures, outFeatures: l.outFeatures, weight: l.weight, bias: l.bias, ...nativeActivation(l.activation) })),
     },
     input.x,
     input.labels,
