@@ -30,7 +30,9 @@
 import { InputError } from '../../common/errors.js';
 import { maxRatio, onPoint, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { DenseLayer, LayerModel } from '../ir/layers.js';
+import { native } from '../../native/index.js';
 import { DendriteKernel, agreement, argmaxRows, engineForward, sampleCount, sampleRows, somaOf } from './dendritic-forward.js';
+import { toTrainNetwork } from './train-network.js';
 
 export interface CalibrateDendritesOptions {
   /** Calibration samples used (default 1000). */
@@ -207,7 +209,6 @@ export function calibrateDendrites(
   const scoreLayer = (work: DenseLayer[], target: number, cache: BranchCache, fixedSoma: Float64Array): Scored[] => {
     const l = work[target]!;
     const m = l.outFeatures;
-    const nb = l.dendrites!.count;
     const { z } = cache;
     const { zsum, zz } = plainSumsOf(target);
     // Later layers while this one is tuned: already-calibrated ones with their dendrites; the dendritic layers
@@ -215,7 +216,8 @@ export function calibrateDendrites(
     // take on: their κ is fitted against the network without dendrites too); point-neuron layers as they are.
     const later = work.slice(target + 1);
     const laterDendritic = later.map((ll) => !!ll.dendrites && ll.dendrites.calibrated);
-    const ybuf = new Float64Array(n * m);
+    // The layer's dendrites as the engine takes them; each candidate's Σ_b F·H(z_b/F) on the engine (dendriteSums).
+    const dendrites = toTrainNetwork({ ...model, layers: [l] }, device, { threads: 1 }).layers[0]!.dendrites!;
     const next = new Float32Array(n * m);
     const soma = somaOf(l);
     const bias = l.bias;
@@ -223,14 +225,9 @@ export function calibrateDendrites(
     const results: Scored[] = [];
     for (const c of cache.candidates) {
       const f = c.f;
+      const ybuf = native().dendriteSums({ ...dendrites, fullScale: f }, z, m).sums;
       let yz = 0;
-      for (let s = 0; s < n; s++) {
-        for (let j = 0; j < m; j++) {
-          const y = kernel.branchSum(z, s * nb * m + j, m, nb, f);
-          ybuf[s * m + j] = y;
-          yz += y * zsum[s * m + j]!;
-        }
-      }
+      for (let k = 0; k < n * m; k++) yz += ybuf[k]! * zsum[k]!;
       const kappa = zz > 0 && yz !== 0 && Number.isFinite(yz / zz) ? yz / zz : 1;
       for (let s = 0; s < n; s++) {
         for (let j = 0; j < m; j++) {

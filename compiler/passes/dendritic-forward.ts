@@ -344,7 +344,7 @@ export interface EngineForwardOptions extends DendriticForwardOptions {
 
 /**
  * dendriticForward on the native training engine (Trainer.forwardLayers, float32): the same outputs, layer
- * inputs, soma inputs, Σ|soma output| and Σ dendritePower (from the engine's branch sums, by DendriteKernel),
+ * inputs, soma inputs, Σ|soma output| and Σ dendritePower (from the engine's branch sums, by dendriteSums),
  * plus the branch sums. Somas and dendrites as toTrainNetwork converts them.
  */
 export function engineForward(model: LayerModel, device: DendriteDevice | null, x: Float32Array, opts: EngineForwardOptions = {}): EngineForward {
@@ -366,17 +366,17 @@ export function engineForward(model: LayerModel, device: DendriteDevice | null, 
         return e instanceof Float32Array ? e : Float32Array.from(e);
       })
     : undefined;
+  const net = toTrainNetwork(model, device, { bypass, variation: 0 });
   let r: { outputs: Float32Array[]; pre: Float32Array[]; branch: (Float32Array | null)[] };
   if (n === 0) r = { outputs: layers.map(() => new Float32Array(0)), pre: layers.map(() => new Float32Array(0)), branch: layers.map((l, li) => (bypass[li] ? null : new Float32Array(0))) };
   else {
-    const trainer = new (native().Trainer)(toTrainNetwork(model, device, { bypass, variation: 0 }));
+    const trainer = new (native().Trainer)(net);
     try {
       r = trainer.forwardLayers(n * f0 === x.length ? x : x.subarray(0, n * f0), eps && eps.some((e) => e) ? { eps } : {});
     } finally {
       trainer.release();
     }
   }
-  const kernel = device ? new DendriteKernel(device) : null;
   const dendritePower = new Float64Array(layers.length);
   const somaSum = new Float64Array(layers.length);
   layers.forEach((l, li) => {
@@ -385,18 +385,9 @@ export function engineForward(model: LayerModel, device: DendriteDevice | null, 
     for (let k = 0; k < out.length; k++) sum += Math.abs(out[k]!);
     somaSum[li] = sum;
     const z = r.branch[li];
-    if (bypass[li] || !z || !kernel) return;
-    const m = l.outFeatures;
-    const nb = l.dendrites!.count;
-    const f = l.dendrites!.fullScale;
-    const e = eps?.[li];
-    kernel.power = 0;
-    for (let s = 0; s < n; s++) {
-      const o = s * nb * m;
-      if (e) for (let j = 0; j < m; j++) kernel.branchSumVaried(z, e, o + j, m, nb, f, -o);
-      else for (let j = 0; j < m; j++) kernel.branchSum(z, o + j, m, nb, f);
-    }
-    dendritePower[li] = kernel.power;
+    if (bypass[li] || !z || n === 0) return;
+    // The devices' V·I on the engine's branch sums (the transfer the forward applied).
+    dendritePower[li] = native().dendriteSums(net.layers[li]!.dendrites!, z, l.outFeatures, eps?.[li] ?? null).power;
   });
   return {
     samples: n,

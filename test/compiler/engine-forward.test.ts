@@ -58,3 +58,42 @@ describe('engineForward', () => {
     expect(() => engineForward(model, null, x)).toThrow(/no dendrite device/);
   });
 });
+
+describe('native dendriteSums', () => {
+  it('is Σ_b F·ε·H(z/F) of common/dendrite.ts per sample and neuron, with the devices\' power; bad input refused', async () => {
+    const { native } = await import('../../native/index.js');
+    const { toTrainNetwork } = await import('../../compiler/passes/train-network.js');
+    const { dendritePower, dendriteTransfer } = await import('../../common/dendrite.js');
+    const rng = new Random(9);
+    const samples = 5, count = 3, out = 4, F = 0.8;
+    const z = Float32Array.from({ length: samples * count * out }, () => (rng.next() < 0.1 ? 0 : rng.normal() * 1.5));
+    const eps = Float32Array.from({ length: count * out }, () => Math.max(0, 1 + 0.3 * rng.normal()));
+    for (const device of Object.values(DEVICES)) {
+      const d = toTrainNetwork(tinyNetwork(3), device).layers[0]!.dendrites!;
+      for (const e of [null, eps]) {
+        const got = native().dendriteSums({ ...d, count, fullScale: F }, z, out, e);
+        let power = 0;
+        const want = new Float64Array(samples * out);
+        for (let s = 0; s < samples; s++) {
+          for (let b = 0; b < count; b++) {
+            for (let j = 0; j < out; j++) {
+              const u = z[(s * count + b) * out + j]! / F;
+              const ej = e ? e[b * out + j]! : 1;
+              want[s * out + j] += F * ej * dendriteTransfer(device, u);
+              power += ej * dendritePower(device, u);
+            }
+          }
+        }
+        expectClose(got.sums, want, 1e-5);
+        expect(got.power).toBeGreaterThan(0);
+        expect(Math.abs(got.power - power) / power).toBeLessThan(1e-5);
+      }
+    }
+    const d = toTrainNetwork(tinyNetwork(3), EXP).layers[0]!.dendrites!;
+    expect(() => native().dendriteSums({ ...d, count }, z.subarray(1), out)).toThrow(/not a whole number of samples of 3 branches × 4 neurons/);
+    expect(() => native().dendriteSums({ ...d, count }, z, 0)).toThrow(/outFeatures must be an integer >= 1/);
+    expect(() => native().dendriteSums({ ...d, count, fullScale: -1 }, z, out)).toThrow(/fullScale/);
+    expect(() => native().dendriteSums({ ...d, count }, z, out, new Float32Array(3))).toThrow(/eps holds 3 factors for 3 branches × 4 neurons/);
+    expect(() => native().dendriteSums({ ...d, count }, Array.from(z) as unknown as Float32Array, out)).toThrow(/z must be a Float32Array/);
+  });
+});
