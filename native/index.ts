@@ -522,6 +522,13 @@ export interface NativeModule {
    * per-layer outputs the chip computed for this batch. Nothing is kept between calls.
    */
   trainGradients(network: NativeTrainNetwork, x: Float32Array, labels: Int32Array, options?: NativeTrainGradientOptions): NativeTrainGradients;
+  /**
+   * The dendrites of one layer on given branch sums (sync): sums[s·out + j] = Σ_b F·ε_bj·H(z[(s·count + b)·out + j] / F)
+   * for z [samples × count × out] (forwardLayers' `branch` layout), the transfer the forward applies (the bias
+   * and the soma not included), and power = Σ of the devices' V·I in units of onVoltage·onCurrent. `branchOf`,
+   * `variation` and `biasScale` are not read. For a caller trying many full scales on one set of branch sums.
+   */
+  dendriteSums(dendrites: Omit<NativeTrainDendrites, 'branchOf'>, z: Float32Array, outFeatures: number, eps?: Float32Array | null): { sums: Float32Array; power: number };
 }
 
 function findAddon(): string {

@@ -30,7 +30,9 @@
 import { InputError } from '../../common/errors.js';
 import { maxRatio, onPoint, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
 import type { DenseLayer, LayerModel } from '../ir/layers.js';
-import { DendriteKernel, LayerRunner, agreement, axpy, argmaxRows, dendriticForward, sampleCount, sampleRows, somaOf } from './dendritic-forward.js';
+import { native } from '../../native/index.js';
+import { DendriteKernel, agreement, argmaxRows, engineForward, sampleCount, sampleRows, somaOf } from './dendritic-forward.js';
+import { toTrainNetwork } from './train-network.js';
 
 export interface CalibrateDendritesOptions {
   /** Calibration samples used (default 1000). */
@@ -130,10 +132,10 @@ export function calibrateDendrites(
   const uOn = Math.min(onPoint(device), maxRatio(device)) / (device.voltage / device.onVoltage);
 
   // The network without dendrites: the reference accuracy, soma energy and soma full scales.
-  const ref = dendriticForward(model, device, x, { bypass: true, limit: n, somaInputs: true });
+  const ref = engineForward(model, device, x, { bypass: true, limit: n });
   const outF = layers[L - 1]!.outFeatures;
   const refArg = argmaxRows(ref.outputs, n, outF);
-  const refLayerEnergy = layers.map((l, li) => fairSomaEnergy(l, ref.somaInputs![li]!));
+  const refLayerEnergy = layers.map((l, li) => fairSomaEnergy(l, ref.somaInputs[li]!));
   const refEnergy = refLayerEnergy.reduce((a, b) => a + b, 0);
   const score = (arg: Int32Array) => (labels ? agreement(arg, labels.subarray(0, n)) : agreement(arg, refArg));
   const refAcc = score(refArg);
@@ -145,7 +147,7 @@ export function calibrateDendrites(
   const plainSums = new Map<number, { zsum: Float64Array; zz: number }>();
   const plainSumsOf = (li: number) => {
     let p = plainSums.get(li);
-    if (!p) plainSums.set(li, (p = columnSums(layers[li]!, ref.layerInputs[li]!, n)));
+    if (!p) plainSums.set(li, (p = columnSums(model, li, ref.layerInputs[li]!, n)));
     return p;
   };
 
@@ -156,28 +158,16 @@ export function calibrateDendrites(
   const search = (share: (k: number) => number) => {
     const work: DenseLayer[] = layers.map((l) => (l.dendrites ? { ...l, dendrites: { ...l.dendrites } } : { ...l }));
     const chosen = new Map<number, { q: number; mult: number; candidates: number }>();
-    // Inputs of the current layer with the earlier layers fixed (float64, [n × inFeatures]), their soma sums.
-    let cur: Float64Array | null = null;
     const fixedSoma = new Float64Array(L);
-    let li = 0;
-    const advance = (upto: number) => {
-      if (!cur) {
-        cur = new Float64Array(n * layers[0]!.inFeatures);
-        for (let i = 0; i < cur.length; i++) cur[i] = x[i]!;
-      }
-      for (; li < upto; li++) {
-        const l = work[li]!;
-        const r = new LayerRunner(l, kernel, !!l.dendrites && l.dendrites.calibrated);
-        const next: Float64Array = new Float64Array(n * l.outFeatures);
-        const pre = new Float32Array(n * l.outFeatures);
-        for (let s = 0; s < n; s++) {
-          r.run(cur, s * l.inFeatures, next, s * l.outFeatures);
-          pre.set(r.pre, s * l.outFeatures);
-        }
-        fixedSoma[li] = fairSomaEnergy(l, pre);
-        cur = next;
-      }
-      return cur;
+    /**
+     * The network up to layer `target` on the engine, the earlier layers fixed (with their dendrites once
+     * calibrated): their soma energies into fixedSoma, and the target's branch sums.
+     */
+    const prefix = (target: number): Float32Array => {
+      const sub: LayerModel = { ...model, layers: work.slice(0, target + 1) };
+      const fwd = engineForward(sub, device, x, { limit: n, dendritic: sub.layers.map((l, li) => li === target || (!!l.dendrites && l.dendrites.calibrated)) });
+      for (let li = 0; li < target; li++) fixedSoma[li] = fairSomaEnergy(work[li]!, fwd.somaInputs[li]!);
+      return fwd.branch[target]!;
     };
     let firstOk = true;
     todo.forEach((target, k) => {
@@ -187,9 +177,9 @@ export function calibrateDendrites(
       let results: Scored[];
       if (k === 0 && firstResults) {
         results = firstResults;
-        if (target > 0) advance(target); // the fixed layers' soma sums
+        if (target > 0) prefix(target); // the fixed layers' soma sums
       } else {
-        const cache = branchCache(l, advance(target), n, multipliers, mode === 'nonlinear' ? uOn : Infinity);
+        const cache = branchCache(l, prefix(target), n, multipliers, mode === 'nonlinear' ? uOn : Infinity);
         // With no dendrites before it, this layer's branch sums are those of the network without dendrites.
         if (!plainSums.has(target) && layers.slice(0, target).every((ll) => !ll.dendrites)) plainSums.set(target, cache.plain);
         results = scoreLayer(work, target, cache, fixedSoma);
@@ -219,32 +209,25 @@ export function calibrateDendrites(
   const scoreLayer = (work: DenseLayer[], target: number, cache: BranchCache, fixedSoma: Float64Array): Scored[] => {
     const l = work[target]!;
     const m = l.outFeatures;
-    const nb = l.dendrites!.count;
     const { z } = cache;
     const { zsum, zz } = plainSumsOf(target);
     // Later layers while this one is tuned: already-calibrated ones with their dendrites; the dendritic layers
     // still to calibrate without their devices but with the bias scaled by this layer's κ (the gain they will
     // take on: their κ is fitted against the network without dendrites too); point-neuron layers as they are.
-    const later = work.slice(target + 1).map((ll) => new LayerRunner(ll, kernel, !!ll.dendrites && ll.dendrites.calibrated));
-    const scaled = later.map((r) => (r.layer.dendrites && !r.dendritic ? new Float32Array(r.layer.bias.length) : null));
-    later.forEach((r, o) => { if (scaled[o]) r.bias = scaled[o]!; });
-    const ybuf = new Float64Array(n * m);
-    const next = new Float64Array(n * m);
-    const bufs = later.map((r) => new Float64Array(r.layer.outFeatures));
-    const outs = new Float64Array(n * outF);
+    const later = work.slice(target + 1);
+    const laterDendritic = later.map((ll) => !!ll.dendrites && ll.dendrites.calibrated);
+    // The layer's dendrites as the engine takes them; each candidate's Σ_b F·H(z_b/F) on the engine (dendriteSums).
+    const dendrites = toTrainNetwork({ ...model, layers: [l] }, device, { threads: 1 }).layers[0]!.dendrites!;
+    const next = new Float32Array(n * m);
     const soma = somaOf(l);
     const bias = l.bias;
     const ownPre = new Float32Array(n * m);
-    const laterPre = later.map((r) => new Float32Array(n * r.layer.outFeatures));
     const results: Scored[] = [];
     for (const c of cache.candidates) {
       const f = c.f;
+      const ybuf = native().dendriteSums({ ...dendrites, fullScale: f }, z, m).sums;
       let yz = 0;
-      for (let s = 0, o = 0; s < n * m; s++, o += nb) {
-        const y = kernel.branchSum(z, o, 1, nb, f);
-        ybuf[s] = y;
-        yz += y * zsum[s]!;
-      }
+      for (let k = 0; k < n * m; k++) yz += ybuf[k]! * zsum[k]!;
       const kappa = zz > 0 && yz !== 0 && Number.isFinite(yz / zz) ? yz / zz : 1;
       for (let s = 0; s < n; s++) {
         for (let j = 0; j < m; j++) {
@@ -255,27 +238,17 @@ export function calibrateDendrites(
       }
       const energy = fixedSoma.slice();
       energy[target] = fairSomaEnergy(l, ownPre);
-      later.forEach((r, o) => {
-        r.somaSum = 0;
-        const sb = scaled[o];
-        if (sb) for (let j = 0; j < sb.length; j++) sb[j] = kappa * r.layer.bias[j]!;
-      });
-      if (later.length === 0) outs.set(next);
-      else {
-        for (let s = 0; s < n; s++) {
-          let xin = next;
-          let xo = s * m;
-          for (let o = 0; o < later.length; o++) {
-            const last = o === later.length - 1;
-            const r = later[o]!;
-            r.run(xin, xo, last ? outs : bufs[o]!, last ? s * outF : 0);
-            laterPre[o]!.set(r.pre, s * r.layer.outFeatures);
-            xin = bufs[o]!;
-            xo = 0;
-          }
-        }
+      let outs: Float32Array = next;
+      if (later.length > 0) {
+        const rest: LayerModel = {
+          ...model,
+          input: { ...model.input, features: m },
+          layers: later.map((ll, o) => (ll.dendrites && !laterDendritic[o] ? { ...ll, bias: ll.bias.map((b) => kappa * b) } : ll)),
+        };
+        const fwd = engineForward(rest, device, next, { dendritic: laterDendritic });
+        outs = fwd.outputs;
+        later.forEach((ll, o) => { energy[target + 1 + o] = fairSomaEnergy(ll, fwd.somaInputs[o]!); });
       }
-      later.forEach((r, o) => { energy[target + 1 + o] = fairSomaEnergy(r.layer, laterPre[o]!); });
       const acc = score(argmaxRows(outs, n, outF));
       const e = energy.reduce((a, b) => a + b, 0);
       results.push({ f, q: c.q, mult: c.mult, kappa, acc, adv: e > 0 ? refEnergy / e : Infinity, on: c.on });
@@ -305,7 +278,7 @@ export function calibrateDendrites(
     }
   }
   const { work, chosen } = pick;
-  // The report: the final network by the reference forward itself.
+  // The report: the final network by its own forward on the engine.
   const { model: out, fwd, arg, acc, adv: powerAdvantage } = final;
   const agree = agreement(arg, refArg);
   const perLayer: DendriteLayerCalibration[] = [];
@@ -357,62 +330,47 @@ interface Scored {
 }
 
 interface BranchCache {
-  /** z[(s·out + j)·branches + b]: the branch sums, neuron-major. */
-  z: Float64Array;
+  /** z[s·branches·out + b·out + j]: the branch sums, branch-major per sample (the engine's layout). */
+  z: Float32Array;
   /** Σ_b z per sample and neuron, and Σ of their squares. */
   plain: { zsum: Float64Array; zz: number };
   candidates: { f: number; q: number; mult: number; on: number }[];
 }
 
-/** Σ_i x_i W_ij per sample and neuron of a layer's inputs (float32, [n × inFeatures]), and Σ of their squares. */
-function columnSums(l: DenseLayer, x: Float32Array, n: number): { zsum: Float64Array; zz: number } {
-  const m = l.outFeatures;
-  const zsum = new Float64Array(n * m);
-  const w = l.weight;
+/** Σ_i x_i W_ij per sample and neuron of a layer's inputs (float32, [n × inFeatures]) on the engine, and Σ of their squares. */
+function columnSums(model: LayerModel, li: number, x: Float32Array, n: number): { zsum: Float64Array; zz: number } {
+  const l = model.layers[li]!;
+  const sums: DenseLayer = { ...l, bias: new Float32Array(l.outFeatures), activation: { kind: 'none' }, dendrites: undefined };
+  const one: LayerModel = { ...model, input: { ...model.input, features: l.inFeatures }, layers: [sums] };
+  const pre = engineForward(one, null, x, { limit: n }).somaInputs[0]!;
+  const zsum = Float64Array.from(pre);
   let zz = 0;
-  for (let s = 0; s < n; s++) {
-    const xo = s * l.inFeatures;
-    const o = s * m;
-    for (let i = 0; i < l.inFeatures; i++) {
-      const xi = x[xo + i]!;
-      if (xi !== 0) axpy(zsum, o, xi, w, i * m, m);
-    }
-    for (let j = 0; j < m; j++) zz += zsum[o + j]! ** 2;
-  }
+  for (let k = 0; k < zsum.length; k++) zz += zsum[k]! ** 2;
   return { zsum, zz };
 }
 
-/** A dendritic layer's branch sums on its inputs x ([n × inFeatures], float64), summed as LayerRunner sums them. */
-function branchCache(l: DenseLayer, x: Float64Array, n: number, multipliers: readonly number[], uOn: number): BranchCache {
+/** A dendritic layer's branch sums z ([n × branches × outFeatures], from the engine): Σ_b z, and the candidates. */
+function branchCache(l: DenseLayer, z: Float32Array, n: number, multipliers: readonly number[], uOn: number): BranchCache {
   const m = l.outFeatures;
   const nb = l.dendrites!.count;
-  const z = new Float64Array(n * m * nb);
   const zsum = new Float64Array(n * m);
   let zz = 0;
-  // In LayerRunner's order (input by input), so the candidates see the forward's exact branch sums.
-  const zb = new Float64Array(nb * m);
-  const branchOf = l.dendrites!.branchOf;
-  const w = l.weight;
   for (let s = 0; s < n; s++) {
-    zb.fill(0);
-    const xo = s * l.inFeatures;
-    for (let i = 0; i < l.inFeatures; i++) {
-      const xi = x[xo + i]!;
-      if (xi !== 0) axpy(zb, branchOf[i]! * m, xi, w, i * m, m);
-    }
     for (let j = 0; j < m; j++) {
-      const o = (s * m + j) * nb;
       let t = 0;
-      for (let b = 0; b < nb; b++) t += z[o + b] = zb[b * m + j]!;
+      for (let b = 0, o = s * nb * m + j; b < nb; b++, o += m) t += z[o]!;
       zsum[s * m + j] = t;
       zz += t * t;
     }
   }
-  return { z, plain: { zsum, zz }, candidates: candidates(z, multipliers, uOn) };
+  return { z, plain: { zsum, zz }, candidates: candidates(z, n, m, nb, multipliers, uOn) };
 }
 
-/** Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them; the max exactly). */
-function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIERS, uOn = Infinity): { f: number; q: number; mult: number; on: number }[] {
+/**
+ * Candidate full scales from the non-zero |z| (a strided sample of at most 2^18 of them, taken sample by sample,
+ * neuron by neuron, branch by branch; the max exactly). z: [n × branches × outFeatures], branch-major per sample.
+ */
+function candidates(z: Float32Array, n: number, m: number, nb: number, multipliers: readonly number[] = MULTIPLIERS, uOn = Infinity): { f: number; q: number; mult: number; on: number }[] {
   let nonzero = 0;
   let max = 0;
   for (let i = 0; i < z.length; i++) {
@@ -426,10 +384,15 @@ function candidates(z: Float64Array, multipliers: readonly number[] = MULTIPLIER
   const stride = Math.max(1, Math.ceil(nonzero / 262144));
   const sample = new Float64Array(Math.ceil(nonzero / stride));
   let k = 0;
-  for (let i = 0, seen = 0; i < z.length; i++) {
-    const v = Math.abs(z[i]!);
-    if (!(v > 0 && Number.isFinite(v))) continue;
-    if (seen++ % stride === 0) sample[k++] = v;
+  let seen = 0;
+  for (let s = 0; s < n; s++) {
+    for (let j = 0; j < m; j++) {
+      for (let b = 0, i = s * nb * m + j; b < nb; b++, i += m) {
+        const v = Math.abs(z[i]!);
+        if (!(v > 0 && Number.isFinite(v))) continue;
+        if (seen++ % stride === 0) sample[k++] = v;
+      }
+    }
   }
   const sorted = sample.subarray(0, k).sort();
   const out: { f: number; q: number; mult: number; on: number }[] = [];
@@ -469,8 +432,37 @@ export function percentileAbs(v: ArrayLike<number>, q = 0.999): number {
     if (Number.isFinite(x)) a[k++] = x;
   }
   if (k === 0) return 0;
-  const s = a.subarray(0, k).sort();
-  return s[Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1))]!;
+  return kthSmallest(a.subarray(0, k), Math.min(k - 1, Math.max(0, Math.ceil(q * k) - 1)));
+}
+
+/** The r-th smallest of a (0-based, no NaN), as a sort would place it; reorders a (quickselect, median of three). */
+function kthSmallest(a: Float32Array, r: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >> 1;
+    // The median of a[lo], a[mid], a[hi] as the pivot.
+    const x = a[lo]!, y = a[mid]!, z = a[hi]!;
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    // a[lo..j] <= pivot <= a[i..hi], and every element strictly between j and i equals the pivot.
+    if (r <= j) hi = j;
+    else if (r >= i) lo = i;
+    else return a[r]!;
+  }
+  return a[r]!;
 }
 
 /**
@@ -506,48 +498,34 @@ interface BranchStats {
 }
 
 /**
- * dendriticForward's computation (the same LayerRunners, sample by sample) with, per dendritic layer, Σ|z| and
- * Σ|y| over its dendrites and its non-zero and ON-state branch signals (a rectified negative signal counts as neither).
+ * engineForward with, per dendritic layer, Σ|z| and Σ|y| over its dendrites and its non-zero and ON-state branch
+ * signals (a rectified negative signal counts as neither).
  */
 function forwardWithStats(model: LayerModel, kernel: DendriteKernel, x: Float32Array, n: number) {
   const layers = model.layers;
-  const runners = layers.map((l) => new LayerRunner(l, kernel, !!l.dendrites));
-  const stats: (BranchStats | null)[] = layers.map((l) => (l.dendrites ? { absZ: 0, absY: 0, nonzero: 0, on: 0 } : null));
-  const pres = layers.map((l) => new Float32Array(n * l.outFeatures));
-  const last = layers[layers.length - 1]!;
-  const outputs = new Float32Array(n * last.outFeatures);
-  const bufs = layers.map((l) => new Float64Array(l.inFeatures));
-  const out = new Float64Array(last.outFeatures);
-  const f0 = model.input.features;
+  const fwd = engineForward(model, kernel.device, x, { limit: n });
   const dev = kernel.device;
   const onAt = onPoint(dev);
-  for (let s = 0; s < n; s++) {
-    const x0 = bufs[0]!;
-    for (let i = 0; i < f0; i++) x0[i] = x[s * f0 + i]!;
-    for (let li = 0; li < layers.length; li++) {
-      const r = runners[li]!;
-      r.run(bufs[li]!, 0, li + 1 < layers.length ? bufs[li + 1]! : out, 0);
-      pres[li]!.set(r.pre, s * layers[li]!.outFeatures);
-      const st = stats[li];
-      if (!st) continue;
-      const f = r.fullScale;
-      for (let k = 0; k < r.z.length; k++) {
-        const v = r.z[k]!;
-        if (v === 0) continue;
-        st.absZ += Math.abs(v);
-        st.absY += Math.abs(kernel.out(v, f));
-        if (v < 0 && dev.rectify) continue;
-        st.nonzero++;
-        if (Math.min(kernel.a * Math.abs(v / f), kernel.vMax) >= onAt) st.on++;
-      }
+  const stats: (BranchStats | null)[] = layers.map((l, li) => {
+    const z = fwd.branch[li];
+    if (!l.dendrites || !z) return null;
+    const st = { absZ: 0, absY: 0, nonzero: 0, on: 0 };
+    const f = l.dendrites.fullScale;
+    for (let k = 0; k < z.length; k++) {
+      const v = z[k]!;
+      if (v === 0) continue;
+      st.absZ += Math.abs(v);
+      st.absY += Math.abs(kernel.out(v, f));
+      if (v < 0 && dev.rectify) continue;
+      st.nonzero++;
+      if (Math.min(kernel.a * Math.abs(v / f), kernel.vMax) >= onAt) st.on++;
     }
-    outputs.set(out, s * out.length);
-  }
+    return st;
+  });
   return {
-    outputs,
-    somaSum: Float64Array.from(runners, (r) => r.somaSum),
-    somaEnergy: Float64Array.from(layers, (l, li) => fairSomaEnergy(l, pres[li]!)),
-    dendritePower: Float64Array.from(runners, (r) => r.power),
+    outputs: fwd.outputs,
+    somaEnergy: Float64Array.from(layers, (l, li) => fairSomaEnergy(l, fwd.somaInputs[li]!)),
+    dendritePower: fwd.dendritePower,
     stats,
   };
 }
@@ -568,8 +546,8 @@ export function somaFullScales(model: LayerModel, x?: Float32Array, limit = 1000
     sampleCount(model, x);
     const drawn = sampleRows(x, model.input.features, limit);
     const dendritic = model.layers.some((l) => l.dendrites);
-    const f = dendriticForward(model, dendritic ? device : null, drawn.x, { bypass: !dendritic || !device, somaInputs: true });
-    return model.layers.map((l, li) => ownSomaScale(l, f.somaInputs![li]!));
+    const f = engineForward(model, dendritic ? device : null, drawn.x, { bypass: !dendritic || !device });
+    return model.layers.map((l, li) => ownSomaScale(l, f.somaInputs[li]!));
   }
   return weightBounds(model).outputs.map((b) => (Number.isFinite(b) ? Math.max(b, 1e-12) : 1e-12));
 }

@@ -1,7 +1,9 @@
 /**
- * The float reference forward of a LayerModel with dendrites (common/dendrite.ts, docs/dendrites.md) on one
- * dendrite device: what calibration, fine-tuning and the tests hold the native simulator to. No crossbar
- * effects; float64 accumulation throughout. No device variation (ε = 1) unless the caller gives each dendrite
+ * The forward of a LayerModel with dendrites (common/dendrite.ts, docs/dendrites.md) on one dendrite device, two
+ * ways: `engineForward` on the native training engine (float32, threaded GEMMs: what calibration, soma scales and
+ * fine-tuning's set-up run), and `dendriticForward`, the float64 TypeScript reference the tests hold the engine
+ * and the model read literally to (test/compiler/dendrites-calibrate.test.ts, finetune-variation.test.ts). No
+ * crossbar effects. No device variation (ε = 1) unless the caller gives each dendrite
  * its factor ε_bj (`eps`, `variationSeed`; `drawDendriteVariation`), as the simulator draws them for one chip.
  *
  * A dendritic layer, per sample and neuron j:
@@ -11,13 +13,15 @@
  * A layer without `dendrites` is ordinary: out = activation(x·W + b). Bypass runs the same network without
  * dendrite devices (y = z, κ = 1: the soma sees x·W + b, summed exactly as calibrate.ts's layerInputs sums it).
  *
- * `LayerRunner` and `DendriteKernel` are the building blocks calibrate-dendrites reuses, so the two passes
- * compute one model (fine-tuning runs on the native training engine, whose forward the tests hold to this one).
+ * `DendriteKernel` is the dendrite transfer calibrate-dendrites applies to the engine's branch sums for each
+ * candidate full scale.
  */
 import { InputError } from '../../common/errors.js';
 import { Random } from '../../common/random.js';
 import { alphaOf, maxRatio, somaOutput, type DendriteDevice, type Soma } from '../../common/dendrite.js';
+import { native } from '../../native/index.js';
 import type { Activation, DenseLayer, LayerModel } from '../ir/layers.js';
+import { toTrainNetwork } from './train-network.js';
 
 /**
  * A dendrite device with its constants precomputed: y = F·H(z/F), dH/du and the energy factor, the same
@@ -76,7 +80,7 @@ export class DendriteKernel {
    * Σ_{k < count} F·H(z[offset + k·stride] / F): the summed output of `count` dendrites; adds their
    * dendritePower to `power`. The hot loop of the forward and of calibration.
    */
-  branchSum(z: Float64Array, offset: number, stride: number, count: number, fullScale: number): number {
+  branchSum(z: Float64Array | Float32Array, offset: number, stride: number, count: number, fullScale: number): number {
     const a = this.a;
     const vMax = this.vMax;
     const scale = this.invA * fullScale;
@@ -117,7 +121,7 @@ export class DendriteKernel {
    * `branchSum` with each device's variation factor; adds Σ ε_k·dendritePower(u_k) to `power` (a device's
    * current, so its energy, scales by ε).
    */
-  branchSumVaried(z: Float64Array, eps: ArrayLike<number>, offset: number, stride: number, count: number, fullScale: number, epsShift = 0): number {
+  branchSumVaried(z: Float64Array | Float32Array, eps: ArrayLike<number>, offset: number, stride: number, count: number, fullScale: number, epsShift = 0): number {
     const invF = 1 / fullScale;
     const scale = this.invA * fullScale;
     const a = this.a;
@@ -324,6 +328,76 @@ export function layerRunners(model: LayerModel, device: DendriteDevice | null, b
     if (dendritic && !kernel) throw new InputError(`layer ${li} has dendrites but no dendrite device was given`);
     return new LayerRunner(l, kernel, dendritic);
   });
+}
+
+/** dendriticForward's result on the engine, with every dendritic layer's branch sums. */
+export interface EngineForward extends DendriticForward {
+  somaInputs: Float32Array[];
+  /** Per layer run with its dendrites, [samples × count × outFeatures] (branch-major per sample); else null. */
+  branch: (Float32Array | null)[];
+}
+
+export interface EngineForwardOptions extends DendriticForwardOptions {
+  /** Per layer: false runs a dendritic layer without its devices (as bypass does for all); default all true. */
+  dendritic?: readonly boolean[];
+}
+
+/**
+ * dendriticForward on the native training engine (Trainer.forwardLayers, float32): the same outputs, layer
+ * inputs, soma inputs, Σ|soma output| and Σ dendritePower (from the engine's branch sums, by dendriteSums),
+ * plus the branch sums. Somas and dendrites as toTrainNetwork converts them.
+ */
+export function engineForward(model: LayerModel, device: DendriteDevice | null, x: Float32Array, opts: EngineForwardOptions = {}): EngineForward {
+  const total = sampleCount(model, x);
+  const n = Math.max(0, Math.min(opts.limit ?? total, total));
+  const layers = model.layers;
+  const f0 = model.input.features;
+  const bypass = layers.map((l, li) => !l.dendrites || !!opts.bypass || (opts.dendritic ? !opts.dendritic[li] : false));
+  layers.forEach((l, li) => {
+    if (!bypass[li] && !device) throw new InputError(`layer ${li} has dendrites but no dendrite device was given`);
+  });
+  const epsIn = bypass.every((b) => b) ? undefined : opts.eps ?? (opts.variationSeed !== undefined && device && device.variation > 0 ? drawDendriteVariation(model, device.variation, new Random(opts.variationSeed)) : undefined);
+  const eps = epsIn
+    ? layers.map((l, li) => {
+        const e = epsIn[li];
+        if (bypass[li] || !e) return null;
+        const count = l.dendrites!.count;
+        if (e.length !== count * l.outFeatures) throw new InputError(`layer ${li}: ${e.length} dendrite factors for ${count} branches × ${l.outFeatures} neurons`);
+        return e instanceof Float32Array ? e : Float32Array.from(e);
+      })
+    : undefined;
+  const net = toTrainNetwork(model, device, { bypass, variation: 0 });
+  let r: { outputs: Float32Array[]; pre: Float32Array[]; branch: (Float32Array | null)[] };
+  if (n === 0) r = { outputs: layers.map(() => new Float32Array(0)), pre: layers.map(() => new Float32Array(0)), branch: layers.map((l, li) => (bypass[li] ? null : new Float32Array(0))) };
+  else {
+    const trainer = new (native().Trainer)(net);
+    try {
+      r = trainer.forwardLayers(n * f0 === x.length ? x : x.subarray(0, n * f0), eps && eps.some((e) => e) ? { eps } : {});
+    } finally {
+      trainer.release();
+    }
+  }
+  const dendritePower = new Float64Array(layers.length);
+  const somaSum = new Float64Array(layers.length);
+  layers.forEach((l, li) => {
+    const out = r.outputs[li]!;
+    let sum = 0;
+    for (let k = 0; k < out.length; k++) sum += Math.abs(out[k]!);
+    somaSum[li] = sum;
+    const z = r.branch[li];
+    if (bypass[li] || !z || n === 0) return;
+    // The devices' V·I on the engine's branch sums (the transfer the forward applied).
+    dendritePower[li] = native().dendriteSums(net.layers[li]!.dendrites!, z, l.outFeatures, eps?.[li] ?? null).power;
+  });
+  return {
+    samples: n,
+    outputs: r.outputs[layers.length - 1]!,
+    layerInputs: layers.map((_, li) => (li === 0 ? (n * f0 === x.length ? x : x.subarray(0, n * f0)) : r.outputs[li - 1]!)),
+    somaSum,
+    dendritePower,
+    somaInputs: r.pre,
+    branch: layers.map((_, li) => (bypass[li] ? null : r.branch[li] ?? null)),
+  };
 }
 
 export function dendriticForward(model: LayerModel, device: DendriteDevice | null, x: Float32Array, opts: DendriticForwardOptions = {}): DendriticForward {

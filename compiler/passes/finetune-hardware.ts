@@ -17,11 +17,11 @@
 import type { DeviceProfile } from '../../common/profile.js';
 import type { NativeTrainHardware } from '../../native/index.js';
 import type { LayerModel } from '../ir/layers.js';
-import { dendriticForward, sampleRows } from './dendritic-forward.js';
+import { engineForward, sampleRows } from './dendritic-forward.js';
 
 export function finetuneHardware(model: LayerModel, profile: DeviceProfile, x: Float32Array): NativeTrainHardware[] {
   const drawn = sampleRows(x, model.input.features, 1000).x;
-  const fwd = dendriticForward(model, null, drawn, { bypass: true });
+  const fwd = engineForward(model, null, drawn, { bypass: true });
   return model.layers.map((l, li) => {
     const inputs = fwd.layerInputs[li]!;
     const n = inputs.length / l.inFeatures;
@@ -61,7 +61,7 @@ export function finetuneHardware(model: LayerModel, profile: DeviceProfile, x: F
 export function sparsityPenalty(model: LayerModel, device: NonNullable<DeviceProfile['dendrite']>, x: Float32Array, sparsity: number): number {
   if (!(sparsity > 0)) return 0;
   const drawn = sampleRows(x, model.input.features, 1000).x;
-  const fwd = dendriticForward(model, device, drawn);
+  const fwd = engineForward(model, device, drawn);
   // The engine's penalty leaves the last layer (the logits) alone: normalise by the hidden layers' somas.
   const hidden = fwd.somaSum.subarray(0, Math.max(0, fwd.somaSum.length - 1));
   const total = hidden.reduce((a, b) => a + b, 0) / Math.max(1, fwd.samples);

@@ -17,8 +17,11 @@ export interface TrainNetworkOptions {
   seed?: number;
   /** σ of the dendrites' ε drawn in passes that ask for variation (default: the device's `variation`). */
   variation?: number;
-  /** The same network without dendrite devices (each dendritic layer's soma sees the plain x·W + b). */
-  bypass?: boolean;
+  /**
+   * The same network without dendrite devices (each dendritic layer's soma sees the plain x·W + b); per layer
+   * when an array (true: that layer without its devices).
+   */
+  bypass?: boolean | readonly boolean[];
   /** The loss sees logitScale × the outputs (default 1). */
   logitScale?: number;
   /** L1 activity penalty (NativeTrainNetwork.penalty). */
@@ -41,12 +44,16 @@ export function trainThreads(): number {
 }
 
 export function toTrainNetwork(model: LayerModel, device: DendriteDevice | null, opts: TrainNetworkOptions = {}): NativeTrainNetwork {
-  const bypass = opts.bypass ?? false;
+  const bypassOf = (li: number) => (typeof opts.bypass === 'boolean' ? opts.bypass : opts.bypass?.[li] ?? false);
+  if (Array.isArray(opts.bypass) && opts.bypass.length !== model.layers.length) {
+    throw new InputError(`bypass is given for ${opts.bypass.length} layers; the network has ${model.layers.length}`);
+  }
   if (opts.hardware && opts.hardware.length !== model.layers.length) {
     throw new InputError(`training hardware is given for ${opts.hardware.length} layers; the network has ${model.layers.length}`);
   }
   const layers: NativeTrainLayer[] = model.layers.map((l, li) => {
     const d = l.dendrites;
+    const bypass = bypassOf(li);
     if (d && !bypass && !device) throw new InputError(`layer ${li} (${l.name}) has dendrites but no dendrite device was given`);
     const hw = opts.hardware?.[li];
     return {

@@ -1,4 +1,4 @@
-// Module init: exports { Chip, PulseChip, kernel(), kernels(), placeTiles(), Trainer, trainGradients() }.
+// Module init: exports { Chip, PulseChip, kernel(), kernels(), placeTiles(), Trainer, trainGradients(), dendriteSums() }.
 #include <napi.h>
 
 #include <stdexcept>
@@ -38,6 +38,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("placeTiles", Napi::Function::New<dendra::placeTiles>(env, "placeTiles"));
   exports.Set("Trainer", dendra::train::Trainer::define(env));
   exports.Set("trainGradients", Napi::Function::New<dendra::train::trainGradients>(env, "trainGradients"));
+  exports.Set("dendriteSums", Napi::Function::New<dendra::train::dendriteSums>(env, "dendriteSums"));
   return exports;
 }
 

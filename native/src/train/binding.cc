@@ -1,5 +1,6 @@
 #include "binding.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -84,6 +85,58 @@ Napi::Value trainGradients(const Napi::CallbackInfo& info) {
     return gradientsResult(env, engine, b, opts, net.transposed);
   } catch (const std::bad_alloc&) {
     throwRangeError(env, "trainGradients: out of memory");
+  }
+}
+
+Napi::Value dendriteSums(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const DendriteSpec spec = readDendriteSpec(env, info[0], "dendriteSums: dendrites");
+  Napi::Value zv = info[1];
+  if (!zv.IsTypedArray() || zv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throwTypeError(env, "dendriteSums: z must be a Float32Array (got " + describe(zv) + ")");
+  auto za = zv.As<Napi::Float32Array>();
+  Napi::Value ov = info[2];
+  const double outD = ov.IsNumber() ? ov.As<Napi::Number>().DoubleValue() : -1.0;
+  if (!(outD >= 1.0 && outD <= 2147483647.0 && std::floor(outD) == outD))
+    throwRangeError(env, "dendriteSums: outFeatures must be an integer >= 1 (got " + describe(ov) + ")");
+  const int64_t out = static_cast<int64_t>(outD), count = spec.count, len = static_cast<int64_t>(za.ElementLength());
+  if (len % (count * out) != 0)
+    throwRangeError(env, "dendriteSums: z holds " + std::to_string(len) + " values, not a whole number of samples of " +
+                             std::to_string(count) + " branches × " + std::to_string(out) + " neurons");
+  const int64_t samples = len / (count * out);
+  const float* eps = nullptr;
+  Napi::Value ev = info[3];
+  if (!ev.IsUndefined() && !ev.IsNull()) {
+    if (!ev.IsTypedArray() || ev.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throwTypeError(env, "dendriteSums: eps must be a Float32Array or null (got " + describe(ev) + ")");
+    auto ea = ev.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(ea.ElementLength()) != count * out)
+      throwRangeError(env, "dendriteSums: eps holds " + std::to_string(ea.ElementLength()) + " factors for " +
+                               std::to_string(count) + " branches × " + std::to_string(out) + " neurons");
+    eps = ea.Data();
+    for (int64_t k = 0; k < count * out; ++k)
+      if (!(eps[k] >= 0.0f) || !std::isfinite(eps[k]))
+        throwRangeError(env, "dendriteSums: eps[" + std::to_string(k) + "] = " + formatNumber(eps[k]) + " must be finite and >= 0");
+  }
+  try {
+    const dendrite::Constants c = dendrite::constants(spec);
+    Napi::Float32Array sums = Napi::Float32Array::New(env, static_cast<size_t>(samples * out));
+    float* y = sums.Data();
+    std::fill(y, y + samples * out, 0.0f);
+    std::vector<float> ones(static_cast<size_t>(out), 1.0f);
+    std::vector<double> scratch(static_cast<size_t>(out));
+    const float* z = za.Data();
+    double power = 0.0;
+    for (int64_t s = 0; s < samples; ++s)
+      for (int64_t g = 0; g < count; ++g)
+        power += dendrite::branchRow(c, z + (s * count + g) * out, 1.0f, ones.data(), eps ? eps + g * out : ones.data(),
+                                     y + s * out, scratch.data(), out);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("sums", sums);
+    r.Set("power", power);
+    return r;
+  } catch (const std::bad_alloc&) {
+    throwRangeError(env, "dendriteSums: out of memory");
   }
 }
 

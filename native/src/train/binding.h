@@ -15,6 +15,14 @@ namespace dendra::train {
 /** trainGradients(network, x, labels, options?) → { loss, crossEntropy, correct, weight[], bias[] } (sync). */
 Napi::Value trainGradients(const Napi::CallbackInfo& info);
 
+/**
+ * dendriteSums(dendrites, z, outFeatures, eps?) → { sums, power } (sync): per sample s and neuron j,
+ * Σ_b F·ε_bj·H(z[s][b][j] / F) of branch sums z [samples × count × out] (Trainer.forwardLayers' `branch` layout),
+ * and Σ of the devices' V·I (units of onVoltage·onCurrent). The transfer the forward applies, for a caller that
+ * tries many full scales on one set of branch sums (dendrite calibration).
+ */
+Napi::Value dendriteSums(const Napi::CallbackInfo& info);
+
 class Trainer : public Napi::ObjectWrap<Trainer> {
  public:
   static Napi::Function define(Napi::Env env);

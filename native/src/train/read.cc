@@ -46,16 +46,7 @@ std::vector<T> transposeOf(const std::vector<T>& a, int64_t rows, int64_t cols) 
   return t;
 }
 
-DendriteDef readDendrites(Reader& rd, Napi::Value v, const std::string& path, int32_t in) {
-  DendriteDef d;
-  if (v.IsUndefined()) return d;
-  Napi::Object o = rd.object(v, path);
-  DendriteSpec& s = d.device;
-  d.count = static_cast<int32_t>(rd.integer(o, "count", path + ".count", 1, in));
-  s.count = d.count;
-  d.branchOf = rd.ints(o, "branchOf", path + ".branchOf");
-  rd.length(path + ".branchOf", d.branchOf.size(), static_cast<size_t>(in), "inFeatures");
-  rd.indices(path + ".branchOf", d.branchOf, d.count, "[0, " + std::to_string(d.count) + ") (count)");
+void readDendriteDevice(Reader& rd, Napi::Object o, const std::string& path, DendriteSpec& s) {
   s.kind = static_cast<DendriteKind>(rd.integer(o, "kind", path + ".kind", 0, 1));
   s.alpha = optionalNumber(rd, o, "alpha", path + ".alpha", 0.0, 0.0, 700.0);
   s.onOffRatio = optionalNumber(rd, o, "onOffRatio", path + ".onOffRatio", 1.0, 1.0, 1e30);
@@ -67,6 +58,19 @@ DendriteDef readDendrites(Reader& rd, Napi::Value v, const std::string& path, in
   s.fullScale = optionalNumber(rd, o, "fullScale", path + ".fullScale", 1.0, 0.0, 1e30, false);
   s.biasScale = optionalNumber(rd, o, "biasScale", path + ".biasScale", 1.0, -1e30, 1e30);
   s.rectify = o.Get("rectify").IsUndefined() ? false : rd.boolean(o, "rectify", path + ".rectify");
+}
+
+DendriteDef readDendrites(Reader& rd, Napi::Value v, const std::string& path, int32_t in) {
+  DendriteDef d;
+  if (v.IsUndefined()) return d;
+  Napi::Object o = rd.object(v, path);
+  DendriteSpec& s = d.device;
+  d.count = static_cast<int32_t>(rd.integer(o, "count", path + ".count", 1, in));
+  s.count = d.count;
+  d.branchOf = rd.ints(o, "branchOf", path + ".branchOf");
+  rd.length(path + ".branchOf", d.branchOf.size(), static_cast<size_t>(in), "inFeatures");
+  rd.indices(path + ".branchOf", d.branchOf, d.count, "[0, " + std::to_string(d.count) + ") (count)");
+  readDendriteDevice(rd, o, path, s);
   return d;
 }
 
@@ -99,6 +103,15 @@ HardwareDef readHardware(Reader& rd, Napi::Value v, const std::string& path, int
 }
 
 }  // namespace
+
+DendriteSpec readDendriteSpec(Napi::Env env, Napi::Value v, const std::string& path) {
+  Reader rd(env);
+  Napi::Object o = rd.object(v, path);
+  DendriteSpec s;
+  s.count = static_cast<int32_t>(rd.integer(o, "count", path + ".count", 1, std::numeric_limits<int32_t>::max()));
+  readDendriteDevice(rd, o, path, s);
+  return s;
+}
 
 std::vector<float> transpose(const float* a, int64_t rows, int64_t cols) { return transposeRows(a, rows, cols); }
 

@@ -20,6 +20,9 @@ struct ReadNet {
   bool transposed = false;
 };
 
+/** A NativeTrainDendrites object's count and device (branchOf is not read), validated. */
+DendriteSpec readDendriteSpec(Napi::Env env, Napi::Value v, const std::string& path);
+
 /** The network object, validated; weights (and stuck masks) turned to the engine's [in × out]. */
 ReadNet readNetwork(Napi::Env env, Napi::Value v);
 
