@@ -524,8 +524,9 @@ export class BoardEmulator {
         continue;
       }
       const response = this.#authGate(link, frame) ?? this.handle(frame);
-      if (lf.duplicate && this.#linkRng.next() < lf.duplicate) {
-        // The line delivered this frame twice: the board sees (and answers) it again.
+      if (lf.duplicate && frame.type !== MessageType.Auth && this.#linkRng.next() < lf.duplicate) {
+        // The line delivered this frame twice: the board sees (and answers) it again (not Auth: a repeated
+        // hello would replace the challenge the host is answering).
         this.#stats.duplicatedIn++;
         this.#send(link, this.#authGate(link, frame) ?? this.handle(frame));
       }
