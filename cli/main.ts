@@ -238,7 +238,7 @@ export function program(): Command {
     .addOption(new Option('--pattern <p>', 'with --fault-rate: where faults fall (default random)').choices(['random', 'rows', 'columns', 'clustered']))
     .addOption(new Option('--seed <n>', 'seed of the stuck cells, the as-fabricated state, the noise and the link faults').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff)))
     .addOption(new Option('--arrays <n>', "arrays on the board (default: the defect map's, else the profile's array.count)").argParser((v) => parseIntOption(v, '--arrays', 1, 1 << 20)))
-    .option('--link-faults <spec>', 'inject link faults: drop=P,corrupt=P,disconnect-after=N')
+    .option('--link-faults <spec>', 'inject link faults: drop=P,duplicate=P,corrupt=P,disconnect-after=N')
     .option('--token-file <FILE>', 'require this shared token (one line) on every connection (challenge-response)')
     .option('--tls-cert <PEM>', 'with --listen tcps://HOST:PORT: the certificate')
     .option('--tls-key <PEM>', 'with --listen tcps://HOST:PORT: its private key')

@@ -123,16 +123,21 @@ export async function trainCommand(model: string, opts: TrainArgs): Promise<void
     if (chip && !result!) await chip.close();
   }
   const bytes = writeArtifact(result.artifact);
+  if (chip) {
+    // The trained state stays on the board: mark it as this artifact's verified deployment (with the boot id the
+    // whole run saw), so eval --device runs it; only then is the artifact written. A board that restarted is not
+    // marked, and nothing is written (board-chip.ts).
+    try {
+      await chip.markTrained(artifactId(bytes));
+    } finally {
+      await chip.close();
+    }
+  }
   try {
     mkdirSync(dirname(opts.output), { recursive: true });
     writeFileSync(opts.output, bytes);
   } catch (e) {
     throw new InputError(`cannot write ${opts.output}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.output });
-  }
-  if (chip) {
-    // The trained state stays on the board: mark it as this artifact's verified deployment, so eval --device runs it.
-    await chip.markTrained(artifactId(bytes));
-    await chip.close();
   }
   const report = { model: basename(model), output: opts.output, ...result.report };
   if (opts.report) {

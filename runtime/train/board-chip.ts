@@ -1,41 +1,125 @@
 /**
  * In-situ training on a board over the wire protocol: the forward pass through Infer (the host's DAC, ADC and
  * periphery, as the device backend computes it: periphery.ts), whole-array reads and row-parallel updates
- * through the training messages (training-messages.ts). The link's request ids and the board's duplicate
- * cache make every update land exactly once through drops, damage and reconnects.
+ * through the training messages (training-messages.ts).
+ *
+ * Exactly once, and never on a board that forgot: every request runs through `#withLink`. The driver resends a
+ * request under the same id through drops, damage and its own reconnects (the board's duplicate cache answers a
+ * resend it already applied); when the driver gives up, the chip makes a new connection, re-identifies the board
+ * (state.ts: its boot id) and resends, an update under the id it first had, so it still lands once. A board
+ * whose boot id changed restarted and lost what training built: the run stops with a DeviceError saying so. The
+ * board is marked 'programming' before the first update (a 'ready' mark of an earlier network no longer holds)
+ * and 'ready' with the trained artifact's id only at the end (`markTrained`), with the boot id the whole run saw.
  */
 import type { PlacedModel } from '../../compiler/ir/placed.js';
-import { DeviceError } from '../../common/errors.js';
+import { DeviceError, LinkError } from '../../common/errors.js';
 import type { Board } from '../backends/device/board.js';
-import { connectBoard, type ClientOptions } from '../backends/device/client.js';
+import { BoardRequestError, connectBoard, type ClientOptions } from '../backends/device/client.js';
 import { adc, dacRow, finishRow, makeAdc } from '../backends/device/periphery.js';
 import { PROTOCOL_VERSION, type IdentifyResponse } from '../backends/device/protocol.js';
-import { inferTiles, readArrays, requireTrainingFeatures, updateRows } from '../backends/device/training-messages.js';
+import { StateLost, StateWatch } from '../backends/device/state.js';
+import { inferTiles, readArrays, requireTrainingFeatures, updateRows, type LinkRunner } from '../backends/device/training-messages.js';
 import type { ChipCounters, TrainChip } from './chip.js';
+
+/** The 'programming' mark a board carries while training changes it (no artifact exists yet). */
+export const TRAINING_MARK = 'in-situ training (dendra train)';
+
+export interface BoardTrainOptions extends ClientOptions {
+  /** New connections per request after the driver gave up on the link (default 3). */
+  reconnects?: number;
+}
 
 export class BoardTrainChip implements TrainChip {
   readonly kind = 'board' as const;
-  readonly boardLink: Board;
   readonly identity: IdentifyResponse;
+  readonly #url: string;
+  readonly #options: BoardTrainOptions;
+  readonly #reconnects: number;
+  readonly #watch: StateWatch;
+  #link: Board;
 
-  private constructor(board: Board, identity: IdentifyResponse) {
-    this.boardLink = board;
+  private constructor(url: string, board: Board, identity: IdentifyResponse, options: BoardTrainOptions) {
+    this.#url = url;
+    this.#link = board;
     this.identity = identity;
+    this.#options = options;
+    this.#reconnects = options.reconnects ?? 3;
+    this.#watch = new StateWatch(() => this.#link, identity.boot);
   }
 
   /** Connects and checks that the board speaks this protocol and announces the training messages. */
-  static async connect(url: string, link?: ClientOptions): Promise<BoardTrainChip> {
-    const board = await connectBoard(url, link);
-    try {
-      const id = await board.identify();
-      if (id.protocol !== PROTOCOL_VERSION) throw new DeviceError(`the board at ${url} speaks protocol version ${id.protocol}; this dendra speaks version ${PROTOCOL_VERSION}`);
-      requireTrainingFeatures(board, id);
-      return new BoardTrainChip(board, id);
-    } catch (e) {
-      await board.close();
-      throw e;
+  static async connect(url: string, link: BoardTrainOptions = {}): Promise<BoardTrainChip> {
+    if (link.reconnects !== undefined && !(Number.isInteger(link.reconnects) && link.reconnects >= 0 && link.reconnects <= 1000)) {
+      throw new DeviceError(`reconnects must be an integer from 0 to 1000 (got ${link.reconnects})`);
+    }
+    // A driver that gives up on the first Identify gets new connections, as every later request does.
+    for (let left = link.reconnects ?? 3; ; left--) {
+      const board = await connectBoard(url, link);
+      try {
+        const id = await board.identify();
+        if (id.protocol !== PROTOCOL_VERSION) throw new DeviceError(`the board at ${url} speaks protocol version ${id.protocol}; this dendra speaks version ${PROTOCOL_VERSION}`);
+        requireTrainingFeatures(board, id);
+        return new BoardTrainChip(url, board, id, link);
+      } catch (e) {
+        await board.close();
+        if (!(e instanceof LinkError) || left <= 0) throw e;
+      }
     }
   }
+
+  /** The current connection (a new one after the driver gave up on the link). */
+  get boardLink(): Board {
+    return this.#link;
+  }
+
+  /** Link re-establishments during the run (the driver's reconnects and new connections), each re-identified. */
+  get reconnects(): number {
+    return this.#watch.reconnects;
+  }
+
+  /** The board's boot id the whole run has seen. */
+  get boot(): string | undefined {
+    return this.#watch.boot;
+  }
+
+  #lost(e: StateLost): DeviceError {
+    return new DeviceError(
+      `the board at ${this.#url} restarted during in-situ training (boot ${e.before ?? '?'} -> ${e.after ?? '?'}) and lost the trained state; ` +
+        `the run stops, nothing is written and the board is not marked ready: check its power and run dendra train again`,
+    );
+  }
+
+  /**
+   * Runs one step on the current connection, then re-identifies the board if the link was re-established.
+   * When the driver gives up (LinkError), a new connection is made (up to `reconnects` per step), the board
+   * re-identified, and the step run again: reads and inferences simply repeat, an update repeats under its
+   * own id (training-messages.ts). A changed boot id ends the run (#lost).
+   */
+  readonly #withLink: LinkRunner = async <T>(step: (board: Board) => Promise<T>): Promise<T> => {
+    let left = this.#reconnects;
+    let reconnect = false;
+    for (;;) {
+      try {
+        if (reconnect) {
+          await this.#link.close().catch(() => {});
+          this.#link = await connectBoard(this.#url, this.#options);
+          await this.#watch.reconnected();
+          reconnect = false;
+        }
+        const result = await step(this.#link);
+        await this.#watch.check(false);
+        return result;
+      } catch (e) {
+        if (e instanceof StateLost) throw this.#lost(e);
+        if (e instanceof BoardRequestError && e.code === 'state-lost') {
+          const err = await this.#watch.translate(e).catch(() => new StateLost(this.#watch.boot, undefined));
+          throw err instanceof StateLost ? this.#lost(err) : err;
+        }
+        if (!(e instanceof LinkError) || left-- <= 0) throw e;
+        reconnect = true;
+      }
+    }
+  };
 
   get device(): string {
     return this.identity.device;
@@ -74,7 +158,7 @@ export class BoardTrainChip implements TrainChip {
       return { t, rowSlot, colSlot, volts, tile: { array: arr.chipArray ?? t.array, rows: Int32Array.from(rowSlot.keys()), cols: Int32Array.from(colSlot.keys()) } };
     });
     // Every tile of the layer in one request where the board takes InferTiles.
-    const currents = await inferTiles(this.boardLink, plans.map((p) => p.tile), plans.map((p) => p.volts), batch, this.identity.features?.inferTiles === true);
+    const currents = await this.#withLink((b) => inferTiles(b, plans.map((p) => p.tile), plans.map((p) => p.volts), batch, this.identity.features?.inferTiles === true));
     plans.forEach(({ t, colSlot }, i) => {
       const cur = currents[i]!;
       const nCols = colSlot.size;
@@ -100,48 +184,71 @@ export class BoardTrainChip implements TrainChip {
     placed.arrays.forEach((a, i) => {
       const chipArray = a.chipArray ?? i;
       const b = have[chipArray];
-      if (!b) throw new DeviceError(`the network needs ${placed.arrays.length} arrays of ${a.rows} × ${a.cols}; the board at ${this.boardLink.url} has ${have.length}`);
-      if (b.rows !== a.rows || b.cols !== a.cols) throw new DeviceError(`the network needs ${a.rows} × ${a.cols} arrays; array ${chipArray} of the board at ${this.boardLink.url} is ${b.rows} × ${b.cols}`);
+      if (!b) throw new DeviceError(`the network needs ${placed.arrays.length} arrays of ${a.rows} × ${a.cols}; the board at ${this.#url} has ${have.length}`);
+      if (b.rows !== a.rows || b.cols !== a.cols) throw new DeviceError(`the network needs ${a.rows} × ${a.cols} arrays; array ${chipArray} of the board at ${this.#url} is ${b.rows} × ${b.cols}`);
     });
   }
 
   readArrays(arrays: number[], rows: number, cols: number): Promise<Float32Array[]> {
-    return readArrays(this.boardLink, arrays, rows, cols);
+    return this.#withLink((b) => readArrays(b, arrays, rows, cols));
   }
 
   async updateRows(array: number, rows: Int32Array, gates: Float32Array, mask: Uint8Array, amp: { set: number; reset: number; width: number }): Promise<void> {
-    await updateRows(this.boardLink, array, rows, this.identity.arrays[array]?.cols ?? 0, gates, mask, amp);
+    await updateRows(this.#link, array, rows, this.identity.arrays[array]?.cols ?? 0, gates, mask, amp, this.#withLink);
+  }
+
+  /** Before the first update: the board is no longer what an earlier 'ready' mark says (refused if it restarted). */
+  async claim(): Promise<void> {
+    const boot = this.#watch.boot;
+    await this.#withLink((b) => b.mark({ artifact: TRAINING_MARK, state: 'programming', ...(boot !== undefined ? { boot } : {}) }));
+  }
+
+  /** Re-identifies the board now (a reset that kept the link, e.g. a serial line, shows only here). */
+  async checkpoint(): Promise<void> {
+    await this.#withLink(() => this.#watch.check(true));
   }
 
   board(): Board {
-    // deploy() closes the board it is handed: give it a view whose close() leaves the link open.
-    const b = this.boardLink;
+    // deploy() closes the board it is handed: give it a view of the current link whose close() leaves it open.
+    const self = () => this.#link;
     return {
-      url: b.url,
-      identify: () => b.identify(),
-      status: () => b.status(),
-      read: (r) => b.read(r),
-      pulse: (a, w, p) => b.pulse(a, w, p),
-      infer: (a, r, c, v, n) => b.infer(a, r, c, v, n),
-      mark: (m) => b.mark(m),
-      stats: () => b.stats(),
+      url: this.#url,
+      identify: () => self().identify(),
+      status: () => self().status(),
+      read: (r) => self().read(r),
+      pulse: (a, w, p) => self().pulse(a, w, p),
+      infer: (a, r, c, v, n) => self().infer(a, r, c, v, n),
+      mark: (m) => self().mark(m),
+      stats: () => self().stats(),
       close: async () => {},
     };
   }
 
   async counters(): Promise<ChipCounters> {
-    const s = (await this.boardLink.status()) as unknown as Record<string, unknown>;
+    const s = (await this.#withLink((b) => b.status())) as unknown as Record<string, unknown>;
     const num = (k: string) => (typeof s[k] === 'number' ? (s[k] as number) : null);
     return { pulses: num('pulses') ?? 0, cellPulses: num('cellPulses') ?? 0, reads: num('reads') ?? 0, energy: num('pulseEnergy') };
   }
 
-  /** Records on the board that it holds the trained artifact, verified (training read every array back). */
+  /**
+   * Records on the board that it holds the trained artifact (training read every array back at the end):
+   * 'programming', then 'ready', both carrying the boot id the whole run saw, so a board that restarted since
+   * refuses them; then confirmed by a Status. Throws a DeviceError (the board is then not ready) otherwise.
+   */
   async markTrained(artifact: string): Promise<void> {
-    await this.boardLink.mark({ artifact, state: 'programming' });
-    await this.boardLink.mark({ artifact, state: 'ready' });
+    const boot = this.#watch.boot;
+    const withBoot = boot !== undefined ? { boot } : {};
+    await this.checkpoint();
+    await this.#withLink((b) => b.mark({ artifact, state: 'programming', ...withBoot }));
+    await this.#withLink((b) => b.mark({ artifact, state: 'ready', ...withBoot }));
+    await this.checkpoint();
+    const after = await this.#withLink((b) => b.status());
+    if (after.deployment?.artifact !== artifact || after.deployment.state !== 'ready') {
+      throw new DeviceError(`the board at ${this.#url} did not keep the 'ready' mark of the trained network (it reports ${JSON.stringify(after.deployment)?.slice(0, 200)}); run dendra train again`);
+    }
   }
 
   async close(): Promise<void> {
-    await this.boardLink.close();
+    await this.#link.close();
   }
 }

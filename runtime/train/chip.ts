@@ -39,6 +39,15 @@ export interface TrainChip {
   checkFits(placed: PlacedModel): void;
   /** A Board on this chip, for program-and-verify (deploy) with --init model. */
   board(): Board;
+  /**
+   * A board: marks it 'programming' before training changes it (an earlier 'ready' mark no longer holds).
+   * Throws a DeviceError if the board restarted since it was identified.
+   */
+  claim?(): Promise<void>;
+  /** A board: re-identifies it; throws a DeviceError if it restarted (lost what training built). */
+  checkpoint?(): Promise<void>;
+  /** A board: link re-establishments so far, each followed by a re-identification. */
+  readonly reconnects?: number;
   counters(): Promise<ChipCounters>;
   close(): Promise<void>;
 }

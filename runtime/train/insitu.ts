@@ -94,6 +94,8 @@ export interface InSituReport {
   chipCounters: { pulses: number; cellPulses: number; reads: number; energyJ: number | null };
   /** Program-and-verify of the ONNX weights (init 'model'). */
   programVerify?: { pulses: number; rounds: number; failed: number };
+  /** On a board: link re-establishments (the driver's reconnects and new connections), each re-identified. */
+  reconnects?: number;
   wallSeconds: number;
 }
 
@@ -251,6 +253,8 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
   };
 
   try {
+    // A board: no longer what an earlier 'ready' mark says, from before the first pulse on.
+    await chip.claim?.();
     if (init === 'random') {
       for (let ai = 0; ai < placed.arrays.length; ai++) {
         const next = new Float32Array(rows * cols).fill(NaN);
@@ -259,8 +263,11 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       }
     } else {
       const bytes = writeArtifact(placed);
-      const { report } = await deploy(bytes, async () => chip.board(), { force: true });
+      // On a board that restarts, deploy fails (restarts: 0): training's own watch holds the first boot id.
+      const { report } = await deploy(bytes, async () => chip.board(), { force: true, restarts: 0 });
       programVerify = { pulses: report.pulses, rounds: report.rounds, failed: report.failed.length };
+      // deploy marked the board ready with the untrained network: training changes it from here on.
+      await chip.claim?.();
       const g = await readAll();
       index.arrays.forEach((a, ai) => {
         for (const cell of a.cells) vg[ai]![cell] = gateFor(profile, g[ai]![cell]!);
@@ -338,6 +345,8 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
           }
           await apply(ai, next, false, minStep);
         }
+        // A board that reset without dropping the link (a serial line) shows here, once per minibatch.
+        await chip.checkpoint?.();
         samples += b;
         yield { kind: 'step', epoch, samples, total: n * epochs, loss: grads.loss };
         if (test && samples >= nextEval) {
@@ -360,8 +369,10 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       }
     }
 
-    // The artifact: the network as the chip holds it (a final read of every array).
+    // The artifact: the network as the chip holds it (a final read of every array, re-identified after it:
+    // a board that restarted before or during the read does not give its blank cells as the network).
     const final = await readAll();
+    await chip.checkpoint?.();
     // On the simulator the chip's stuck cells are known (the map it was made from; training never used it):
     // the artifact records them, so the simulator runs them as stuck. A board's stay unknown.
     const stuckOf = (ai: number) => (simDefects ? faultGrid(simDefects.arrays[chipArrays[ai]!]!) : undefined);
@@ -416,6 +427,7 @@ export async function* trainInSituSteps(options: InSituOptions): AsyncGenerator<
       },
       chipCounters: { pulses: counters.pulses, cellPulses: counters.cellPulses, reads: cellsRead, energyJ: counters.energy },
       ...(programVerify ? { programVerify } : {}),
+      ...(chip.reconnects !== undefined ? { reconnects: chip.reconnects } : {}),
       wallSeconds: (performance.now() - started) / 1000,
     };
     return { artifact, report };

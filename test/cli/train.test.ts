@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dendra, expectOneLineError, MAIN } from '../helpers/cli.js';
+import { connectBoard } from '../../runtime/backends/device/client.js';
 
 const MODEL = join(__dirname, '..', 'fixtures', 'mnist', 'mnist8x8-64x54x10.onnx');
 const dir = mkdtempSync(join(tmpdir(), 'dendra-train-'));
@@ -80,6 +81,52 @@ describe('dendra train --board', () => {
       expect(Math.abs(JSON.parse(e.out).accuracy - j.finalAccuracy)).toBeLessThan(0.03);
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('dendra train --board on a board that restarts', () => {
+  it('fails in one line, writes nothing, and the restarted board is not marked ready', async () => {
+    const emulate = (port: number) => {
+      const child = spawn(process.execPath, [MAIN, 'emulate', '--listen', `tcp://127.0.0.1:${port}`, '--device', 'hfo2-1t1r', '--arrays', '2', '--seed', '17'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      return new Promise<{ child: typeof child; url: string }>((res, rej) => {
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          const m = /tcp:\/\/\S+/.exec(out);
+          if (m && out.includes('\n')) res({ child, url: m[0] });
+        });
+        child.once('exit', (code) => rej(new Error(`dendra emulate exited (${code})`)));
+      });
+    };
+    let emu = await emulate(0);
+    const url = emu.url;
+    const out = join(dir, 'restarted.dendra');
+    try {
+      const train = spawn(process.execPath, [MAIN, 'train', MODEL, '--device', 'hfo2-1t1r', ...data(), '--epochs', '1', '--eval-every', '100000', '--board', url, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      train.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+      const exited = new Promise<number | null>((res) => train.on('exit', (code) => res(code)));
+      // Once training has pulsed the board, kill it and bring it back blank on the same port.
+      const watcher = await connectBoard(url, { timeoutMs: 2000 });
+      for (;;) {
+        const s = (await watcher.status()) as unknown as Record<string, number>;
+        if (s['cellPulses'] > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await watcher.close();
+      emu.child.kill('SIGKILL');
+      emu = await emulate(Number(new URL(url).port));
+      const code = await exited;
+      expect(code).toBe(1);
+      expect(err.trim()).not.toMatch(/\n/);
+      expect(err).toMatch(/restarted during in-situ training \(boot \S+ -> \S+\) and lost the trained state; the run stops, nothing is written and the board is not marked ready/);
+      expect(existsSync(out)).toBe(false);
+      const board = await connectBoard(url);
+      expect((await board.status()).deployment?.state).not.toBe('ready');
+      await board.close();
+    } finally {
+      emu.child.kill('SIGKILL');
     }
   });
 });

@@ -318,6 +318,8 @@ describe('protocol answers', () => {
     expect(() => parseLinkFaults('drop=0.1,bogus=1')).toThrow(/unknown fault 'bogus'/);
     expect(() => parseLinkFaults('disconnect-after=0')).toThrow(/positive integer/);
     expect(parseLinkFaults('drop=0.01,corrupt=0.02,disconnect-after=500')).toEqual({ drop: 0.01, corrupt: 0.02, disconnectAfter: 500 });
+    expect(parseLinkFaults('duplicate=0.1')).toEqual({ duplicate: 0.1 });
+    expect(() => parseLinkFaults('duplicate=2')).toThrow(/duplicate must be a probability/);
   });
 
   it('hides the defect map it is given, or the one `defects generate` makes from the same rate and seed', () => {

@@ -12,8 +12,9 @@ import { loadProfile } from '../../common/profile.js';
 import { compile } from '../../compiler/index.js';
 import { writeArtifact } from '../../artifact/write.js';
 import { InferenceSession, Tensor } from '../../runtime/index.js';
-import { trainInSitu } from '../../runtime/train/insitu.js';
-import { BoardTrainChip } from '../../runtime/train/board-chip.js';
+import { trainInSitu, trainInSituSteps } from '../../runtime/train/insitu.js';
+import { BoardTrainChip, TRAINING_MARK } from '../../runtime/train/board-chip.js';
+import { artifactId } from '../../runtime/backends/device/deploy.js';
 import { BoardEmulator } from '../../runtime/backends/device/emulator.js';
 import { connectBoard } from '../../runtime/backends/device/client.js';
 import { requireTrainingFeatures } from '../../runtime/backends/device/training-messages.js';
@@ -108,6 +109,57 @@ describe('in-situ training on a board', () => {
       expect(emu.stats().droppedIn + emu.stats().droppedOut).toBeGreaterThan(0);
       expect(board.report.finalAccuracy!).toBeGreaterThan(0.65);
       expect(Math.abs(board.report.finalAccuracy! - sim.report.finalAccuracy!)).toBeLessThan(0.08);
+    } finally {
+      await emu.close();
+    }
+  });
+
+  it('over a link that drops and duplicates frames, with a driver that gives up at the first loss (new connections): every update lands exactly once', async () => {
+    const emu = new BoardEmulator({ profile, arrays: 2, faultRate: 0, seed: 23, linkFaults: { drop: 0.06, duplicate: 0.1 } });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    try {
+      // retries 0: every lost frame makes the driver give up, so the chip opens a new connection (new ids),
+      // re-identifies the board, and resends the request; an update goes again under the id it first had.
+      const chip = await BoardTrainChip.connect(url, { timeoutMs: 100, retries: 0, reconnects: 20 });
+      const n = 400;
+      const r = await trainInSitu({ model: MODEL, device: profile, inputs: train.inputs.subarray(0, n * 64), labels: train.labels.subarray(0, n), epochs: 1, seed: 23, chip });
+      await chip.close();
+      const link = await connectBoard(url, { timeoutMs: 100, retries: 20 });
+      const status = (await link.status()) as unknown as Record<string, number>;
+      await link.close();
+      const sent = r.report.pulsesPerDevice.mean * r.report.pulsesPerDevice.devices;
+      expect(Math.round(sent)).toBe(status['cellPulses']);
+      const stats = emu.stats();
+      expect(r.report.reconnects!).toBeGreaterThan(3);
+      expect(stats.droppedIn + stats.droppedOut).toBeGreaterThan(3);
+      expect(stats.duplicatedIn).toBeGreaterThan(0);
+      expect(stats.duplicatedOut).toBeGreaterThan(0);
+      // resends of updates the board had applied (duplicated frames, and resends after a lost reply) came from its cache
+      expect(stats.duplicates).toBeGreaterThan(0);
+      console.log(`drop 6 %, duplicate 10 %, driver retries 0: ${r.report.reconnects} new connections, ${stats.droppedIn + stats.droppedOut} frames dropped, ${stats.duplicatedIn + stats.duplicatedOut} duplicated, ${stats.duplicates} answered from the cache; ${status['cellPulses']} cell-pulses applied = sent`);
+    } finally {
+      await emu.close();
+    }
+  });
+
+  it('a board that held a ready network is marked programming from before the first update until training marks it ready again', async () => {
+    const emu = new BoardEmulator({ profile, arrays: 2, faultRate: 0, seed: 4 });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    try {
+      const chip = await BoardTrainChip.connect(url);
+      const n = 100;
+      const data = { inputs: train.inputs.subarray(0, n * 64), labels: train.labels.subarray(0, n) };
+      const first = await trainInSitu({ model: MODEL, device: profile, ...data, epochs: 1, seed: 4, chip });
+      const id = artifactId(writeArtifact(first.artifact));
+      await chip.markTrained(id);
+      const status = async () => (await chip.boardLink.status()).deployment;
+      expect(await status()).toEqual({ artifact: id, state: 'ready' });
+      // A second run stops after one minibatch (the host dies): the board must not still claim the first network.
+      const steps = trainInSituSteps({ model: MODEL, device: profile, ...data, epochs: 1, seed: 5, chip });
+      expect((await steps.next()).value).toMatchObject({ kind: 'step' });
+      await steps.return(undefined as never);
+      expect(await status()).toEqual({ artifact: TRAINING_MARK, state: 'programming' });
+      await chip.close();
     } finally {
       await emu.close();
     }

@@ -35,7 +35,9 @@ export interface Board {
   infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Promise<Float32Array>;
   mark(request: MarkRequest): Promise<void>;
   /** Any request, with the link's ids and retries (for messages beyond these, e.g. training-messages.ts); absent on in-process boards. */
-  request?(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null): Promise<Frame>;
+  request?(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null, id?: number): Promise<Frame>;
+  /** A fresh request id (for `request(..., id)`: resending a change under its own id, also on a new connection). */
+  newId?(): number;
   stats(): LinkStats;
   close(): Promise<void>;
 }

@@ -241,10 +241,19 @@ class BoardClient implements Board {
 
   /**
    * One request of any type through the same ids, retries and reconnects (the training messages of
-   * training-messages.ts use it). `check` names what is wrong with a reply, or returns null.
+   * training-messages.ts use it). `check` names what is wrong with a reply, or returns null. `id`: send
+   * under this id (from `newId()`, possibly of an earlier connection) instead of the next one: resending a
+   * request the driver gave up on under its own id, the board answers it from its duplicate cache if it
+   * was applied, so a change is never applied twice even across new connections.
    */
-  request(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null): Promise<Frame> {
-    return this.#exchange(type, json, data, what, replyBytes, undefined, check);
+  request(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null, id?: number): Promise<Frame> {
+    if (id !== undefined && !(Number.isInteger(id) && id >= 1 && id <= 0xffffffff)) throw new InputError(`request id must be an integer from 1 to 4294967295 (got ${id})`);
+    return this.#exchange(type, json, data, what, replyBytes, undefined, check, id);
+  }
+
+  /** A fresh request id of this link's sequence (for `request(..., id)`). */
+  newId(): number {
+    return this.#takeId();
   }
 
   stats(): LinkStats {
@@ -273,16 +282,16 @@ class BoardClient implements Board {
   }
 
   /** Queues one request (one id) and runs it through the retry loop. */
-  #exchange(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null): Promise<Frame> {
-    const run = this.#queue.then(() => this.#send(type, json, data, what, replyBytes, array, check));
+  #exchange(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null, id?: number): Promise<Frame> {
+    const run = this.#queue.then(() => this.#send(type, json, data, what, replyBytes, array, check, id));
     this.#queue = run.catch(() => {});
     return run;
   }
 
-  async #send(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null): Promise<Frame> {
+  async #send(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null, given?: number): Promise<Frame> {
     const closedError = () => new DeviceError(`the link to the board at ${this.url} is closed (${what})`);
     if (this.#closed) throw closedError();
-    const id = this.#takeId();
+    const id = given ?? this.#takeId();
     const bytes = encodeFrame({ type, id, json, data });
     this.#stats.requests++;
     const reasons: string[] = [];

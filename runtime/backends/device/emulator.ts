@@ -20,7 +20,8 @@
  *   the problem. Unexpected failures: 'internal'. The emulator never dies on input.
  *
  * Link faults (seeded, for tests): drop=P loses each incoming and each outgoing frame with probability P;
- * corrupt=P flips one random byte of an outgoing frame with probability P; disconnect-after=N: the N-th
+ * duplicate=P delivers each incoming frame twice (handled twice, as a line that repeats it) and sends each
+ * outgoing frame twice, each with probability P; corrupt=P flips one random byte of an outgoing frame with probability P; disconnect-after=N: the N-th
  * frame received (counted over all connections) is applied, then the connection is closed instead of
  * answering, once. On a serial line (no connection to close) the reply is lost and the input buffer reset.
  *
@@ -64,6 +65,8 @@ const ERRORS_KEPT = 16;
 export interface LinkFaults {
   /** Probability of losing each incoming and each outgoing frame. */
   drop?: number;
+  /** Probability of delivering each incoming frame twice and of sending each outgoing frame twice. */
+  duplicate?: number;
   /** Probability of flipping one random byte of each outgoing frame. */
   corrupt?: number;
   /** Close the connection once, after the N-th frame received (applied, not answered). */
@@ -99,6 +102,9 @@ export interface EmulatorStats {
   disconnects: number;
   /** Requests answered from the duplicate cache. */
   duplicates: number;
+  /** Frames the duplicate link fault delivered twice (incoming) and sent twice (outgoing). */
+  duplicatedIn: number;
+  duplicatedOut: number;
   /** Damaged incoming bytes/frames the decoder skipped. */
   damaged: number;
   /** Auth attempts refused for a wrong token. */
@@ -138,16 +144,16 @@ export function parseLinkFaults(spec: string): LinkFaults {
   const out: LinkFaults = {};
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const [key, value, extra] = part.split('=');
-    if (value === undefined || extra !== undefined) throw new InputError(`--link-faults: '${part}' is not KEY=VALUE (drop=P, corrupt=P, disconnect-after=N)`);
+    if (value === undefined || extra !== undefined) throw new InputError(`--link-faults: '${part}' is not KEY=VALUE (drop=P, duplicate=P, corrupt=P, disconnect-after=N)`);
     const x = Number(value);
-    if (key === 'drop' || key === 'corrupt') {
+    if (key === 'drop' || key === 'duplicate' || key === 'corrupt') {
       if (!(value.trim() !== '' && x >= 0 && x <= 1)) throw new InputError(`--link-faults: ${key} must be a probability from 0 to 1 (got '${value}')`);
       out[key] = x;
     } else if (key === 'disconnect-after') {
       if (!(Number.isInteger(x) && x >= 1)) throw new InputError(`--link-faults: disconnect-after must be a positive integer number of frames (got '${value}')`);
       out.disconnectAfter = x;
     } else {
-      throw new InputError(`--link-faults: unknown fault '${key}' (drop, corrupt, disconnect-after)`);
+      throw new InputError(`--link-faults: unknown fault '${key}' (drop, duplicate, corrupt, disconnect-after)`);
     }
   }
   return out;
@@ -189,7 +195,7 @@ export class BoardEmulator {
   readonly #linkFaults: LinkFaults;
   readonly #linkRng: Random;
   readonly #cache = new Map<number, CacheEntry>();
-  readonly #stats: EmulatorStats = { connections: 0, framesIn: 0, framesOut: 0, droppedIn: 0, droppedOut: 0, corrupted: 0, disconnects: 0, duplicates: 0, damaged: 0, authFailures: 0 };
+  readonly #stats: EmulatorStats = { connections: 0, framesIn: 0, framesOut: 0, droppedIn: 0, droppedOut: 0, corrupted: 0, disconnects: 0, duplicates: 0, duplicatedIn: 0, duplicatedOut: 0, damaged: 0, authFailures: 0 };
   #disconnected = false;
   #deployment: StatusResponse['deployment'] = null;
   #counters = { pulses: 0, cellPulses: 0, reads: 0, infers: 0 };
@@ -205,7 +211,7 @@ export class BoardEmulator {
     const seed = (opts.seed ?? 0) >>> 0;
     this.#chip = new ChipPhysics(opts.profile, defects, seed);
     const lf = opts.linkFaults ?? {};
-    for (const k of ['drop', 'corrupt'] as const) {
+    for (const k of ['drop', 'duplicate', 'corrupt'] as const) {
       const p = lf[k];
       if (p !== undefined && !(p >= 0 && p <= 1)) throw new InputError(`link fault ${k} must be a probability from 0 to 1 (got ${p})`);
     }
@@ -518,6 +524,12 @@ export class BoardEmulator {
         continue;
       }
       const response = this.#authGate(link, frame) ?? this.handle(frame);
+      if (lf.duplicate && frame.type !== MessageType.Auth && this.#linkRng.next() < lf.duplicate) {
+        // The line delivered this frame twice: the board sees (and answers) it again (not Auth: a repeated
+        // hello would replace the challenge the host is answering).
+        this.#stats.duplicatedIn++;
+        this.#send(link, this.#authGate(link, frame) ?? this.handle(frame));
+      }
       if (lf.disconnectAfter && !this.#disconnected && this.#stats.framesIn >= lf.disconnectAfter) {
         this.#disconnected = true;
         this.#stats.disconnects++;
@@ -569,6 +581,10 @@ export class BoardEmulator {
       this.#stats.corrupted++;
     }
     link.send(bytes);
+    if (lf.duplicate && this.#linkRng.next() < lf.duplicate) {
+      this.#stats.duplicatedOut++;
+      link.send(bytes);
+    }
   }
 
   /**

@@ -49,13 +49,18 @@ function expectJson(f: Frame, key: string, what: string): string | null {
   return typeof f.json === 'object' && f.json !== null && typeof (f.json as Record<string, unknown>)[key] === 'number' ? null : `${what} reply without ${key}`;
 }
 
+/** Runs one step on the current connection; a caller may reconnect (and re-identify) and run it again. */
+export type LinkRunner = <T>(step: (board: Board) => Promise<T>) => Promise<T>;
+
 /**
  * Row-parallel update of one array (see above): gates and mask are [rows.length × cols]. Split into requests of
- * whole rows. Returns the cell-pulses the board applied.
+ * whole rows. Returns the cell-pulses the board applied. `link` runs each request (default: once, on `board`);
+ * each request takes its id once, so a runner that reconnects after the driver gave up resends it under the
+ * same id and the board answers from its duplicate cache if it had applied it: no row update lands twice.
  */
-export async function updateRows(board: Board, array: number, rows: Int32Array, cols: number, gates: Float32Array, mask: Uint8Array, amp: { set: number; reset: number; width: number }): Promise<number> {
-  const request = board.request;
-  if (!request) throw new DeviceError(`the board at ${board.url} takes no raw requests`);
+export async function updateRows(board: Board, array: number, rows: Int32Array, cols: number, gates: Float32Array, mask: Uint8Array, amp: { set: number; reset: number; width: number }, link?: LinkRunner): Promise<number> {
+  if (!board.request) throw new DeviceError(`the board at ${board.url} takes no raw requests`);
+  const run: LinkRunner = link ?? ((step) => step(board));
   const perRow = cols * 5;
   const step = Math.max(1, Math.floor(CHUNK_BYTES / perRow));
   let applied = 0;
@@ -66,7 +71,11 @@ export async function updateRows(board: Board, array: number, rows: Int32Array, 
     data.set(mask.subarray(r0 * cols, (r0 + nr) * cols), nr * cols * 4);
     const body: UpdateRowsRequest = { array, rows: Array.from(rows.subarray(r0, r0 + nr)), cols, set: amp.set, reset: amp.reset, width: amp.width };
     const what = `row update of array ${array} (${nr} rows from row ${rows[r0]})`;
-    const f = await request.call(board, MessageType.UpdateRows, body, data, what, 64, (fr) => expectJson(fr, 'applied', what));
+    const id = board.newId?.();
+    const f = await run((b) => {
+      if (!b.request) throw new DeviceError(`the board at ${b.url} takes no raw requests`);
+      return b.request(MessageType.UpdateRows, body, data, what, 64, (fr) => expectJson(fr, 'applied', what), id);
+    });
     applied += (f.json as { applied: number }).applied;
   }
   return applied;
