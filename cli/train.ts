@@ -2,8 +2,9 @@
  * `dendra train MODEL.onnx --device P --input X.npy --labels L.npy ... -o OUT.dendra`: in-situ training on the
  * simulated pulse-level chip (or on a board with --board URL), runtime/train/insitu.ts.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { checkOutputPath } from '../common/files.js';
+import { basename } from 'node:path';
 import { writeArtifact } from '../artifact/write.js';
 import { loadDefectMap } from '../common/defects.js';
 import { InputError } from '../common/errors.js';
@@ -82,6 +83,8 @@ export function formatTrain(r: InSituReport, output: string): string {
 }
 
 export async function trainCommand(model: string, opts: TrainArgs): Promise<void> {
+  checkOutputPath(opts.output, ['.dendra'], '-o');
+  if (opts.report) checkOutputPath(opts.report, ['.json'], '--report');
   const train = readSamples(opts.input);
   const labels = readLabels(opts.labels, train.n);
   let test: { inputs: Float32Array; labels: Int32Array } | undefined;
@@ -134,7 +137,6 @@ export async function trainCommand(model: string, opts: TrainArgs): Promise<void
     }
   }
   try {
-    mkdirSync(dirname(opts.output), { recursive: true });
     writeFileSync(opts.output, bytes);
   } catch (e) {
     throw new InputError(`cannot write ${opts.output}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.output });
@@ -143,7 +145,6 @@ export async function trainCommand(model: string, opts: TrainArgs): Promise<void
   if (opts.report) {
     const svgFile = opts.report.replace(/\.json$/i, '') + '.svg';
     try {
-      mkdirSync(dirname(opts.report), { recursive: true });
       writeFileSync(opts.report, JSON.stringify({ ...report, svg: svgFile }, null, 2) + '\n');
       writeFileSync(svgFile, await trainSvg(result.report, `${basename(model)}: test accuracy during in-situ training`));
     } catch (e) {

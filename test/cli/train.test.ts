@@ -46,6 +46,11 @@ describe('dendra train', () => {
     const wrong = join(dir, 'wrong.json');
     writeFileSync(wrong, JSON.stringify({ format: 'dendra-defects', version: 1, device: 'rram-512', arrays: [{ rows: 512, cols: 512, faults: [] }] }));
     expectOneLineError(dendra('train', MODEL, '--device', 'hfo2-1t1r', ...base, '--labels', join(TRAIN, 'labels.npy'), '--defects', wrong), /describes a 'rram-512' chip/);
+    const inputs = ['--input', join(TRAIN, 'inputs.npy'), '--labels', join(TRAIN, 'labels.npy')];
+    expectOneLineError(dendra('train', MODEL, '--device', 'hfo2-1t1r', ...inputs, '-o', join(dir, 'no', 'such', 'x.dendra')), /does not exist \(dendra does not create folders\)/);
+    expectOneLineError(dendra('train', MODEL, '--device', 'hfo2-1t1r', ...inputs, '-o', join(dir, 'x.onnx')), /expected a file ending in \.dendra/);
+    expectOneLineError(dendra('train', MODEL, '--device', 'hfo2-1t1r', ...inputs, '-o', out, '--report', join(dir, 'r.txt')), /expected a file ending in \.json/);
+    expect(existsSync(join(dir, 'no'))).toBe(false);
     expect(existsSync(out)).toBe(false);
   });
 });
