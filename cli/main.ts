@@ -21,7 +21,7 @@ import { prepareParam } from '../sweep/param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
 import { trainCommand } from './train.js';
-import { sweepTrainCommand } from './sweep-train.js';
+import { prepareTrain } from '../sweep/train.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -164,14 +164,15 @@ export function program(): Command {
       for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
       }
-      const trainOnly = [['test', '--test'], ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
+      // --epochs also sets the fine-tuning of --param finetune.sparsity (which checks it); elsewhere it is --train's.
+      const trainOnly = [['test', '--test'], ...(opts.param === undefined ? [['epochs', '--epochs']] : []), ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
       if (opts.train) {
         const other = [['param', '--param'], ['calibrate', '--calibrate'], ['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
         if (other.length > 0) throw new InputError(`${other.map(([, f]) => f).join(', ')} cannot be combined with --train`);
         for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
           if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
         }
-        return sweepTrainCommand(model, opts);
+        return studyCommand(() => prepareTrain(model, opts), opts);
       }
       if (trainOnly.length > 0) throw new InputError(`${trainOnly.map(([, f]) => f).join(', ')} ${trainOnly.length > 1 ? 'apply' : 'applies'} to --train sweeps only`);
       if (opts.param !== undefined) {
