@@ -40,11 +40,16 @@ export function formatSweepParam(r: SweepParamReport): string {
 /** The plot (Extended Data Fig. 6a/d): power advantage (log scale) over accuracy with and without dendrites, against the parameter. */
 export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
   const WITH = 'with dendrites';
-  const WITHOUT = 'without dendrites';
+  const sparsity = r.param.path === 'finetune.sparsity';
+  const WITHOUT = sparsity ? 'plain compile' : 'without dendrites';
   const values = r.param.values;
   const logX = values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) >= 100;
   const x = { field: 'value', type: 'quantitative', title: r.param.path, scale: logX ? { type: 'log' } : { zero: false } } as const;
   const power = r.points.filter((p) => p.powerAdvantage !== null && p.powerAdvantage > 0).map((p) => ({ value: p.value, advantage: p.powerAdvantage }));
+  const energy = r.points.flatMap((p) => [
+    { value: p.value, series: WITH, energy: 1e9 * p.withDendrites.energyPerInferenceJ },
+    { value: p.value, series: WITHOUT, energy: 1e9 * p.withoutDendrites.energyPerInferenceJ },
+  ]);
   const accuracy = r.points.flatMap((p) => [
     { value: p.value, series: WITH, accuracy: 100 * p.withDendrites.accuracy },
     { value: p.value, series: WITHOUT, accuracy: 100 * p.withoutDendrites.accuracy },
@@ -61,7 +66,9 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       subtitle: [
         `${basename(r.model.file)} on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy})`,
         `${r.samples} samples${r.settings.inputNoise ? `, input noise σ = ${r.settings.inputNoise}` : ''}`,
-        `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
+        sparsity
+          ? 'compiled, calibrated and fine-tuned at each sparsity; against the plain compile'
+          : `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
       ],
       anchor: 'start',
     },
@@ -71,14 +78,23 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       {
         width: 480,
         height: 220,
-        layer: [
-          {
-            data: { values: power },
-            mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
-            encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
-          },
-          ...base,
-        ],
+        // Sparsity: the whole chip's energy of both networks (each point is its own compile, no base value).
+        layer: sparsity
+          ? [
+              {
+                data: { values: energy },
+                mark: { type: 'line', point: true },
+                encoding: { x: { ...x, axis: { title: null } }, y: { field: 'energy', type: 'quantitative', title: 'whole chip (nJ per inference)', scale: { zero: false } }, color, strokeDash: dash },
+              },
+            ]
+          : [
+              {
+                data: { values: power },
+                mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
+                encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
+              },
+              ...base,
+            ],
       },
       {
         width: 480,
