@@ -138,7 +138,7 @@ export function program(): Command {
     .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value; or finetune.sparsity=... (with --finetune): fine-tune at each activity penalty')
     .option('--input <X.npy>', 'inputs (required)')
     .option('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes) (required)')
-    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
+    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg; with --train DIR/sweep-train.*')
     .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
     .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
     .option('--calibrate <X.npy...>', 'sample inputs whose statistics weight the remapping; with --param: sample inputs [and labels] that calibrate the dendrites (at the base profile)')
@@ -191,7 +191,7 @@ export function program(): Command {
   sweep.command('merge')
     .description('join the shard files of one study (written by sweep --shard) into the report a local run gives')
     .argument('<paths...>', 'shard folders or shard files')
-    .option('--out <DIR>', 'write DIR/sweep.json and DIR/sweep.svg (DIR/sweep-param.* for a --param study)')
+    .option('--out <DIR>', 'write DIR/sweep.json and DIR/sweep.svg (DIR/sweep-param.* for a --param study, DIR/sweep-train.* for --train)')
     .option('--json', 'print one JSON object')
     .action((paths: string[], opts) => mergeCommand(paths, opts));
 
