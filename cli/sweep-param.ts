@@ -13,24 +13,30 @@ export { parseParam, patchProfile, SWEEP_PARAMS, type SweepParam, type SweepPara
 const pct = (x: number) => (100 * x).toFixed(2);
 const times = (x: number | null) => (x === null ? 'n/a' : `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`);
 
-/** The text table: one row per value, the base profile's value marked. */
+/** The text table: one row per value, the base profile's value marked; a sparsity sweep adds active somas (dendritic and plain). */
 export function formatSweepParam(r: SweepParamReport): string {
-  const head = [r.param.path, 'accuracy %', 'without %', 'power adv.', 'energy adv.', 'energy/inference', 'without'];
+  const sparsity = r.param.path === 'finetune.sparsity';
+  const share = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : pct(x));
+  const head = [r.param.path, 'accuracy %', 'without %', 'power adv.', 'energy adv.', 'energy/inference', 'without', ...(sparsity ? ['active somas %', 'plain %'] : [])];
   const rows = r.points.map((p) => [
-    `${p.value}${p.value === r.param.base ? ' (base)' : ''}`,
+    `${p.value}${!sparsity && p.value === r.param.base ? ' (base)' : ''}`,
     pct(p.withDendrites.accuracy),
     pct(p.withoutDendrites.accuracy),
     times(p.powerAdvantage),
     times(p.energyAdvantage),
     formatJoules(p.withDendrites.energyPerInferenceJ),
     formatJoules(p.withoutDendrites.energyPerInferenceJ),
+    ...(sparsity ? [share(p.activeSomas?.dendritic), share(p.activeSomas?.plain)] : []),
   ]);
   const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) => cells.map((x, c) => (c === 0 ? x.padEnd(width[c]!) : x.padStart(width[c]!))).join('   ').trimEnd();
   const noise = r.settings.inputNoise ? `, input noise σ = ${r.settings.inputNoise}` : '';
+  const calibration = sparsity
+    ? `compiled, ${r.calibration ? `calibrated (${r.calibration})` : 'not calibrated'} and fine-tuned at each sparsity; "without" is the plain compile`
+    : r.calibration ? `calibrated at the base profile: ${r.calibration}` : 'not calibrated: dendrite gains from the weights alone';
   return [
-    `sweep of ${r.param.path} (base ${r.param.base}): ${basename(r.model.file)} (${r.model.shape}) on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy}), ${r.samples} samples${noise}`,
-    r.calibration ? `calibrated at the base profile: ${r.calibration}` : 'not calibrated: dendrite gains from the weights alone',
+    `sweep of ${r.param.path}${sparsity ? '' : ` (base ${r.param.base})`}: ${basename(r.model.file)} (${r.model.shape}) on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy}), ${r.samples} samples${noise}`,
+    calibration,
     '',
     line(head),
     ...rows.map(line),

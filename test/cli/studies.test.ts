@@ -132,6 +132,13 @@ describe('dendra sweep --param finetune.sparsity as a study', () => {
     const m = dendra('sweep', 'merge', shards, '--json');
     expect(m.code, m.err).toBe(0);
     expect(results(JSON.parse(m.out) as Json)).toEqual(results(localSparsity));
+    // The table: one row per sparsity, with the active somas of the fine-tuned network and of the plain compile.
+    const t = dendra('sweep', 'merge', shards);
+    expect(t.code, t.err).toBe(0);
+    expect(t.out).toMatch(/^sweep of finetune\.sparsity: mnist8x8-64x54x10\.onnx \(64-54-10\) on taox-dendrite, branches 4, 2/);
+    expect(t.out).toMatch(/finetune\.sparsity\s+accuracy %\s+without %\s+power adv\.\s+energy adv\.\s+energy\/inference\s+without\s+active somas %\s+plain %/);
+    const points = localSparsity.points as { activeSomas: { dendritic: number; plain: number } }[];
+    expect(t.out).toMatch(new RegExp(`^3\\s.*\\s${(100 * points[1]!.activeSomas.dendritic).toFixed(2)}\\s+${(100 * points[1]!.activeSomas.plain).toFixed(2)}$`, 'm'));
   }, 120_000);
 });
 
