@@ -250,12 +250,11 @@ export async function prepareParam(model: string, opts: SweepParamArgs, onStage?
     refs['finetuneLabels'] = addBlob(blobs, lb);
   }
 
-  // Sparsity: every point compiles, calibrates and fine-tunes; here only the branches are assigned (their counts,
-  // the inputs checked). Otherwise compiled from the file (as `dendra compile` does, so the artifact is the one it would write).
-  onStage?.(`compiling for ${profile.name}${calibrate && !sparsity ? ', calibrating' : ''}`);
-  const compiled = sparsity
-    ? compileWithReport(model, compileOptions(profile, settings))
-    : compileWithReport(model, compileOptions(profile, settings, calibrate, calibrateLabels));
+  // Compiled from the file (as `dendra compile` does, so the artifact is the one it would write). Sparsity: every
+  // point compiles, calibrates and fine-tunes its own; this compile (without the fine-tuning) checks the options
+  // and the inputs and gives the branch counts.
+  onStage?.(`compiling for ${profile.name}${calibrate ? ', calibrating' : ''}`);
+  const compiled = compileWithReport(model, compileOptions(profile, settings, calibrate, calibrateLabels));
   const { artifact, report } = compiled;
   const warnings = sparsity ? [] : [...report.warnings];
   if (field === 'threshold' && profile.dendrite.kind !== 'threshold-linear') {
