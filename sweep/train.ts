@@ -11,13 +11,14 @@
  * and the study's inputs, so any process (a shard, a queue worker) may compute any point.
  */
 import { readFileSync } from 'node:fs';
-import { compile } from '../compiler/index.js';
+import { compile, importModel } from '../compiler/index.js';
 import { dendraVersion, writeArtifact } from '../artifact/write.js';
 import { generateDefects, type DefectPattern } from '../common/defects.js';
 import { InputError } from '../common/errors.js';
 import { readNpy } from '../common/npy.js';
 import { loadProfile, type DeviceProfile } from '../common/profile.js';
 import { InferenceSession } from '../runtime/index.js';
+import { pulseModelOf } from '../runtime/pulse-chip.js';
 import { trainInSitu } from '../runtime/train/insitu.js';
 import { OPTIMIZERS, type OptimizerKind } from '../runtime/train/optimizer.js';
 import { readLabels } from '../cli/eval.js';
@@ -170,6 +171,9 @@ export async function prepareTrain(model: string, opts: SweepTrainArgs): Promise
   const optimizer = opts.optimizer ?? 'rmsprop';
   if (!(OPTIMIZERS as readonly string[]).includes(optimizer)) throw new InputError(`--optimizer must be one of ${OPTIMIZERS.join(', ')} (got '${optimizer}')`);
   const profile = loadProfile(opts.device);
+  // What every point's training would refuse, refused here, before any job.
+  pulseModelOf(profile);
+  if (importModel(model).head === 'logsoftmax') throw new InputError('in-situ training ends in softmax cross-entropy on the host; the model already ends in LogSoftmax — export the logits (or Softmax) instead', { file: model });
   const blobs = new Map<string, Uint8Array>();
   const refs: Record<string, string> = {};
   const modelBytes = readBytes(model, 'the model');

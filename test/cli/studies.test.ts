@@ -110,6 +110,7 @@ describe('dendra sweep --train as a study', () => {
   it('refuses bad settings with one line, before any training', () => {
     expectOneLineError(dendra(...trainArgs.slice(0, trainArgs.indexOf('--test'))), /--train needs the test samples: --test Xt\.npy Lt\.npy/);
     expectOneLineError(dendra(...trainArgs, '--on-fraction', '2'), /--on-fraction must be a number from 0 to 1/);
+    expectOneLineError(dendra(...trainArgs.map((a) => (a === 'hfo2-1t1r' ? 'rram-512' : a))), /device profile 'rram-512' has no pulse model/);
     expectOneLineError(dendra(...trainArgs.map((a) => (a === '0,0.3' ? '0,1.5' : a))), /--rates: '1\.5' is not a fault rate from 0 to 1/);
     const bad = join(dir, 'bad-x.npy');
     writeNpyFile(bad, new Float32Array(10 * 5), [10, 5]);
