@@ -118,12 +118,14 @@ describe('dendra sweep --train as a study', () => {
   });
 });
 
+const sx = examples('digits8x8-f32.npy');
+const sl = examples('labels.npy');
+const sparsityArgs = ['sweep', examples('mnist8x8-64x54x10.onnx'), '--input', sx, '--labels', sl, '--branches', '4,2', '--calibrate', sx, sl,
+  '--param', 'finetune.sparsity=0,3', '--finetune', sx, sl, '--epochs', '1'];
+
 describe('dendra sweep --param finetune.sparsity as a study', () => {
   it('shards 1/2 and 2/2 merged equal the local run', () => {
-    const x = examples('digits8x8-f32.npy');
-    const l = examples('labels.npy');
-    const args = ['sweep', examples('mnist8x8-64x54x10.onnx'), '--input', x, '--labels', l, '--branches', '4,2', '--calibrate', x, l,
-      '--param', 'finetune.sparsity=0,3', '--finetune', x, l, '--epochs', '1'];
+    const args = sparsityArgs;
     const r = dendra(...args, '--json');
     expect(r.code, r.err).toBe(0);
     const localSparsity = JSON.parse(r.out) as Json & { calibration: string | null; points: { activeSomas: { dendritic: number } }[] };
@@ -178,10 +180,16 @@ describe.skipIf(!haveRedis)('dendra sweep --train --queue', () => {
     await redis?.stop();
   });
 
-  it('two workers compute the training study; the report equals the local run', async () => {
+  it('two workers compute the training study and the sparsity study at once; each report equals its local run', async () => {
+    // The workers evaluate on one simulator thread: so does the sparsity study's local reference (its energies' last bits depend on it).
+    const s = dendra(...sparsityArgs, '--threads', '1', '--json');
+    expect(s.code, s.err).toBe(0);
     for (const name of ['t1', 't2']) workers.push(new Proc(['worker', '--queue', redis.url, '--name', name, '--threads', '1']));
     await Promise.all(workers.map((w) => w.waitFor(/waiting for jobs/)));
     const driver = new Proc([...trainArgs, '--queue', redis.url, '--json']);
+    const sparsity = new Proc([...sparsityArgs, '--queue', redis.url, '--json']);
+    expect(await sparsity.exited, sparsity.err).toBe(0);
+    expect(results(JSON.parse(sparsity.out) as Json)).toEqual(results(JSON.parse(s.out) as Json));
     expect(await driver.exited, driver.err).toBe(0);
     const report = JSON.parse(driver.out) as Json;
     expect(results(report)).toEqual(results(local));
