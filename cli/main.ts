@@ -21,7 +21,7 @@ import { prepareParam } from '../sweep/param.js';
 import { emulateCommand } from './emulate.js';
 import { dataMnistCommand } from './data.js';
 import { trainCommand } from './train.js';
-import { sweepTrainCommand } from './sweep-train.js';
+import { prepareTrain } from '../sweep/train.js';
 import { parseIntOption, parseNumberOption } from './io.js';
 
 const seedOption = () => new Option('--seed <n>', 'seed of the simulator (noise, stuck cells)').argParser((v) => parseIntOption(v, '--seed', 0, 0xffffffff));
@@ -138,7 +138,7 @@ export function program(): Command {
     .option('--param <PATH=V1,V2,...>', 'instead of fault rates: compile once, then evaluate with the profile field PATH (dendrite.nonlinearity, dendrite.onOffRatio, ...) at each value; or finetune.sparsity=... (with --finetune): fine-tune at each activity penalty')
     .option('--input <X.npy>', 'inputs (required)')
     .option('--labels <L.npy>', 'class indices (n,) or one-hot (n, classes) (required)')
-    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg')
+    .option('--out <DIR>', 'write DIR/sweep.json (every trial) and DIR/sweep.svg (the plot); with --param DIR/sweep-param.json and DIR/sweep-param.svg; with --train DIR/sweep-train.*')
     .option('--on-fraction <F>', 'fraction of the stuck cells stuck ON (default 0.5)')
     .addOption(new Option('--pattern <p>', 'where faults fall').choices(['random', 'rows', 'columns', 'clustered']).default('random'))
     .option('--calibrate <X.npy...>', 'sample inputs whose statistics weight the remapping; with --param: sample inputs [and labels] that calibrate the dendrites (at the base profile)')
@@ -164,7 +164,7 @@ export function program(): Command {
       for (const [k, flag] of [['input', '--input <X.npy>'], ['labels', '--labels <L.npy>']] as const) {
         if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
       }
-      // --epochs also belongs to --param finetune.sparsity
+      // --epochs also sets the fine-tuning of --param finetune.sparsity (which checks it); elsewhere it is --train's.
       const trainOnly = [['test', '--test'], ...(opts.param === undefined ? [['epochs', '--epochs']] : []), ['batch', '--batch'], ['optimizer', '--optimizer'], ['lr', '--lr']].filter(([k]) => given(k!));
       if (opts.train) {
         const other = [['param', '--param'], ['calibrate', '--calibrate'], ['branches', '--branches'], ['branchStrategy', '--branch-strategy'], ['inputNoise', '--input-noise']].filter(([k]) => given(k!));
@@ -172,7 +172,7 @@ export function program(): Command {
         for (const [k, flag] of [['device', '--device <name|profile.json>'], ['rates', '--rates <list>'], ['trials', '--trials <n>']] as const) {
           if (opts[k] === undefined) throw new InputError(`required option '${flag}' not specified`);
         }
-        return sweepTrainCommand(model, opts);
+        return studyCommand(() => prepareTrain(model, opts), opts);
       }
       if (trainOnly.length > 0) throw new InputError(`${trainOnly.map(([, f]) => f).join(', ')} ${trainOnly.length > 1 ? 'apply' : 'applies'} to --train sweeps only`);
       if (opts.param !== undefined) {
@@ -191,7 +191,7 @@ export function program(): Command {
   sweep.command('merge')
     .description('join the shard files of one study (written by sweep --shard) into the report a local run gives')
     .argument('<paths...>', 'shard folders or shard files')
-    .option('--out <DIR>', 'write DIR/sweep.json and DIR/sweep.svg (DIR/sweep-param.* for a --param study)')
+    .option('--out <DIR>', 'write DIR/sweep.json and DIR/sweep.svg (DIR/sweep-param.* for a --param study, DIR/sweep-train.* for --train)')
     .option('--json', 'print one JSON object')
     .action((paths: string[], opts) => mergeCommand(paths, opts));
 

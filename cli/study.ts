@@ -13,6 +13,7 @@ import type { SweepParamReport } from '../sweep/param.js';
 import { progressBar } from './progress.js';
 import { formatSweep, runSummary, sweepSvg, writeSweepFiles } from './sweep.js';
 import { formatSweepParam, sweepParamSvg } from './sweep-param.js';
+import { formatSweepTrain, sweepTrainSvg, type SweepTrainReport } from './sweep-train.js';
 
 export interface StudyRunArgs {
   out?: string;
@@ -40,6 +41,7 @@ const PRESENTERS: Record<string, Presenter> = {
     svg: (r: SweepParamReport) => sweepParamSvg(r),
     warnings: (r: SweepParamReport) => r.warnings,
   },
+  'sweep-train': { file: 'sweep-train', format: (r: SweepTrainReport) => formatSweepTrain(r), svg: (r: SweepTrainReport) => sweepTrainSvg(r), warnings: () => [] },
 };
 
 function presenter(kind: string): Presenter {

@@ -13,24 +13,30 @@ export { parseParam, patchProfile, SWEEP_PARAMS, type SweepParam, type SweepPara
 const pct = (x: number) => (100 * x).toFixed(2);
 const times = (x: number | null) => (x === null ? 'n/a' : `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`);
 
-/** The text table: one row per value, the base profile's value marked. */
+/** The text table: one row per value, the base profile's value marked; a sparsity sweep adds active somas (dendritic and plain). */
 export function formatSweepParam(r: SweepParamReport): string {
-  const head = [r.param.path, 'accuracy %', 'without %', 'power adv.', 'energy adv.', 'energy/inference', 'without'];
+  const sparsity = r.param.path === 'finetune.sparsity';
+  const share = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : pct(x));
+  const head = [r.param.path, 'accuracy %', 'without %', 'power adv.', 'energy adv.', 'energy/inference', 'without', ...(sparsity ? ['active somas %', 'plain %'] : [])];
   const rows = r.points.map((p) => [
-    `${p.value}${p.value === r.param.base ? ' (base)' : ''}`,
+    `${p.value}${!sparsity && p.value === r.param.base ? ' (base)' : ''}`,
     pct(p.withDendrites.accuracy),
     pct(p.withoutDendrites.accuracy),
     times(p.powerAdvantage),
     times(p.energyAdvantage),
     formatJoules(p.withDendrites.energyPerInferenceJ),
     formatJoules(p.withoutDendrites.energyPerInferenceJ),
+    ...(sparsity ? [share(p.activeSomas?.dendritic), share(p.activeSomas?.plain)] : []),
   ]);
   const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) => cells.map((x, c) => (c === 0 ? x.padEnd(width[c]!) : x.padStart(width[c]!))).join('   ').trimEnd();
   const noise = r.settings.inputNoise ? `, input noise σ = ${r.settings.inputNoise}` : '';
+  const calibration = sparsity
+    ? `compiled, ${r.calibration ? `calibrated (${r.calibration})` : 'not calibrated'} and fine-tuned at each sparsity; "without" is the plain compile`
+    : r.calibration ? `calibrated at the base profile: ${r.calibration}` : 'not calibrated: dendrite gains from the weights alone';
   return [
-    `sweep of ${r.param.path} (base ${r.param.base}): ${basename(r.model.file)} (${r.model.shape}) on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy}), ${r.samples} samples${noise}`,
-    r.calibration ? `calibrated at the base profile: ${r.calibration}` : 'not calibrated: dendrite gains from the weights alone',
+    `sweep of ${r.param.path}${sparsity ? '' : ` (base ${r.param.base})`}: ${basename(r.model.file)} (${r.model.shape}) on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy}), ${r.samples} samples${noise}`,
+    calibration,
     '',
     line(head),
     ...rows.map(line),
@@ -40,11 +46,16 @@ export function formatSweepParam(r: SweepParamReport): string {
 /** The plot (Extended Data Fig. 6a/d): power advantage (log scale) over accuracy with and without dendrites, against the parameter. */
 export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
   const WITH = 'with dendrites';
-  const WITHOUT = 'without dendrites';
+  const sparsity = r.param.path === 'finetune.sparsity';
+  const WITHOUT = sparsity ? 'plain compile' : 'without dendrites';
   const values = r.param.values;
   const logX = values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) >= 100;
   const x = { field: 'value', type: 'quantitative', title: r.param.path, scale: logX ? { type: 'log' } : { zero: false } } as const;
   const power = r.points.filter((p) => p.powerAdvantage !== null && p.powerAdvantage > 0).map((p) => ({ value: p.value, advantage: p.powerAdvantage }));
+  const energy = r.points.flatMap((p) => [
+    { value: p.value, series: WITH, energy: 1e9 * p.withDendrites.energyPerInferenceJ },
+    { value: p.value, series: WITHOUT, energy: 1e9 * p.withoutDendrites.energyPerInferenceJ },
+  ]);
   const accuracy = r.points.flatMap((p) => [
     { value: p.value, series: WITH, accuracy: 100 * p.withDendrites.accuracy },
     { value: p.value, series: WITHOUT, accuracy: 100 * p.withoutDendrites.accuracy },
@@ -61,7 +72,9 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       subtitle: [
         `${basename(r.model.file)} on ${r.device.name}, branches ${r.branches.join(', ')} (${r.strategy})`,
         `${r.samples} samples${r.settings.inputNoise ? `, input noise σ = ${r.settings.inputNoise}` : ''}`,
-        `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
+        sparsity
+          ? 'compiled, calibrated and fine-tuned at each sparsity; against the plain compile'
+          : `${r.calibration ? 'calibrated' : 'not calibrated'} at ${r.param.path} = ${r.param.base} (dashed)${power.length === 0 ? '; no somas: no power advantage' : ''}`,
       ],
       anchor: 'start',
     },
@@ -71,14 +84,23 @@ export async function sweepParamSvg(r: SweepParamReport): Promise<string> {
       {
         width: 480,
         height: 220,
-        layer: [
-          {
-            data: { values: power },
-            mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
-            encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
-          },
-          ...base,
-        ],
+        // Sparsity: the whole chip's energy of both networks (each point is its own compile, no base value).
+        layer: sparsity
+          ? [
+              {
+                data: { values: energy },
+                mark: { type: 'line', point: true },
+                encoding: { x: { ...x, axis: { title: null } }, y: { field: 'energy', type: 'quantitative', title: 'whole chip (nJ per inference)', scale: { zero: false } }, color, strokeDash: dash },
+              },
+            ]
+          : [
+              {
+                data: { values: power },
+                mark: { type: 'line', color: '#d62728', point: { color: '#d62728' } },
+                encoding: { x: { ...x, axis: { title: null } }, y: { field: 'advantage', type: 'quantitative', title: 'power advantage (soma, ×)', scale: { type: 'log' } } },
+              },
+              ...base,
+            ],
       },
       {
         width: 480,

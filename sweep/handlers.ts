@@ -1,15 +1,17 @@
 /**
  * The kinds of study a driver, a shard or a worker can compute, by name (the job name on the queue).
- * A new kind (in-situ training over chips, say) is one more entry: a StudyHandler (sweep/study.ts).
+ * A new kind is one more entry: a StudyHandler (sweep/study.ts).
  */
 import { InputError } from '../common/errors.js';
 import { faultRateHandler } from './fault-rate.js';
 import { paramHandler } from './param.js';
+import { trainHandler } from './train.js';
 import type { StudyHandler } from './study.js';
 
 const HANDLERS = new Map<string, StudyHandler>([
   [faultRateHandler.kind, faultRateHandler],
   [paramHandler.kind, paramHandler],
+  [trainHandler.kind, trainHandler],
 ]);
 
 export function handlerFor(kind: string): StudyHandler {

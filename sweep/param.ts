@@ -6,10 +6,16 @@
  * The network is compiled once per process, for the base profile (branches assigned and, with calibration
  * samples, its dendrite gains calibrated at the base device); one point is one value: the artifact's profile
  * field is patched (the weights, branches and gains stay) and the patched artifact is evaluated on the
- * labelled inputs with its dendrites and bypassed, as `dendra eval` evaluates a dendritic artifact.
+ * labelled inputs with its dendrites and bypassed, as `dendra eval` evaluates a dendritic artifact. Each variant's
+ * somas are set to their own full scale (on the calibration samples), as a compile for that device would set them.
+ *
+ * `finetune.sparsity=V1,V2,...` (issue 11) is the one value that is no profile field: one point is one activity
+ * penalty, for which the model is compiled with its branches, calibrated and fine-tuned (on the study's fine-tuning
+ * samples) at that sparsity, then evaluated as `dendra eval` does, against the plain compile the artifact carries.
  */
 import { readFileSync } from 'node:fs';
-import { compileWithReport, type CompileOptions, type CompileResult } from '../compiler/index.js';
+import { compile, compileWithReport, type CompileOptions, type CompileResult } from '../compiler/index.js';
+import { somaFullScales } from '../compiler/passes/calibrate-dendrites.js';
 import type { BranchStrategy } from '../compiler/passes/assign-branches.js';
 import { dendraVersion, writeArtifact } from '../artifact/write.js';
 import type { Artifact } from '../artifact/format.js';
@@ -36,6 +42,10 @@ export interface SweepParamArgs {
   inputNoise?: number;
   seed?: number;
   threads?: number;
+  /** finetune.sparsity: the fine-tuning samples and labels, epochs, calibration mode. */
+  finetune?: string[];
+  epochs?: number;
+  dendriteMode?: 'efficient' | 'nonlinear';
   out?: string;
   json?: boolean;
 }
@@ -50,6 +60,7 @@ export const SWEEP_PARAMS = [
   'dendrite.variation',
   'dendrite.onCurrent',
   'dendrite.time',
+  'finetune.sparsity',
 ] as const;
 export type SweepParam = (typeof SWEEP_PARAMS)[number];
 type DendriteField = SweepParam extends `dendrite.${infer F}` ? F : never;
@@ -63,6 +74,9 @@ export interface SweepParamPoint {
   powerAdvantage: number | null;
   /** The whole chip's energy, plain compile ÷ with dendrites. */
   energyAdvantage: number | null;
+  /** finetune.sparsity sweeps: branch signals ON and active somas (eval's). */
+  signalsOn?: number | null;
+  activeSomas?: { dendritic: number | null; plain: number | null };
 }
 
 export interface SweepParamReport {
@@ -114,6 +128,7 @@ export function parseParam(text: string): { path: SweepParam; values: number[] }
 /** The profile with one dendrite field set, validated (a value out of the field's range is refused with its rule). */
 export function patchProfile(profile: DeviceProfile, path: SweepParam, value: number): DeviceProfile {
   if (!profile.dendrite) throw new InputError(`the '${profile.name}' profile has no dendrite devices`);
+  if (!path.startsWith('dendrite.')) throw new InputError(`--param ${path} is not a profile field`);
   const field = path.slice('dendrite.'.length) as DendriteField;
   try {
     return validateProfile({ ...profile, dendrite: { ...profile.dendrite, [field]: value } });
@@ -130,6 +145,8 @@ export interface ParamSettings {
   branchStrategy: BranchStrategy | null;
   seed: number;
   inputNoise: number | null;
+  /** finetune.sparsity: fine-tuning epochs (null: the compiler's default) and the calibration mode; null otherwise. */
+  finetune: { epochs: number | null; dendriteMode: 'efficient' | 'nonlinear' | null } | null;
 }
 
 export interface ParamHeader {
@@ -166,6 +183,7 @@ function floatRows(bytes: Uint8Array, file: string): { data: Float32Array; n: nu
 function compileOptions(profile: DeviceProfile, s: ParamSettings, calibrate?: { data: Float32Array; n: number }, calibrateLabels?: Int32Array): CompileOptions {
   const options: CompileOptions = { device: profile, branches: s.branches };
   if (s.branchStrategy !== null) options.branchStrategy = s.branchStrategy;
+  if (s.finetune?.dendriteMode) options.dendriteMode = s.finetune.dendriteMode;
   if (calibrate) options.calibrate = calibrate.data;
   if (calibrateLabels) options.calibrateLabels = calibrateLabels;
   return options;
@@ -184,11 +202,26 @@ export async function prepareParam(model: string, opts: SweepParamArgs, onStage?
   if (opts.inputNoise !== undefined && !(Number.isFinite(opts.inputNoise) && opts.inputNoise >= 0)) {
     throw new InputError(`--input-noise must be a standard deviation >= 0 (got ${opts.inputNoise})`);
   }
-  for (const v of values) patchProfile(profile, path, v); // every value checked before the compile
-  const field = path.slice('dendrite.'.length) as DendriteField;
-  const base = profile.dendrite[field];
+  const sparsity = path === 'finetune.sparsity';
+  if (sparsity) {
+    if (!opts.finetune || opts.finetune.length !== 2) throw new InputError('--param finetune.sparsity=... fine-tunes at each value: give --finetune X.npy L.npy');
+    if (values.some((v) => !(v >= 0))) throw new InputError(`--param finetune.sparsity: every value must be >= 0 (got ${values.join(', ')})`);
+  } else {
+    if (opts.finetune || opts.epochs !== undefined || opts.dendriteMode !== undefined) throw new InputError('--finetune, --epochs and --dendrite-mode belong to --param finetune.sparsity=...');
+    for (const v of values) patchProfile(profile, path, v); // every value checked before the compile
+  }
+  const field = sparsity ? null : (path.slice('dendrite.'.length) as DendriteField);
+  const base = field === null ? 0 : profile.dendrite[field];
   const seed = opts.seed ?? 0;
-  const settings: ParamSettings = { path, values, branches: parseBranches(opts.branches), branchStrategy: opts.branchStrategy ?? null, seed, inputNoise: opts.inputNoise ?? null };
+  const settings: ParamSettings = {
+    path,
+    values,
+    branches: parseBranches(opts.branches),
+    branchStrategy: opts.branchStrategy ?? null,
+    seed,
+    inputNoise: opts.inputNoise ?? null,
+    finetune: sparsity ? { epochs: opts.epochs ?? null, dendriteMode: opts.dendriteMode ?? null } : null,
+  };
 
   const blobs = new Map<string, Uint8Array>();
   const refs: Record<string, string> = {};
@@ -208,12 +241,22 @@ export async function prepareParam(model: string, opts: SweepParamArgs, onStage?
       refs['calibrateLabels'] = addBlob(blobs, lb);
     }
   }
+  if (sparsity) {
+    const [xFile, lFile] = opts.finetune as [string, string];
+    const xb = readBytes(xFile, 'the fine-tuning samples');
+    const lb = readBytes(lFile, 'the fine-tuning labels');
+    readLabels(lFile, floatRows(xb, xFile).n, readNpy(lb, lFile)); // checked here rather than on a worker
+    refs['finetune'] = addBlob(blobs, xb);
+    refs['finetuneLabels'] = addBlob(blobs, lb);
+  }
 
+  // Compiled from the file (as `dendra compile` does, so the artifact is the one it would write). Sparsity: every
+  // point compiles, calibrates and fine-tunes its own; this compile (without the fine-tuning) checks the options
+  // and the inputs and gives the branch counts.
   onStage?.(`compiling for ${profile.name}${calibrate ? ', calibrating' : ''}`);
-  // Compiled from the file (as `dendra compile` does, so the artifact is the one it would write).
   const compiled = compileWithReport(model, compileOptions(profile, settings, calibrate, calibrateLabels));
   const { artifact, report } = compiled;
-  const warnings = [...report.warnings];
+  const warnings = sparsity ? [] : [...report.warnings];
   if (field === 'threshold' && profile.dendrite.kind !== 'threshold-linear') {
     warnings.push(`dendrite.threshold applies to threshold-linear dendrites only; the '${profile.name}' dendrites are ${profile.dendrite.kind}, so it changes nothing`);
   }
@@ -250,12 +293,18 @@ export async function prepareParam(model: string, opts: SweepParamArgs, onStage?
       warnings,
     },
   };
-  preparedCompiles.set(study, compiled);
+  if (!sparsity) preparedCompiles.set(study, compiled);
   return { study, blobs };
 }
 
 interface Context {
-  artifact: Artifact;
+  /** The compile every value patches (dendrite fields); null for sparsity, where every point compiles its own. */
+  compiled: CompileResult | null;
+  model: Uint8Array;
+  settings: ParamSettings;
+  calibrate?: { data: Float32Array; n: number };
+  calibrateLabels?: Int32Array;
+  finetune?: { data: Float32Array; labels: Int32Array };
   profile: DeviceProfile;
   inputs: Float32Array;
   n: number;
@@ -265,7 +314,10 @@ interface Context {
   threads?: number;
 }
 
-export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: number }, SweepParamPoint, Context, SweepParamReport> = {
+/** A point's result; a sparsity point also says what its compile reported (the report takes it from them). */
+type ParamResult = SweepParamPoint & { compile?: { strategy: string | null; calibration: string | null; warnings: string[] } };
+
+export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: number }, ParamResult, Context, SweepParamReport> = {
   kind: 'sweep-param',
 
   points: (study) => study.settings.values.map((value) => ({ value })),
@@ -276,17 +328,19 @@ export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: num
     const s = study.settings;
     const h = study.header;
     const profile = await profileFrom(blobs, study.blobs['profile']!);
-    let compiled = preparedCompiles.get(study);
-    if (!compiled) {
-      const calibrate = study.blobs['calibrate'] ? floatRows(await blobs(study.blobs['calibrate'], 'calibration samples'), h.calibrate?.[0] ?? 'calibrate.npy') : undefined;
-      const calibrateLabels = study.blobs['calibrateLabels'] && calibrate
-        ? readLabels(h.calibrate?.[1] ?? 'labels.npy', calibrate.n, readNpy(await blobs(study.blobs['calibrateLabels'], 'calibration labels'), h.calibrate?.[1]))
-        : undefined;
-      compiled = compileWithReport(await blobs(study.blobs['model']!, 'model'), compileOptions(profile, s, calibrate, calibrateLabels));
+    const model = await blobs(study.blobs['model']!, 'model');
+    const calibrate = study.blobs['calibrate'] ? floatRows(await blobs(study.blobs['calibrate'], 'calibration samples'), h.calibrate?.[0] ?? 'calibrate.npy') : undefined;
+    const calibrateLabels = study.blobs['calibrateLabels'] && calibrate
+      ? readLabels(h.calibrate?.[1] ?? 'labels.npy', calibrate.n, readNpy(await blobs(study.blobs['calibrateLabels'], 'calibration labels'), h.calibrate?.[1]))
+      : undefined;
+    let finetune: Context['finetune'];
+    if (s.path === 'finetune.sparsity') {
+      const x = floatRows(await blobs(study.blobs['finetune']!, 'fine-tuning samples'), 'finetune.npy');
+      finetune = { data: x.data, labels: readLabels('finetune labels', x.n, readNpy(await blobs(study.blobs['finetuneLabels']!, 'fine-tuning labels'), 'finetune-labels.npy')) };
     }
-    const artifact = compiled.artifact;
-    // Inputs and labels once; the same (noisy) inputs for every value.
-    const session = await InferenceSession.create(writeArtifact(artifact), { seed: s.seed, threads: opts.threads });
+    const compiled = finetune ? null : (preparedCompiles.get(study) ?? compileWithReport(model, compileOptions(profile, s, calibrate, calibrateLabels)));
+    // Inputs and labels once, checked against the model's input; the same (noisy) inputs for every value.
+    const session = await InferenceSession.create(writeArtifact(compiled ? compiled.artifact : compile(model, { device: profile })), { seed: s.seed, threads: opts.threads });
     let inputs: Float32Array;
     let n: number;
     try {
@@ -297,29 +351,30 @@ export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: num
       await session.release();
     }
     const labels = readLabels(h.labels, n, readNpy(await blobs(study.blobs['labels']!, 'labels'), h.labels));
-    return { artifact, profile, inputs, n, labels, seed: s.seed, path: s.path, threads: opts.threads };
+    return { compiled, model, settings: s, calibrate, calibrateLabels, finetune, profile, inputs, n, labels, seed: s.seed, path: s.path, threads: opts.threads };
   },
 
   async run(ctx, { value }) {
-    const variant: Artifact = { ...ctx.artifact, profile: patchProfile(ctx.profile, ctx.path, value) };
-    const bytes = writeArtifact(variant);
-    const s = await InferenceSession.create(bytes, { seed: ctx.seed, threads: ctx.threads });
-    let withDendrites: EvalRun;
-    try {
-      const { seconds: _s, ...r } = await evalRun(s, ctx.inputs, ctx.n, ctx.labels);
-      withDendrites = r;
-    } finally {
-      await s.release();
-    }
-    const d = await compareDendrites(bytes, variant, withDendrites, ctx.inputs, ctx.n, ctx.labels, { seed: ctx.seed, threads: ctx.threads });
+    if (!ctx.compiled) return sparsityPoint(ctx, value);
+    const patched = patchProfile(ctx.profile, ctx.path, value);
+    // Each variant's somas at their own full scale (on the calibration samples), as a compile for it would set.
+    const scales = ctx.calibrate && patched.soma ? somaFullScales(ctx.compiled.model, ctx.calibrate.data, 1000, patched.dendrite) : null;
+    const artifact = ctx.compiled.artifact;
+    const variant: Artifact = { ...artifact, profile: patched, layers: artifact.layers.map((l, li) => (scales ? { ...l, somaFullScale: scales[li]! } : l)) };
+    const { withDendrites, d } = await evaluate(ctx, variant);
     return { value, withDendrites, withoutDendrites: d.plain ?? d.bypass, powerAdvantage: d.powerAdvantage, energyAdvantage: d.energyAdvantage };
   },
 
   async release() {},
 
-  assemble(study, points, run) {
+  assemble(study, results, run) {
     const h = study.header;
     const s = study.settings;
+    // Sparsity: the strategy and calibration as the points' compiles report them (the first's), their warnings once each.
+    const compiles = results.flatMap((r) => (r.compile ? [r.compile] : []));
+    const warnings = [...h.warnings];
+    for (const c of compiles) for (const w of c.warnings) if (!warnings.includes(w)) warnings.push(w);
+    const points = results.map(({ compile: _c, ...p }) => p);
     return {
       kind: 'sweep-param',
       dendra: study.dendra,
@@ -328,13 +383,46 @@ export const paramHandler: StudyHandler<ParamSettings, ParamHeader, { value: num
       device: { name: h.device },
       param: { path: s.path, base: h.base, values: s.values },
       branches: h.branches,
-      strategy: h.strategy,
-      calibration: h.calibration,
+      strategy: compiles[0]?.strategy ?? h.strategy,
+      calibration: compiles.length > 0 ? compiles[0]!.calibration : h.calibration,
       samples: h.samples,
       settings: { seed: s.seed, input: h.input, labels: h.labels, calibrate: h.calibrate, inputNoise: s.inputNoise },
       points,
-      warnings: h.warnings,
+      warnings,
       run,
     };
   },
 };
+
+/** An artifact evaluated as `dendra eval` evaluates a dendritic one: with its dendrites, then against its plain compile and bypassed. */
+async function evaluate(ctx: Context, artifact: Artifact): Promise<{ withDendrites: EvalRun; d: Awaited<ReturnType<typeof compareDendrites>> }> {
+  const bytes = writeArtifact(artifact);
+  const s = await InferenceSession.create(bytes, { seed: ctx.seed, threads: ctx.threads });
+  let withDendrites: EvalRun;
+  try {
+    const { seconds: _s, ...r } = await evalRun(s, ctx.inputs, ctx.n, ctx.labels);
+    withDendrites = r;
+  } finally {
+    await s.release();
+  }
+  const d = await compareDendrites(bytes, artifact, withDendrites, ctx.inputs, ctx.n, ctx.labels, { seed: ctx.seed, threads: ctx.threads });
+  return { withDendrites, d };
+}
+
+/** finetune.sparsity = value: the model compiled with its branches, calibrated and fine-tuned at that activity penalty, then evaluated. */
+async function sparsityPoint(ctx: Context, value: number): Promise<ParamResult> {
+  const options = compileOptions(ctx.profile, ctx.settings, ctx.calibrate, ctx.calibrateLabels);
+  const ft = ctx.finetune!;
+  const { artifact, report } = compileWithReport(ctx.model, { ...options, finetune: { inputs: ft.data, labels: ft.labels, epochs: ctx.settings.finetune?.epochs ?? undefined, sparsity: value } });
+  const { withDendrites, d } = await evaluate(ctx, artifact);
+  return {
+    value,
+    withDendrites,
+    withoutDendrites: d.plain ?? d.bypass,
+    powerAdvantage: d.powerAdvantage,
+    energyAdvantage: d.energyAdvantage,
+    signalsOn: d.signalsOn,
+    activeSomas: d.activeSomas,
+    compile: { strategy: report.branches?.strategy ?? null, calibration: report.calibration?.summary ?? null, warnings: report.warnings },
+  };
+}

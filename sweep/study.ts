@@ -10,7 +10,8 @@
  * results of different studies are never mixed. The header holds what the report says about where the
  * inputs came from (file names), which is not part of the identity.
  *
- * A new kind of study (in-situ training over chips, say) is one more StudyHandler in sweep/handlers.ts.
+ * A new kind of study is one more StudyHandler in sweep/handlers.ts (sweep/train.ts, in-situ training over
+ * chips, is one).
  */
 import { createHash } from 'node:crypto';
 import { InputError } from '../common/errors.js';
