@@ -185,36 +185,50 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
   for (size_t i = 0; i < static_cast<size_t>(batch) * k; ++i)
     if (!std::isfinite(voltages[i])) bad("voltage " + std::to_string(i) + " is not finite");
   ArrayState& s = state(array);
-  std::vector<double> w(k * m), v2(k * m);
-  bool noisy = false;
+  // The products run through the packed float GEMM of the simulator (gemm.h): currents = V·G and the
+  // per-column variance (V∘V)·σ², the latter scaled by 1/max σ² so it stays well inside float range.
+  // A zero voltage adds exactly nothing to either, as a row left undriven.
+  gemm::PackedMatrix w = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  gemm::PackedMatrix var = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  double maxVar = 0.0;
   for (size_t p = 0; p < k; ++p) {
     const size_t base = static_cast<size_t>(rowIndex[p]) * static_cast<size_t>(cfg_.cols);
     for (size_t c = 0; c < m; ++c) {
       const double g = s.g[base + static_cast<size_t>(colIndex[c])];
       const double sd = cfg_.readSigma + cfg_.readRelative * g;
-      w[p * m + c] = g;
-      v2[p * m + c] = sd * sd;
-      noisy |= sd > 0;
+      maxVar = std::max(maxVar, sd * sd);
     }
   }
+  const bool noisy = maxVar > 0;
+  for (size_t p = 0; p < k; ++p) {
+    const size_t base = static_cast<size_t>(rowIndex[p]) * static_cast<size_t>(cfg_.cols);
+    for (size_t c = 0; c < m; ++c) {
+      const double g = s.g[base + static_cast<size_t>(colIndex[c])];
+      const double sd = cfg_.readSigma + cfg_.readRelative * g;
+      w.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(g);
+      if (noisy) var.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(sd * sd / maxVar);
+    }
+  }
+  if (!kernel_) kernel_ = gemm::selectKernel();
+  const int64_t ldc = w.paddedCols();
+  const int64_t blockRows = std::min<int64_t>(batch, 252);
+  std::vector<float> apack(gemm::packBufferSize(blockRows));
+  std::vector<float> cur(static_cast<size_t>((blockRows + gemm::kMR - 1) / gemm::kMR * gemm::kMR * ldc));
+  std::vector<float> cvar(noisy ? cur.size() : 0);
   std::vector<float> out(static_cast<size_t>(batch) * m);
-  std::vector<double> acc(m), vacc(m);
-  for (int64_t b = 0; b < batch; ++b) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    std::fill(vacc.begin(), vacc.end(), 0.0);
-    const float* vb = voltages + static_cast<size_t>(b) * k;
-    for (size_t p = 0; p < k; ++p) {
-      const double v = vb[p];
-      if (v == 0) continue;
-      const double* wr = &w[p * m];
-      for (size_t c = 0; c < m; ++c) acc[c] += v * wr[c];
-      if (noisy) {
-        const double* vr = &v2[p * m];
-        for (size_t c = 0; c < m; ++c) vacc[c] += v * v * vr[c];
+  for (int64_t b0 = 0; b0 < batch; b0 += blockRows) {
+    const int64_t rows = std::min(blockRows, batch - b0);
+    const float* x = voltages + static_cast<size_t>(b0) * k;
+    gemm::multiply(*kernel_, rows, x, static_cast<int64_t>(k), nullptr, w, cur.data(), ldc, apack.data());
+    if (noisy) gemm::multiply(*kernel_, rows, x, static_cast<int64_t>(k), nullptr, var, cvar.data(), ldc, apack.data(), false, true);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* o = &out[static_cast<size_t>(b0 + i) * m];
+      const float* ci = &cur[static_cast<size_t>(i * ldc)];
+      for (size_t c = 0; c < m; ++c) {
+        const double vr = noisy ? static_cast<double>(cvar[static_cast<size_t>(i * ldc) + c]) * maxVar : 0.0;
+        o[c] = static_cast<float>(static_cast<double>(ci[c]) + (vr > 0 ? std::sqrt(vr) * noise_.normal() : 0.0));
       }
     }
-    for (size_t c = 0; c < m; ++c)
-      out[static_cast<size_t>(b) * m + c] = static_cast<float>(acc[c] + (vacc[c] > 0 ? std::sqrt(vacc[c]) * noise_.normal() : 0.0));
   }
   return out;
 }

@@ -26,9 +26,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
+#include "gemm.h"
 #include "rng.h"
 
 namespace dendra {
@@ -141,6 +143,8 @@ class PulseChip {
   PulseChipConfig cfg_;
   std::vector<std::unique_ptr<ArrayState>> arrays_;
   Rng noise_;
+  /** The float GEMM kernel inference runs on (gemm::selectKernel, chosen on first use). */
+  std::optional<gemm::Kernel> kernel_;
   PulseTotals totals_;
 };
 
