@@ -108,9 +108,12 @@ export class DeviceBackend {
   readonly #layers: BoardLayer[];
   #released = false;
   #watch: StateWatch | undefined;
+  /** The board announces InferTiles: a layer's tiles go in pipelined InferTiles requests, else one Infer per tile. */
+  readonly #inferTiles: boolean;
 
-  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[], boot?: string) {
+  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[], boot: string | undefined, inferTiles: boolean) {
     this.#artifact = artifact;
+    this.#inferTiles = inferTiles;
     this.board = board;
     this.#layers = layers;
     this.#watch = new StateWatch(() => board, boot);
@@ -152,7 +155,7 @@ export class DeviceBackend {
       if (!d || d.artifact !== artifactId(bytes) || d.state !== 'ready') {
         throw new DeviceError(`the board at ${url} holds no verified deployment of this artifact; run \`dendra deploy ${file ?? 'ART.dendra'} --device ${url}\` first`);
       }
-      return new DeviceBackend(artifact, board, layers, status.boot);
+      return new DeviceBackend(artifact, board, layers, status.boot, id.features?.inferTiles === true && board.inferTiles !== undefined);
     } catch (e) {
       await board.close();
       throw e;
@@ -193,11 +196,12 @@ export class DeviceBackend {
         if (Number.isFinite(s)) for (let i = 0; i < inF; i++) v[b * inF + i] = u[i]! * vRead;
       }
       const acc = new Float32Array(batch * outF);
+      const drives: Float32Array[] = [];
       for (const tile of layer.tiles) {
         const nRows = tile.rows.length;
-        const nCols = tile.cols.length;
         const k = tile.inputIndex.length;
         const volts = new Float32Array(batch * nRows);
+        drives.push(volts);
         for (let b = 0; b < batch; b++) {
           const vb = b * inF;
           const ob = b * nRows;
@@ -214,7 +218,14 @@ export class DeviceBackend {
           for (let j = 0; j < nRows; j++) p += volts[ob + j]! * volts[ob + j]! * tile.rowSum[j]!;
           if (Number.isFinite(p)) power += p;
         }
-        const currents = await this.board.infer(tile.chipArray, tile.rows, tile.cols, volts, batch);
+      }
+      // The whole layer at once where the board takes InferTiles (pipelined requests), else tile after tile.
+      const layerCurrents = this.#inferTiles && layer.tiles.length > 1
+        ? await this.board.inferTiles!(layer.tiles.map((t) => ({ array: t.chipArray, rows: t.rows, cols: t.cols })), drives, batch)
+        : undefined;
+      for (const [ti, tile] of layer.tiles.entries()) {
+        const nCols = tile.cols.length;
+        const currents = layerCurrents ? layerCurrents[ti]! : await this.board.infer(tile.chipArray, tile.rows, tile.cols, drives[ti]!, batch);
         const m = tile.outputIndex.length;
         for (let b = 0; b < batch; b++) {
           const ib = b * nCols;

@@ -170,6 +170,7 @@ export interface InferTilesRequest {
  * feature gets one Infer per tile instead (`inferTiles` falls back).
  */
 export async function inferTiles(board: Board, tiles: InferTile[], voltages: Float32Array[], batch: number, supported: boolean): Promise<Float32Array[]> {
+  if (supported && board.inferTiles && tiles.length > 1) return board.inferTiles(tiles, voltages, batch);
   if (!supported || !board.request || tiles.length === 1) {
     const out: Float32Array[] = [];
     for (const [i, t] of tiles.entries()) out.push(await board.infer(t.array, t.rows, t.cols, voltages[i]!, batch));
