@@ -224,9 +224,27 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
     for (int64_t i = 0; i < rows; ++i) {
       float* o = &out[static_cast<size_t>(b0 + i) * m];
       const float* ci = &cur[static_cast<size_t>(i * ldc)];
+      if (!noisy) {
+        std::copy(ci, ci + m, o);
+        continue;
+      }
+      // Both deviates of a Box-Muller draw are used (a column with zero variance takes none).
+      const float* vi = &cvar[static_cast<size_t>(i * ldc)];
+      double spare = 0.0;
+      bool haveSpare = false;
       for (size_t c = 0; c < m; ++c) {
-        const double vr = noisy ? static_cast<double>(cvar[static_cast<size_t>(i * ldc) + c]) * maxVar : 0.0;
-        o[c] = static_cast<float>(static_cast<double>(ci[c]) + (vr > 0 ? std::sqrt(vr) * noise_.normal() : 0.0));
+        const double vr = static_cast<double>(vi[c]) * maxVar;
+        double z = 0.0;
+        if (vr > 0) {
+          if (haveSpare) {
+            z = spare;
+            haveSpare = false;
+          } else {
+            noise_.normalPair(z, spare);
+            haveSpare = true;
+          }
+        }
+        o[c] = static_cast<float>(static_cast<double>(ci[c]) + (vr > 0 ? std::sqrt(vr) * z : 0.0));
       }
     }
   }
