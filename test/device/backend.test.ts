@@ -284,6 +284,45 @@ describe('end to end: board emulator, deploy, inference through the device backe
     }
   });
 
+  it('a layer in pipelined InferTiles requests computes exactly what one Infer per tile does (noiseless board); a board without InferTiles still runs', async () => {
+    // Small arrays: each layer splits into several tiles.
+    const small = quiet({ rows: 32, cols: 16, count: null }, { pulse: profile.pulse });
+    const tiled = writeArtifact(compile(MODEL, { device: small }));
+    const art = readArtifact(tiled);
+    expect(art.layers.every((l) => l.tiles.length > 2)).toBe(true);
+    const tiles = art.layers.reduce((s, l) => s + l.tiles.length, 0);
+    const emu = new BoardEmulator({ profile: small, arrays: art.arrays.length, seed: 8 });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    const run = async (link?: { maxChunkBytes: number }) => {
+      const dev = await InferenceSession.create(tiled, { device: url, link });
+      try {
+        const before = emu.stats().framesIn;
+        const y = (await dev.run({ input: x })).logits!.data;
+        return { y: Array.from(y), frames: emu.stats().framesIn - before };
+      } finally {
+        await dev.release();
+      }
+    };
+    try {
+      const { report } = await deploy(tiled, () => connectBoard(url));
+      expect(report.failed).toHaveLength(0);
+      const batched = await run();
+      // 4 KiB frames: each layer in many InferTiles requests, several in flight at once.
+      const chunked = await run({ maxChunkBytes: 4096 });
+      emu.inferTiles = false;
+      const perTile = await run();
+      // The per-tile path is the reference: the emulator refuses InferTiles now, so it really ran one Infer per tile.
+      expect(perTile.frames).toBeGreaterThanOrEqual(tiles);
+      expect(batched.frames).toBeLessThanOrEqual(art.layers.length + 1);
+      expect(chunked.frames).toBeGreaterThan(2 * art.layers.length);
+      expect(batched.y).toEqual(perTile.y);
+      expect(chunked.y).toEqual(perTile.y);
+      expect(accuracy(Float32Array.from(perTile.y))).toBeGreaterThan(0.8);
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('the same over a link that drops and corrupts 1 % of frames and disconnects once', async () => {
     const emu = new BoardEmulator({ profile, arrays: 4, seed: 6, linkFaults: { drop: 0.01, corrupt: 0.01, disconnectAfter: 40 } });
     const url = await emu.listen('tcp://127.0.0.1:0');

@@ -87,6 +87,8 @@ export interface EmulatorOptions {
   token?: string;
   /** Certificate and key (PEM) for tcps:// listeners. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Announce and answer InferTiles (default true); false: a board whose firmware predates it (one Infer per tile). */
+  inferTiles?: boolean;
 }
 
 export interface EmulatorStats {
@@ -198,9 +200,12 @@ export class BoardEmulator {
   readonly #sockets = new Set<Socket>();
   readonly #closers: (() => Promise<void>)[] = [];
   #closed = false;
+  /** Whether the board announces and answers InferTiles (EmulatorOptions.inferTiles; tests may switch it). */
+  inferTiles: boolean;
 
   constructor(opts: EmulatorOptions) {
     this.profile = opts.profile;
+    this.inferTiles = opts.inferTiles ?? true;
     const defects = chipDefects(opts);
     const seed = (opts.seed ?? 0) >>> 0;
     this.#chip = new ChipPhysics(opts.profile, defects, seed);
@@ -321,6 +326,7 @@ export class BoardEmulator {
         return { json: r.json };
       }
       case MessageType.InferTiles: {
+        if (!this.inferTiles) throw new Refusal('unsupported', `unknown request type 0x${frame.type.toString(16).padStart(2, '0')} (this firmware has no InferTiles)`);
         const r = handleInferTiles(this.#chip, b, frame.data, this.inferVoltageLimit, refuse);
         this.#counters.infers += r.tiles;
         return { json: r.json, data: r.data };
@@ -352,7 +358,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: true },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: this.inferTiles },
       boot: this.boot,
       auth: this.#token !== undefined,
     };
