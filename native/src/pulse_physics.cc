@@ -168,8 +168,8 @@ std::vector<float> PulseChip::read(int32_t array, int32_t row, int32_t col, int3
   return out;
 }
 
-std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
-                                    const float* voltages, int64_t batch) {
+void PulseChip::checkInfer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                           const float* voltages, int64_t batch) const {
   checkArray(array);
   std::vector<uint8_t> seen(static_cast<size_t>(cfg_.rows), 0);
   for (size_t p = 0; p < k; ++p) {
@@ -184,7 +184,11 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
   if (batch < 1) bad("batch must be >= 1");
   for (size_t i = 0; i < static_cast<size_t>(batch) * k; ++i)
     if (!std::isfinite(voltages[i])) bad("voltage " + std::to_string(i) + " is not finite");
-  ArrayState& s = state(array);
+}
+
+void PulseChip::inferInto(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                          const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng, float* out) const {
+  const ArrayState& s = *arrays_[static_cast<size_t>(array)];
   // The products run through the packed float GEMM of the simulator (gemm.h): currents = V·G and the
   // per-column variance (V∘V)·σ², the latter scaled by 1/max σ² so it stays well inside float range.
   // A zero voltage adds exactly nothing to either, as a row left undriven.
@@ -209,18 +213,16 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
       if (noisy) var.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(sd * sd / maxVar);
     }
   }
-  if (!kernel_) kernel_ = gemm::selectKernel();
   const int64_t ldc = w.paddedCols();
   const int64_t blockRows = std::min<int64_t>(batch, 252);
   std::vector<float> apack(gemm::packBufferSize(blockRows));
   std::vector<float> cur(static_cast<size_t>((blockRows + gemm::kMR - 1) / gemm::kMR * gemm::kMR * ldc));
   std::vector<float> cvar(noisy ? cur.size() : 0);
-  std::vector<float> out(static_cast<size_t>(batch) * m);
   for (int64_t b0 = 0; b0 < batch; b0 += blockRows) {
     const int64_t rows = std::min(blockRows, batch - b0);
     const float* x = voltages + static_cast<size_t>(b0) * k;
-    gemm::multiply(*kernel_, rows, x, static_cast<int64_t>(k), nullptr, w, cur.data(), ldc, apack.data());
-    if (noisy) gemm::multiply(*kernel_, rows, x, static_cast<int64_t>(k), nullptr, var, cvar.data(), ldc, apack.data(), false, true);
+    gemm::multiply(kernel, rows, x, static_cast<int64_t>(k), nullptr, w, cur.data(), ldc, apack.data());
+    if (noisy) gemm::multiply(kernel, rows, x, static_cast<int64_t>(k), nullptr, var, cvar.data(), ldc, apack.data(), false, true);
     for (int64_t i = 0; i < rows; ++i) {
       float* o = &out[static_cast<size_t>(b0 + i) * m];
       const float* ci = &cur[static_cast<size_t>(i * ldc)];
@@ -240,7 +242,7 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
             z = spare;
             haveSpare = false;
           } else {
-            noise_.normalPair(z, spare);
+            rng.normalPair(z, spare);
             haveSpare = true;
           }
         }
@@ -248,6 +250,101 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
       }
     }
   }
+}
+
+
+std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                                    const float* voltages, int64_t batch) {
+  checkInfer(array, rowIndex, k, colIndex, m, voltages, batch);
+  state(array);
+  if (!kernel_) kernel_ = gemm::selectKernel();
+  std::vector<float> out(static_cast<size_t>(batch) * m);
+  inferInto(array, rowIndex, k, colIndex, m, voltages, batch, *kernel_, noise_, out.data());
+  return out;
+}
+
+namespace {
+struct TileJob {
+  int32_t array;
+  const int32_t* rows;
+  size_t k;
+  const int32_t* cols;
+  size_t m;
+  const float* volts;
+  float* out;
+  Rng rng;
+};
+struct TilesContext {
+  const PulseChip* chip;
+  const gemm::Kernel* kernel;
+  int64_t batch;
+  std::vector<TileJob>* jobs;
+  std::vector<std::string>* errors;
+};
+}  // namespace
+
+std::vector<float> PulseChip::inferTiles(const int32_t* arrays, size_t nTiles, const int32_t* rowCounts, const int32_t* rows,
+                                         size_t nRowIndices, const int32_t* colCounts, const int32_t* cols,
+                                         size_t nColIndices, const float* voltages, size_t nVoltages, int64_t batch,
+                                         int32_t threads) {
+  if (batch < 1) bad("batch must be >= 1");
+  if (threads < 1 || threads > 256) bad("threads must be from 1 to 256");
+  std::vector<TileJob> jobs;
+  jobs.reserve(nTiles);
+  size_t r0 = 0, c0 = 0, v0 = 0, o0 = 0;
+  for (size_t t = 0; t < nTiles; ++t) {
+    if (rowCounts[t] < 1 || colCounts[t] < 1) bad("tile " + std::to_string(t) + " drives no row or senses no column");
+    const size_t k = static_cast<size_t>(rowCounts[t]);
+    const size_t m = static_cast<size_t>(colCounts[t]);
+    if (r0 + k > nRowIndices || c0 + m > nColIndices || v0 + k * static_cast<size_t>(batch) > nVoltages)
+      bad("tile " + std::to_string(t) + ": the row, column or voltage lists end before it");
+    const float* vt = voltages + v0;
+    try {
+      checkInfer(arrays[t], rows + r0, k, cols + c0, m, vt, batch);
+    } catch (const std::exception& e) {
+      bad("tile " + std::to_string(t) + ": " + e.what());
+    }
+    jobs.push_back({arrays[t], rows + r0, k, cols + c0, m, vt, nullptr, Rng(0)});
+    r0 += k;
+    c0 += m;
+    v0 += k * static_cast<size_t>(batch);
+    o0 += m * static_cast<size_t>(batch);
+  }
+  if (r0 != nRowIndices || c0 != nColIndices || v0 != nVoltages) bad("the row, column or voltage lists hold more than the tiles use");
+  // Everything checked: materialise the arrays, then give every tile its own stream, drawn in tile order
+  // from the chip's noise stream (so the result depends on the seed and the requests, not on the threads).
+  for (const TileJob& j : jobs) state(j.array);
+  if (!kernel_) kernel_ = gemm::selectKernel();
+  std::vector<float> out(o0);
+  size_t at = 0;
+  for (TileJob& j : jobs) {
+    j.out = out.data() + at;
+    at += j.m * static_cast<size_t>(batch);
+    j.rng = noise_.split();
+  }
+  std::vector<std::string> errors;
+  TilesContext ctx{this, &*kernel_, batch, &jobs, &errors};
+  auto work = [](void* c, int64_t t) {
+    auto* x = static_cast<TilesContext*>(c);
+    TileJob& j = (*x->jobs)[static_cast<size_t>(t)];
+    try {
+      x->chip->inferInto(j.array, j.rows, j.k, j.cols, j.m, j.volts, x->batch, *x->kernel, j.rng, j.out);
+    } catch (const std::exception& e) {
+      (*x->errors)[static_cast<size_t>(t)] = e.what();
+    }
+  };
+  errors.resize(jobs.size());
+  if (threads > 1 && jobs.size() > 1) {
+    if (!pool_ || poolThreads_ != threads) {
+      pool_ = std::make_unique<WorkerPool>(threads - 1);
+      poolThreads_ = threads;
+    }
+    pool_->run(static_cast<int64_t>(jobs.size()), work, &ctx);
+  } else {
+    for (size_t t = 0; t < jobs.size(); ++t) work(&ctx, static_cast<int64_t>(t));
+  }
+  for (const std::string& e : errors)
+    if (!e.empty()) throw std::runtime_error("inferTiles: " + e);
   return out;
 }
 

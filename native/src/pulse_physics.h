@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "pool.h"
 #include "rng.h"
 
 namespace dendra {
@@ -117,6 +118,17 @@ class PulseChip {
   std::vector<float> infer(int32_t array, const int32_t* rowIndex, size_t nRows, const int32_t* colIndex, size_t nCols,
                            const float* voltages, int64_t batch);
 
+  /**
+   * infer of several tiles in one call (InferTiles): tile t drives rowCounts[t] rows and senses colCounts[t]
+   * columns of arrays[t]; rows, cols and voltages hold the tiles' lists one after another (voltages: [batch ×
+   * rowCounts[t]] per tile); returns the tiles' currents [batch × colCounts[t]] one after another. Everything is
+   * checked before anything runs; tiles run on up to `threads` threads, each with its own noise stream drawn in
+   * tile order from the chip's.
+   */
+  std::vector<float> inferTiles(const int32_t* arrays, size_t nTiles, const int32_t* rowCounts, const int32_t* rows,
+                                size_t nRowIndices, const int32_t* colCounts, const int32_t* cols, size_t nColIndices,
+                                const float* voltages, size_t nVoltages, int64_t batch, int32_t threads);
+
   /** What array a really holds (a copy), row-major, siemens. */
   std::vector<float> conductances(int32_t array);
   std::vector<float> setFactors(int32_t array);
@@ -137,6 +149,12 @@ class PulseChip {
 
   ArrayState& state(int32_t array);
   void checkArray(int32_t array) const;
+  /** Throws (bad) unless infer's arguments are valid: array, distinct in-range rows and columns, finite voltages. */
+  void checkInfer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                  const float* voltages, int64_t batch) const;
+  /** infer's products and read noise into out [batch × m], arguments checked and the array materialised. */
+  void inferInto(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                 const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng, float* out) const;
   /** Applies one pulse to the cells [first, last) of one row (all checked). Returns cell-pulses. */
   void pulseCell(ArrayState& s, size_t i, double amplitude, double level, double keep, double width);
 
@@ -145,6 +163,9 @@ class PulseChip {
   Rng noise_;
   /** The float GEMM kernel inference runs on (gemm::selectKernel, chosen on first use). */
   std::optional<gemm::Kernel> kernel_;
+  /** Threads of inferTiles (started on first use with more than one thread). */
+  std::unique_ptr<WorkerPool> pool_;
+  int32_t poolThreads_ = 0;
   PulseTotals totals_;
 };
 

@@ -130,4 +130,43 @@ describe('training messages on the emulator', () => {
     const refused = ask(emu, MessageType.InferTiles, { tiles, batch }, new Uint8Array(tooHigh.buffer));
     expect(refused.json).toMatchObject({ code: 'out-of-range' });
   });
+
+  it('InferTiles on several threads: read noise of the exact variance per column, and the same currents as on one thread', () => {
+    // 6 whole-array tiles, the same voltages in every sample: over 4,000 samples each column's mean is Σ V·G and
+    // its variance Σ V²·σ² (σ = read.sigma + read.relative·G) of the true conductances.
+    const n = 4000;
+    const tiles = Array.from({ length: 6 }, (_, a) => ({ array: a, rows: rows(R), cols: rows(C) }));
+    const volts = Float32Array.from({ length: R }, (_, r) => 0.2 * Math.sin(r + 1));
+    const data = new Float32Array(tiles.length * n * R);
+    for (let t = 0; t < tiles.length; t++) for (let b = 0; b < n; b++) data.set(volts, (t * n + b) * R);
+    const answer = (threads: number) => {
+      const emu = new BoardEmulator({ profile, arrays: 6, seed: 9, threads });
+      return { out: floats(ask(emu, MessageType.InferTiles, { tiles, batch: n }, new Uint8Array(data.buffer)).data), emu };
+    };
+    const one = answer(1);
+    const two = answer(2);
+    expect(Array.from(two.out)).toEqual(Array.from(one.out));
+    for (const t of [0, 5]) {
+      const g = two.emu.trueConductances(t);
+      for (const c of [0, 17, C - 1]) {
+        let mean = 0;
+        let variance = 0;
+        for (let r = 0; r < R; r++) {
+          const gi = g[r * C + c]!;
+          mean += volts[r]! * gi;
+          variance += (volts[r]! * (profile.read.sigma + profile.read.relative * gi)) ** 2;
+        }
+        let m1 = 0;
+        let m2 = 0;
+        for (let b = 0; b < n; b++) m1 += two.out[(t * n + b) * C + c]!;
+        m1 /= n;
+        for (let b = 0; b < n; b++) m2 += (two.out[(t * n + b) * C + c]! - m1) ** 2;
+        m2 /= n - 1;
+        const sd = Math.sqrt(variance);
+        expect(Math.abs(m1 - mean)).toBeLessThan((5 * sd) / Math.sqrt(n) + 1e-6 * Math.abs(mean));
+        expect(m2 / variance).toBeGreaterThan(0.9);
+        expect(m2 / variance).toBeLessThan(1.1);
+      }
+    }
+  });
 });

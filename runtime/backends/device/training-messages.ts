@@ -202,8 +202,8 @@ export async function inferTiles(board: Board, tiles: InferTile[], voltages: Flo
   return out;
 }
 
-/** InferTiles on the emulated chip: every tile checked (indices, voltages within `limit`) before any is run. */
-export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, data: Uint8Array, limit: number, refuse: Refuse): { json: { tiles: number; batch: number }; data: Uint8Array; tiles: number } {
+/** InferTiles on the emulated chip: every tile checked (indices, voltages within `limit`) before any is run; the tiles' products run natively on up to `threads` threads. */
+export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, data: Uint8Array, limit: number, refuse: Refuse, threads = 1): { json: { tiles: number; batch: number }; data: Uint8Array; tiles: number } {
   const tiles = b['tiles'];
   if (!Array.isArray(tiles) || tiles.length === 0) refuse('bad-request', `'tiles' must be a non-empty list of {array, rows, cols}`);
   const batch = b['batch'];
@@ -226,14 +226,6 @@ export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, 
     if (!Number.isFinite(v[i]!)) refuse('bad-request', `voltage ${i} is not a finite number`);
     if (Math.abs(v[i]!) > limit) refuse('out-of-range', `voltage ${v[i]} V exceeds the ${limit} V an inference may drive without disturbing the cells`);
   }
-  const out = new Float32Array(n * outPer);
-  let vin = 0;
-  let vout = 0;
-  for (const t of list) {
-    const cur = chip.infer(t.array, t.rows, t.cols, v.subarray(vin, vin + n * t.rows.length), n);
-    out.set(cur, vout);
-    vin += n * t.rows.length;
-    vout += n * t.cols.length;
-  }
+  const out = chip.inferTiles(list, v, n, threads);
   return { json: { tiles: list.length, batch: n }, data: bytesOf(out), tiles: list.length };
 }
