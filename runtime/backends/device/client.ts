@@ -604,6 +604,11 @@ class BoardClient implements Board {
 
 /** Whether every float32 of a reply's binary part is finite (a board never reports NaN or ±Infinity). */
 function allFinite(data: Uint8Array): boolean {
+  if (data.byteOffset % 4 === 0 && data.length % 4 === 0) {
+    const f = new Float32Array(data.buffer, data.byteOffset, data.length / 4);
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) return false;
+    return true;
+  }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   for (let i = 0; i + 4 <= data.length; i += 4) if (!Number.isFinite(view.getFloat32(i, true))) return false;
   return true;
