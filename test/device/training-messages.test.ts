@@ -169,4 +169,21 @@ describe('training messages on the emulator', () => {
       }
     }
   });
+
+  it("InferTiles 'same': a tile driven with an earlier tile's voltages, sent once; bad references refused", () => {
+    const quietProfile = { ...profile, read: { ...profile.read, sigma: 0, relative: 0 } };
+    const emu = new BoardEmulator({ profile: quietProfile, arrays: 3, seed: 5 });
+    const batch = 3;
+    const va = Float32Array.from({ length: batch * 8 }, (_, i) => 0.15 * Math.sin(i + 2));
+    const vb = Float32Array.from({ length: batch * 4 }, (_, i) => 0.1 * Math.cos(i));
+    const a = { array: 0, rows: rows(8), cols: [0, 1] };
+    const b = { array: 1, rows: [3, 4, 5, 6], cols: [2] };
+    const c = { array: 2, rows: [9, 10, 11, 12, 13, 14, 15, 16], cols: [5, 6, 7] };
+    const full = floats(ask(emu, MessageType.InferTiles, { tiles: [a, b, c], batch }, new Uint8Array(new Float32Array([...va, ...vb, ...va]).buffer)).data);
+    const shared = floats(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 0 }], batch }, new Uint8Array(new Float32Array([...va, ...vb]).buffer)).data);
+    expect(Array.from(shared)).toEqual(Array.from(full));
+    const data = new Uint8Array(new Float32Array([...va, ...vb]).buffer);
+    expect(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 1 }], batch }, data).json).toMatchObject({ code: 'bad-request', message: expect.stringMatching(/drives 8 rows but tiles\[1\]/) });
+    expect(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 2 }], batch }, data).json).toMatchObject({ code: 'bad-request', message: expect.stringMatching(/earlier tile/) });
+  });
 });

@@ -135,6 +135,8 @@ class BoardClient implements Board {
   #connecting: Promise<void> | undefined;
   /** Whether maxChunkBytes was given (then it also bounds InferTiles frames). */
   readonly #chunkGiven: boolean;
+  /** The board's last Identify announced sharedVoltages: InferTiles tiles may reuse an earlier tile's voltages. */
+  #sharedVoltages = false;
   #nextId: number;
   #closed = false;
   /** Cancels a pending backoff sleep or connect (close() calls it). */
@@ -174,8 +176,10 @@ class BoardClient implements Board {
     throw new LinkError(`cannot reach the board at ${this.url} after ${this.#retries + 1} tries (${summarise(reasons)})`);
   }
 
-  identify(): Promise<IdentifyResponse> {
-    return this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) => checkIdentity(j));
+  async identify(): Promise<IdentifyResponse> {
+    const id = await this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) => checkIdentity(j));
+    this.#sharedVoltages = id.features?.sharedVoltages === true;
+    return id;
   }
 
   status(): Promise<StatusResponse> {
@@ -274,13 +278,23 @@ class BoardClient implements Board {
     if (batch === 0 || tiles.length === 0) return out;
     const limit = Math.min(MAX_PAYLOAD - 64 * 1024, this.#chunkGiven || this.#address.kind !== 'tcp' ? this.#chunk : TILES_CHUNK_TCP);
     const heads = tiles.map((t) => ({ array: t.array, rows: Array.from(t.rows), cols: Array.from(t.cols) }));
+    // A tile given the very same voltage block as an earlier tile of its request reuses it (`same`) where the
+    // board takes that (sharedVoltages): its voltages are not sent again.
+    const firstOf = new Map<Float32Array, number>();
+    const sameAs = tiles.map((t, i) => {
+      if (!this.#sharedVoltages) return -1;
+      const j = firstOf.get(voltages[i]!);
+      if (j !== undefined && tiles[j]!.rows.length === t.rows.length) return j;
+      if (j === undefined) firstOf.set(voltages[i]!, i);
+      return -1;
+    });
     // Groups of whole tiles whose request (JSON and one sample) fits the limit; usually one group.
     const groups: number[][] = [];
     let group: number[] = [];
     let json = 0;
     let per = 0;
     tiles.forEach((t, i) => {
-      const j = JSON.stringify(heads[i]).length + 1;
+      const j = JSON.stringify(heads[i]).length + 16;
       const p = 4 * Math.max(t.rows.length, t.cols.length);
       if (group.length > 0 && json + j + 64 + per + p > limit) {
         groups.push(group);
@@ -296,21 +310,25 @@ class BoardClient implements Board {
     const jobs: (() => Promise<void>)[] = [];
     const pipeline: Pipeline = { inFlight: 0 };
     for (const g of groups) {
-      const inPer = g.reduce((s, i) => s + tiles[i]!.rows.length, 0);
+      // Within a group, `same` names a position in the group; a tile whose first user is in another group sends its own.
+      const pos = new Map(g.map((i, at) => [i, at]));
+      const same = g.map((i) => (sameAs[i]! >= 0 && pos.has(sameAs[i]!) ? pos.get(sameAs[i]!)! : -1));
+      const sent = g.filter((_, at) => same[at]! < 0);
+      const inPer = sent.reduce((s, i) => s + tiles[i]!.rows.length, 0);
       const outPer = g.reduce((s, i) => s + tiles[i]!.cols.length, 0);
-      const jsonBytes = g.reduce((s, i) => s + JSON.stringify(heads[i]).length + 1, 64);
+      const jsonBytes = g.reduce((s, i) => s + JSON.stringify(heads[i]).length + 16, 64);
       const step = Math.max(1, Math.floor((limit - jsonBytes) / (4 * Math.max(inPer, outPer, 1))));
       for (let s0 = 0; s0 < batch; s0 += step) {
         const b = Math.min(step, batch - s0);
         jobs.push(async () => {
           const data = new Float32Array(b * inPer);
           let off = 0;
-          for (const i of g) {
+          for (const i of sent) {
             const k = tiles[i]!.rows.length;
             data.set(voltages[i]!.subarray(s0 * k, (s0 + b) * k), off);
             off += b * k;
           }
-          const req: InferTilesRequest = { tiles: g.map((i) => heads[i]!), batch: b };
+          const req: InferTilesRequest = { tiles: g.map((i, at) => (same[at]! >= 0 ? { ...heads[i]!, same: same[at]! } : heads[i]!)), batch: b };
           const what = `infer of ${g.length} tiles (batch ${b} from sample ${s0})`;
           const replyBytes = b * outPer * 4;
           const f = await this.#send(MessageType.InferTiles, req, bytesOf(data), what, replyBytes, undefined, (fr) =>

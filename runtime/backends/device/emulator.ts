@@ -365,7 +365,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: this.inferTiles },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: this.inferTiles, sharedVoltages: this.inferTiles },
       boot: this.boot,
       auth: this.#token !== undefined,
     };
