@@ -76,6 +76,7 @@ void PulseChip::pulseCell(ArrayState& s, size_t i, double amplitude, double leve
   if (noise > 0) v += noise * noise_.normal();
   v = std::min(top, std::max(0.0, v));
   s.g[i] = static_cast<float>(v);
+  if (!s.packed.empty()) s.packed.clear();
   const double e = amplitude * amplitude * std::max(before, v) * width;
   s.energy[i] += e;
   totals_.energy += e;
@@ -186,14 +187,23 @@ void PulseChip::checkInfer(int32_t array, const int32_t* rowIndex, size_t k, con
     if (!std::isfinite(voltages[i])) bad("voltage " + std::to_string(i) + " is not finite");
 }
 
-void PulseChip::inferInto(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
-                          const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng, float* out) const {
-  const ArrayState& s = *arrays_[static_cast<size_t>(array)];
+std::shared_ptr<const PulseChip::TilePack> PulseChip::packed(int32_t array, const int32_t* rowIndex, size_t k,
+                                                             const int32_t* colIndex, size_t m) {
+  ArrayState& s = state(array);
+  for (const auto& p : s.packed)
+    if (p->rows.size() == k && p->cols.size() == m && std::equal(rowIndex, rowIndex + k, p->rows.begin()) &&
+        std::equal(colIndex, colIndex + m, p->cols.begin()))
+      return p;
+  auto pack = std::make_shared<TilePack>();
+  pack->rows.assign(rowIndex, rowIndex + k);
+  pack->cols.assign(colIndex, colIndex + m);
   // The products run through the packed float GEMM of the simulator (gemm.h): currents = V·G and the
   // per-column variance (V∘V)·σ², the latter scaled by 1/max σ² so it stays well inside float range.
   // A zero voltage adds exactly nothing to either, as a row left undriven.
-  gemm::PackedMatrix w = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
-  gemm::PackedMatrix var = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  gemm::PackedMatrix& w = pack->w;
+  gemm::PackedMatrix& var = pack->var;
+  w = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  var = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
   double maxVar = 0.0;
   for (size_t p = 0; p < k; ++p) {
     const size_t base = static_cast<size_t>(rowIndex[p]) * static_cast<size_t>(cfg_.cols);
@@ -213,6 +223,21 @@ void PulseChip::inferInto(int32_t array, const int32_t* rowIndex, size_t k, cons
       if (noisy) var.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(sd * sd / maxVar);
     }
   }
+  pack->maxVar = maxVar;
+  // Kept until a pulse changes the array (pulseCell drops them); the few most recent tiles of each array.
+  if (s.packed.size() >= kPacksKept) s.packed.erase(s.packed.begin());
+  s.packed.push_back(pack);
+  return pack;
+}
+
+void PulseChip::inferInto(const TilePack& pack, const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng,
+                          float* out) const {
+  const size_t k = pack.rows.size();
+  const size_t m = pack.cols.size();
+  const gemm::PackedMatrix& w = pack.w;
+  const gemm::PackedMatrix& var = pack.var;
+  const double maxVar = pack.maxVar;
+  const bool noisy = maxVar > 0;
   const int64_t ldc = w.paddedCols();
   const int64_t blockRows = std::min<int64_t>(batch, 252);
   std::vector<float> apack(gemm::packBufferSize(blockRows));
@@ -259,7 +284,8 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
   state(array);
   if (!kernel_) kernel_ = gemm::selectKernel();
   std::vector<float> out(static_cast<size_t>(batch) * m);
-  inferInto(array, rowIndex, k, colIndex, m, voltages, batch, *kernel_, noise_, out.data());
+  const auto pack = packed(array, rowIndex, k, colIndex, m);
+  inferInto(*pack, voltages, batch, *kernel_, noise_, out.data());
   return out;
 }
 
@@ -270,6 +296,7 @@ struct TileJob {
   size_t k;
   const int32_t* cols;
   size_t m;
+  std::shared_ptr<const void> pack;
   const float* volts;
   float* out;
   Rng rng;
@@ -304,7 +331,7 @@ std::vector<float> PulseChip::inferTiles(const int32_t* arrays, size_t nTiles, c
     } catch (const std::exception& e) {
       bad("tile " + std::to_string(t) + ": " + e.what());
     }
-    jobs.push_back({arrays[t], rows + r0, k, cols + c0, m, vt, nullptr, Rng(0)});
+    jobs.push_back({arrays[t], rows + r0, k, cols + c0, m, nullptr, vt, nullptr, Rng(0)});
     r0 += k;
     c0 += m;
     v0 += k * static_cast<size_t>(batch);
@@ -313,7 +340,7 @@ std::vector<float> PulseChip::inferTiles(const int32_t* arrays, size_t nTiles, c
   if (r0 != nRowIndices || c0 != nColIndices || v0 != nVoltages) bad("the row, column or voltage lists hold more than the tiles use");
   // Everything checked: materialise the arrays, then give every tile its own stream, drawn in tile order
   // from the chip's noise stream (so the result depends on the seed and the requests, not on the threads).
-  for (const TileJob& j : jobs) state(j.array);
+  for (TileJob& j : jobs) j.pack = packed(j.array, j.rows, j.k, j.cols, j.m);
   if (!kernel_) kernel_ = gemm::selectKernel();
   std::vector<float> out(o0);
   size_t at = 0;
@@ -328,7 +355,7 @@ std::vector<float> PulseChip::inferTiles(const int32_t* arrays, size_t nTiles, c
     auto* x = static_cast<TilesContext*>(c);
     TileJob& j = (*x->jobs)[static_cast<size_t>(t)];
     try {
-      x->chip->inferInto(j.array, j.rows, j.k, j.cols, j.m, j.volts, x->batch, *x->kernel, j.rng, j.out);
+      x->chip->inferInto(*static_cast<const PulseChip::TilePack*>(j.pack.get()), j.volts, x->batch, *x->kernel, j.rng, j.out);
     } catch (const std::exception& e) {
       (*x->errors)[static_cast<size_t>(t)] = e.what();
     }

@@ -84,6 +84,12 @@ struct PulseTotals {
 
 class PulseChip {
  public:
+  /** One tile's conductances and scaled read-noise variances, packed for the GEMM (gemm.h). */
+  struct TilePack {
+    std::vector<int32_t> rows, cols;
+    gemm::PackedMatrix w, var;
+    double maxVar = 0.0;
+  };
   static constexpr double kAsFabricatedFraction = 0.25;
   static constexpr double kClampFraction = 1.2;
 
@@ -145,6 +151,8 @@ class PulseChip {
     std::vector<uint8_t> stuck;
     std::vector<uint32_t> pulses;
     std::vector<double> energy;
+    /** Packed tiles of this array for inference (dropped when a pulse changes a cell). */
+    std::vector<std::shared_ptr<const TilePack>> packed;
   };
 
   ArrayState& state(int32_t array);
@@ -152,9 +160,16 @@ class PulseChip {
   /** Throws (bad) unless infer's arguments are valid: array, distinct in-range rows and columns, finite voltages. */
   void checkInfer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
                   const float* voltages, int64_t batch) const;
-  /** infer's products and read noise into out [batch × m], arguments checked and the array materialised. */
-  void inferInto(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
-                 const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng, float* out) const;
+
+ public:
+  /** infer's products and read noise into out [batch × cols], for a tile packed by packed(). */
+  void inferInto(const TilePack& pack, const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng,
+                 float* out) const;
+
+ private:
+  /** The tile's pack, kept per array until a pulse changes the array (arguments checked). */
+  std::shared_ptr<const TilePack> packed(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m);
+  static constexpr size_t kPacksKept = 4;
   /** Applies one pulse to the cells [first, last) of one row (all checked). Returns cell-pulses. */
   void pulseCell(ArrayState& s, size_t i, double amplitude, double level, double keep, double width);
 
