@@ -39,7 +39,7 @@ const chipFor = (tiles: number) => generateDefects(hfo2, { rate: 0.2, onFraction
 const root = packageRoot();
 const threads = Number(process.env['BENCH_THREADS'] ?? availableParallelism());
 const seconds = Number(process.env['BENCH_SECONDS'] ?? 1.5);
-/** `npm run bench -- dendrites` or BENCH_ONLY=dendrites: only the dendritic case. */
+/** `npm run bench -- dendrites` or BENCH_ONLY=dendrites: only the dendritic case (also: table, training, board). */
 const only = process.argv[2] ?? process.env['BENCH_ONLY'];
 /** The kernels every simulator session runs: BENCH_KERNEL, else DENDRA_KERNEL, else the best this CPU has. */
 const kernel = process.env['BENCH_KERNEL'] ?? native().kernel();
@@ -203,8 +203,15 @@ async function main() {
     console.log('\nwritten: out/bench-training.json');
     return;
   }
+  if (only === 'board') {
+    const board = await boardBench();
+    mkdirSync(join(root, 'out'), { recursive: true });
+    writeFileSync(join(root, 'out', 'bench-board.json'), JSON.stringify({ threads, kernel, ...board }, null, 2));
+    console.log('\nwritten: out/bench-board.json');
+    return;
+  }
   if (only !== undefined && only !== 'table') {
-    if (only !== 'dendrites') throw new Error(`unknown bench case '${only}' (those that run alone: table, dendrites, training)`);
+    if (only !== 'dendrites') throw new Error(`unknown bench case '${only}' (those that run alone: table, dendrites, training, board)`);
     await dendriticBench();
     console.log('\nwritten: out/bench-dendrites.json');
     return;
@@ -301,8 +308,18 @@ async function main() {
   console.log(`  hfo2-1t1r on a chip with 20 % stuck cells, remap auto: ${remapTimes[1]!.toFixed(0)} ms   target < 2000 ms ${remapTimes[1]! < 2000 ? 'met' : 'MISSED'}`);
   mkdirSync(join(root, 'out'), { recursive: true });
   writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel, rows, compileMs: compileTimes }, null, 2));
-  // The device path: deploy the 784-500-10 network onto an emulated hfo2-1t1r board over loopback TCP,
-  // then inference through the board against the simulator on the same artifact.
+  const { deploySeconds, device } = await boardBench();
+  const dendrites = await dendriticBench();
+  const training = await trainingBench(threads, seconds);
+  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel, rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device, dendrites, training }, null, 2));
+  console.log('\nwritten: out/bench.json and out/bench-dendrites.json');
+}
+
+/**
+ * The device path: deploy the 784-500-10 network onto an emulated hfo2-1t1r board over loopback TCP, then
+ * inference through the board against the simulator on the same artifact. `npm run bench -- board` runs it alone.
+ */
+async function boardBench(): Promise<{ deploySeconds: number; device: Record<string, number> }> {
   console.log('\ndevice path (board emulator over loopback TCP, 10 % hidden stuck cells; scan, compile for the scanned map, deploy):');
   const emulator = new BoardEmulator({ profile: hfo2, arrays: 120, faultRate: 0.1, seed: 1 });
   const url = await emulator.listen('tcp://127.0.0.1:0');
@@ -330,10 +347,7 @@ async function main() {
   await onBoard.release();
   await onSim.release();
   await emulator.close();
-  const dendrites = await dendriticBench();
-  const training = await trainingBench(threads, seconds);
-  writeFileSync(join(root, 'out', 'bench.json'), JSON.stringify({ threads, kernel, rows, compileMs: compileTimes, deploySeconds, deviceInferencesPerSecond: device, dendrites, training }, null, 2));
-  console.log('\nwritten: out/bench.json and out/bench-dendrites.json');
+  return { deploySeconds, device };
 }
 
 void main();

@@ -301,6 +301,13 @@ export interface NativePulseChip {
   read(array: number, row: number, col: number, rows: number, cols: number): Float32Array;
   /** Column currents [batch × cols] for voltages [batch × rows], read noise of the exact variance per column. */
   infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Float32Array;
+  /**
+   * `infer` of several tiles at once (InferTiles): tile t drives rowCounts[t] rows of arrays[t] and senses
+   * colCounts[t] columns; rows, cols and voltages ([batch × rowCounts[t]] per tile) hold the tiles' lists one
+   * after another; returns their currents ([batch × colCounts[t]] per tile) one after another. Tiles run on up
+   * to `threads` threads, each with its own noise stream drawn in tile order.
+   */
+  inferTiles(arrays: Int32Array, rowCounts: Int32Array, rows: Int32Array, colCounts: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number, threads: number): Float32Array;
   /** The hidden truth (copies): conductances, SET factors, pulses per cell, energy per cell (J), stuck mask. */
   conductances(array: number): Float32Array;
   setFactors(array: number): Float32Array;

@@ -101,6 +101,7 @@ Napi::Function PulseChipWrap::define(Napi::Env env) {
                          InstanceMethod<&PulseChipWrap::updateRows>("updateRows"),
                          InstanceMethod<&PulseChipWrap::read>("read"),
                          InstanceMethod<&PulseChipWrap::infer>("infer"),
+                         InstanceMethod<&PulseChipWrap::inferTiles>("inferTiles"),
                          InstanceMethod<&PulseChipWrap::conductances>("conductances"),
                          InstanceMethod<&PulseChipWrap::setFactors>("setFactors"),
                          InstanceMethod<&PulseChipWrap::pulseCounts>("pulseCounts"),
@@ -186,6 +187,27 @@ Napi::Value PulseChipWrap::infer(const Napi::CallbackInfo& info) {
     throwRangeError(info.Env(), "infer: voltages must hold batch × rows.length values");
   std::vector<float> out;
   DENDRA_PULSE_GUARD("infer", { out = chip_->infer(a, rows.Data(), rows.ElementLength(), cols.Data(), cols.ElementLength(), v.Data(), static_cast<int64_t>(batch)); })
+  return copyOut<float, Napi::Float32Array>(info.Env(), out);
+}
+
+Napi::Value PulseChipWrap::inferTiles(const Napi::CallbackInfo& info) {
+  auto arrays = typedArg<int32_t>(info, 0, napi_int32_array, "inferTiles: arrays");
+  auto rowCounts = typedArg<int32_t>(info, 1, napi_int32_array, "inferTiles: rowCounts");
+  auto rows = typedArg<int32_t>(info, 2, napi_int32_array, "inferTiles: rows");
+  auto colCounts = typedArg<int32_t>(info, 3, napi_int32_array, "inferTiles: colCounts");
+  auto cols = typedArg<int32_t>(info, 4, napi_int32_array, "inferTiles: cols");
+  auto v = typedArg<float>(info, 5, napi_float32_array, "inferTiles: voltages");
+  const double batch = numberArg(info, 6, "inferTiles: batch");
+  const double threads = numberArg(info, 7, "inferTiles: threads");
+  if (!(batch >= 1 && batch == std::floor(batch) && batch < 1e9)) throwRangeError(info.Env(), "inferTiles: batch must be a positive integer");
+  if (!(threads >= 1 && threads <= 256 && threads == std::floor(threads))) throwRangeError(info.Env(), "inferTiles: threads must be an integer from 1 to 256");
+  if (arrays.ElementLength() == 0 || rowCounts.ElementLength() != arrays.ElementLength() || colCounts.ElementLength() != arrays.ElementLength())
+    throwRangeError(info.Env(), "inferTiles: arrays, rowCounts and colCounts must be non-empty and of one length");
+  std::vector<float> out;
+  DENDRA_PULSE_GUARD("inferTiles", {
+    out = chip_->inferTiles(arrays.Data(), arrays.ElementLength(), rowCounts.Data(), rows.Data(), rows.ElementLength(), colCounts.Data(),
+                            cols.Data(), cols.ElementLength(), v.Data(), v.ElementLength(), static_cast<int64_t>(batch), static_cast<int32_t>(threads));
+  })
   return copyOut<float, Napi::Float32Array>(info.Env(), out);
 }
 

@@ -20,6 +20,7 @@ class PulseChipWrap : public Napi::ObjectWrap<PulseChipWrap> {
   Napi::Value updateRows(const Napi::CallbackInfo& info);
   Napi::Value read(const Napi::CallbackInfo& info);
   Napi::Value infer(const Napi::CallbackInfo& info);
+  Napi::Value inferTiles(const Napi::CallbackInfo& info);
   Napi::Value conductances(const Napi::CallbackInfo& info);
   Napi::Value setFactors(const Napi::CallbackInfo& info);
   Napi::Value pulseCounts(const Napi::CallbackInfo& info);

@@ -76,6 +76,7 @@ void PulseChip::pulseCell(ArrayState& s, size_t i, double amplitude, double leve
   if (noise > 0) v += noise * noise_.normal();
   v = std::min(top, std::max(0.0, v));
   s.g[i] = static_cast<float>(v);
+  if (!s.packed.empty()) s.packed.clear();
   const double e = amplitude * amplitude * std::max(before, v) * width;
   s.energy[i] += e;
   totals_.energy += e;
@@ -168,8 +169,8 @@ std::vector<float> PulseChip::read(int32_t array, int32_t row, int32_t col, int3
   return out;
 }
 
-std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
-                                    const float* voltages, int64_t batch) {
+void PulseChip::checkInfer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                           const float* voltages, int64_t batch) const {
   checkArray(array);
   std::vector<uint8_t> seen(static_cast<size_t>(cfg_.rows), 0);
   for (size_t p = 0; p < k; ++p) {
@@ -184,38 +185,193 @@ std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size
   if (batch < 1) bad("batch must be >= 1");
   for (size_t i = 0; i < static_cast<size_t>(batch) * k; ++i)
     if (!std::isfinite(voltages[i])) bad("voltage " + std::to_string(i) + " is not finite");
+}
+
+std::shared_ptr<const PulseChip::TilePack> PulseChip::packed(int32_t array, const int32_t* rowIndex, size_t k,
+                                                             const int32_t* colIndex, size_t m) {
   ArrayState& s = state(array);
-  std::vector<double> w(k * m), v2(k * m);
-  bool noisy = false;
+  for (const auto& p : s.packed)
+    if (p->rows.size() == k && p->cols.size() == m && std::equal(rowIndex, rowIndex + k, p->rows.begin()) &&
+        std::equal(colIndex, colIndex + m, p->cols.begin()))
+      return p;
+  auto pack = std::make_shared<TilePack>();
+  pack->rows.assign(rowIndex, rowIndex + k);
+  pack->cols.assign(colIndex, colIndex + m);
+  // The products run through the packed float GEMM of the simulator (gemm.h): currents = V·G and the
+  // per-column variance (V∘V)·σ², the latter scaled by 1/max σ² so it stays well inside float range.
+  // A zero voltage adds exactly nothing to either, as a row left undriven.
+  gemm::PackedMatrix& w = pack->w;
+  gemm::PackedMatrix& var = pack->var;
+  w = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  var = gemm::allocatePacked(static_cast<int64_t>(k), static_cast<int64_t>(m));
+  double maxVar = 0.0;
   for (size_t p = 0; p < k; ++p) {
     const size_t base = static_cast<size_t>(rowIndex[p]) * static_cast<size_t>(cfg_.cols);
     for (size_t c = 0; c < m; ++c) {
       const double g = s.g[base + static_cast<size_t>(colIndex[c])];
       const double sd = cfg_.readSigma + cfg_.readRelative * g;
-      w[p * m + c] = g;
-      v2[p * m + c] = sd * sd;
-      noisy |= sd > 0;
+      maxVar = std::max(maxVar, sd * sd);
     }
   }
-  std::vector<float> out(static_cast<size_t>(batch) * m);
-  std::vector<double> acc(m), vacc(m);
-  for (int64_t b = 0; b < batch; ++b) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    std::fill(vacc.begin(), vacc.end(), 0.0);
-    const float* vb = voltages + static_cast<size_t>(b) * k;
-    for (size_t p = 0; p < k; ++p) {
-      const double v = vb[p];
-      if (v == 0) continue;
-      const double* wr = &w[p * m];
-      for (size_t c = 0; c < m; ++c) acc[c] += v * wr[c];
-      if (noisy) {
-        const double* vr = &v2[p * m];
-        for (size_t c = 0; c < m; ++c) vacc[c] += v * v * vr[c];
+  const bool noisy = maxVar > 0;
+  for (size_t p = 0; p < k; ++p) {
+    const size_t base = static_cast<size_t>(rowIndex[p]) * static_cast<size_t>(cfg_.cols);
+    for (size_t c = 0; c < m; ++c) {
+      const double g = s.g[base + static_cast<size_t>(colIndex[c])];
+      const double sd = cfg_.readSigma + cfg_.readRelative * g;
+      w.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(g);
+      if (noisy) var.at(static_cast<int64_t>(p), static_cast<int64_t>(c)) = static_cast<float>(sd * sd / maxVar);
+    }
+  }
+  pack->maxVar = maxVar;
+  // Kept until a pulse changes the array (pulseCell drops them); the few most recent tiles of each array.
+  if (s.packed.size() >= kPacksKept) s.packed.erase(s.packed.begin());
+  s.packed.push_back(pack);
+  return pack;
+}
+
+void PulseChip::inferInto(const TilePack& pack, const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng,
+                          float* out) const {
+  const size_t k = pack.rows.size();
+  const size_t m = pack.cols.size();
+  const gemm::PackedMatrix& w = pack.w;
+  const gemm::PackedMatrix& var = pack.var;
+  const double maxVar = pack.maxVar;
+  const bool noisy = maxVar > 0;
+  const int64_t ldc = w.paddedCols();
+  const int64_t blockRows = std::min<int64_t>(batch, 252);
+  std::vector<float> apack(gemm::packBufferSize(blockRows));
+  std::vector<float> cur(static_cast<size_t>((blockRows + gemm::kMR - 1) / gemm::kMR * gemm::kMR * ldc));
+  std::vector<float> cvar(noisy ? cur.size() : 0);
+  for (int64_t b0 = 0; b0 < batch; b0 += blockRows) {
+    const int64_t rows = std::min(blockRows, batch - b0);
+    const float* x = voltages + static_cast<size_t>(b0) * k;
+    gemm::multiply(kernel, rows, x, static_cast<int64_t>(k), nullptr, w, cur.data(), ldc, apack.data());
+    if (noisy) gemm::multiply(kernel, rows, x, static_cast<int64_t>(k), nullptr, var, cvar.data(), ldc, apack.data(), false, true);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* o = &out[static_cast<size_t>(b0 + i) * m];
+      const float* ci = &cur[static_cast<size_t>(i * ldc)];
+      if (!noisy) {
+        std::copy(ci, ci + m, o);
+        continue;
+      }
+      // Both deviates of a Box-Muller draw are used (a column with zero variance takes none).
+      const float* vi = &cvar[static_cast<size_t>(i * ldc)];
+      double spare = 0.0;
+      bool haveSpare = false;
+      for (size_t c = 0; c < m; ++c) {
+        const double vr = static_cast<double>(vi[c]) * maxVar;
+        double z = 0.0;
+        if (vr > 0) {
+          if (haveSpare) {
+            z = spare;
+            haveSpare = false;
+          } else {
+            rng.normalPair(z, spare);
+            haveSpare = true;
+          }
+        }
+        o[c] = static_cast<float>(static_cast<double>(ci[c]) + (vr > 0 ? std::sqrt(vr) * z : 0.0));
       }
     }
-    for (size_t c = 0; c < m; ++c)
-      out[static_cast<size_t>(b) * m + c] = static_cast<float>(acc[c] + (vacc[c] > 0 ? std::sqrt(vacc[c]) * noise_.normal() : 0.0));
   }
+}
+
+
+std::vector<float> PulseChip::infer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                                    const float* voltages, int64_t batch) {
+  checkInfer(array, rowIndex, k, colIndex, m, voltages, batch);
+  state(array);
+  if (!kernel_) kernel_ = gemm::selectKernel();
+  std::vector<float> out(static_cast<size_t>(batch) * m);
+  const auto pack = packed(array, rowIndex, k, colIndex, m);
+  inferInto(*pack, voltages, batch, *kernel_, noise_, out.data());
+  return out;
+}
+
+namespace {
+struct TileJob {
+  int32_t array;
+  const int32_t* rows;
+  size_t k;
+  const int32_t* cols;
+  size_t m;
+  std::shared_ptr<const void> pack;
+  const float* volts;
+  float* out;
+  Rng rng;
+};
+struct TilesContext {
+  const PulseChip* chip;
+  const gemm::Kernel* kernel;
+  int64_t batch;
+  std::vector<TileJob>* jobs;
+  std::vector<std::string>* errors;
+};
+}  // namespace
+
+std::vector<float> PulseChip::inferTiles(const int32_t* arrays, size_t nTiles, const int32_t* rowCounts, const int32_t* rows,
+                                         size_t nRowIndices, const int32_t* colCounts, const int32_t* cols,
+                                         size_t nColIndices, const float* voltages, size_t nVoltages, int64_t batch,
+                                         int32_t threads) {
+  if (batch < 1) bad("batch must be >= 1");
+  if (threads < 1 || threads > 256) bad("threads must be from 1 to 256");
+  std::vector<TileJob> jobs;
+  jobs.reserve(nTiles);
+  size_t r0 = 0, c0 = 0, v0 = 0, o0 = 0;
+  for (size_t t = 0; t < nTiles; ++t) {
+    if (rowCounts[t] < 1 || colCounts[t] < 1) bad("tile " + std::to_string(t) + " drives no row or senses no column");
+    const size_t k = static_cast<size_t>(rowCounts[t]);
+    const size_t m = static_cast<size_t>(colCounts[t]);
+    if (r0 + k > nRowIndices || c0 + m > nColIndices || v0 + k * static_cast<size_t>(batch) > nVoltages)
+      bad("tile " + std::to_string(t) + ": the row, column or voltage lists end before it");
+    const float* vt = voltages + v0;
+    try {
+      checkInfer(arrays[t], rows + r0, k, cols + c0, m, vt, batch);
+    } catch (const std::exception& e) {
+      bad("tile " + std::to_string(t) + ": " + e.what());
+    }
+    jobs.push_back({arrays[t], rows + r0, k, cols + c0, m, nullptr, vt, nullptr, Rng(0)});
+    r0 += k;
+    c0 += m;
+    v0 += k * static_cast<size_t>(batch);
+    o0 += m * static_cast<size_t>(batch);
+  }
+  if (r0 != nRowIndices || c0 != nColIndices || v0 != nVoltages) bad("the row, column or voltage lists hold more than the tiles use");
+  // Everything checked: materialise the arrays, then give every tile its own stream, drawn in tile order
+  // from the chip's noise stream (so the result depends on the seed and the requests, not on the threads).
+  for (TileJob& j : jobs) j.pack = packed(j.array, j.rows, j.k, j.cols, j.m);
+  if (!kernel_) kernel_ = gemm::selectKernel();
+  std::vector<float> out(o0);
+  size_t at = 0;
+  for (TileJob& j : jobs) {
+    j.out = out.data() + at;
+    at += j.m * static_cast<size_t>(batch);
+    j.rng = noise_.split();
+  }
+  std::vector<std::string> errors;
+  TilesContext ctx{this, &*kernel_, batch, &jobs, &errors};
+  auto work = [](void* c, int64_t t) {
+    auto* x = static_cast<TilesContext*>(c);
+    TileJob& j = (*x->jobs)[static_cast<size_t>(t)];
+    try {
+      x->chip->inferInto(*static_cast<const PulseChip::TilePack*>(j.pack.get()), j.volts, x->batch, *x->kernel, j.rng, j.out);
+    } catch (const std::exception& e) {
+      (*x->errors)[static_cast<size_t>(t)] = e.what();
+    }
+  };
+  errors.resize(jobs.size());
+  if (threads > 1 && jobs.size() > 1) {
+    if (!pool_ || poolThreads_ != threads) {
+      pool_ = std::make_unique<WorkerPool>(threads - 1);
+      poolThreads_ = threads;
+    }
+    pool_->run(static_cast<int64_t>(jobs.size()), work, &ctx);
+  } else {
+    for (size_t t = 0; t < jobs.size(); ++t) work(&ctx, static_cast<int64_t>(t));
+  }
+  for (const std::string& e : errors)
+    if (!e.empty()) throw std::runtime_error("inferTiles: " + e);
   return out;
 }
 

@@ -26,9 +26,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
+#include "gemm.h"
+#include "pool.h"
 #include "rng.h"
 
 namespace dendra {
@@ -81,6 +84,12 @@ struct PulseTotals {
 
 class PulseChip {
  public:
+  /** One tile's conductances and scaled read-noise variances, packed for the GEMM (gemm.h). */
+  struct TilePack {
+    std::vector<int32_t> rows, cols;
+    gemm::PackedMatrix w, var;
+    double maxVar = 0.0;
+  };
   static constexpr double kAsFabricatedFraction = 0.25;
   static constexpr double kClampFraction = 1.2;
 
@@ -115,6 +124,17 @@ class PulseChip {
   std::vector<float> infer(int32_t array, const int32_t* rowIndex, size_t nRows, const int32_t* colIndex, size_t nCols,
                            const float* voltages, int64_t batch);
 
+  /**
+   * infer of several tiles in one call (InferTiles): tile t drives rowCounts[t] rows and senses colCounts[t]
+   * columns of arrays[t]; rows, cols and voltages hold the tiles' lists one after another (voltages: [batch ×
+   * rowCounts[t]] per tile); returns the tiles' currents [batch × colCounts[t]] one after another. Everything is
+   * checked before anything runs; tiles run on up to `threads` threads, each with its own noise stream drawn in
+   * tile order from the chip's.
+   */
+  std::vector<float> inferTiles(const int32_t* arrays, size_t nTiles, const int32_t* rowCounts, const int32_t* rows,
+                                size_t nRowIndices, const int32_t* colCounts, const int32_t* cols, size_t nColIndices,
+                                const float* voltages, size_t nVoltages, int64_t batch, int32_t threads);
+
   /** What array a really holds (a copy), row-major, siemens. */
   std::vector<float> conductances(int32_t array);
   std::vector<float> setFactors(int32_t array);
@@ -131,16 +151,36 @@ class PulseChip {
     std::vector<uint8_t> stuck;
     std::vector<uint32_t> pulses;
     std::vector<double> energy;
+    /** Packed tiles of this array for inference (dropped when a pulse changes a cell). */
+    std::vector<std::shared_ptr<const TilePack>> packed;
   };
 
   ArrayState& state(int32_t array);
   void checkArray(int32_t array) const;
+  /** Throws (bad) unless infer's arguments are valid: array, distinct in-range rows and columns, finite voltages. */
+  void checkInfer(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m,
+                  const float* voltages, int64_t batch) const;
+
+ public:
+  /** infer's products and read noise into out [batch × cols], for a tile packed by packed(). */
+  void inferInto(const TilePack& pack, const float* voltages, int64_t batch, const gemm::Kernel& kernel, Rng& rng,
+                 float* out) const;
+
+ private:
+  /** The tile's pack, kept per array until a pulse changes the array (arguments checked). */
+  std::shared_ptr<const TilePack> packed(int32_t array, const int32_t* rowIndex, size_t k, const int32_t* colIndex, size_t m);
+  static constexpr size_t kPacksKept = 4;
   /** Applies one pulse to the cells [first, last) of one row (all checked). Returns cell-pulses. */
   void pulseCell(ArrayState& s, size_t i, double amplitude, double level, double keep, double width);
 
   PulseChipConfig cfg_;
   std::vector<std::unique_ptr<ArrayState>> arrays_;
   Rng noise_;
+  /** The float GEMM kernel inference runs on (gemm::selectKernel, chosen on first use). */
+  std::optional<gemm::Kernel> kernel_;
+  /** Threads of inferTiles (started on first use with more than one thread). */
+  std::unique_ptr<WorkerPool> pool_;
+  int32_t poolThreads_ = 0;
   PulseTotals totals_;
 };
 

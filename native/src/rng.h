@@ -41,6 +41,16 @@ class Rng {
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
 
+  /** Two independent standard normal deviates (both outputs of one Box-Muller draw). */
+  void normalPair(double& a, double& b) {
+    double u1 = uniform();
+    while (u1 <= 0.0) u1 = uniform();
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double t = 6.283185307179586 * uniform();
+    a = r * std::cos(t);
+    b = r * std::sin(t);
+  }
+
   /** An independent generator for a worker (jumps by drawing a fresh seed). */
   Rng split() { return Rng(next()); }
 

@@ -20,6 +20,7 @@ import { InferenceSession, Tensor } from '../../runtime/index.js';
 import { artifactId, deploy } from '../../runtime/backends/device/deploy.js';
 import { connectBoard } from '../../runtime/backends/device/client.js';
 import { BoardEmulator } from '../../runtime/backends/device/emulator.js';
+import { MessageType } from '../../runtime/backends/device/protocol.js';
 import { FakeBoard } from './fake-board.js';
 import { examples } from '../helpers/fixtures.js';
 
@@ -279,6 +280,55 @@ describe('end to end: board emulator, deploy, inference through the device backe
         await dev.release();
         await sim.release();
       }
+    } finally {
+      await emu.close();
+    }
+  });
+
+  it('a layer in pipelined InferTiles requests computes exactly what one Infer per tile does (noiseless board); a board without InferTiles still runs', async () => {
+    // Small arrays: each layer splits into several tiles.
+    const small = quiet({ rows: 32, cols: 16, count: null }, { pulse: profile.pulse });
+    const tiled = writeArtifact(compile(MODEL, { device: small }));
+    const art = readArtifact(tiled);
+    expect(art.layers.every((l) => l.tiles.length > 2)).toBe(true);
+    const tiles = art.layers.reduce((s, l) => s + l.tiles.length, 0);
+    const emu = new BoardEmulator({ profile: small, arrays: art.arrays.length, seed: 8 });
+    const url = await emu.listen('tcp://127.0.0.1:0');
+    // The InferTiles tiles that reuse an earlier tile's voltages (`same`): the column tiles of a row block.
+    let shared = 0;
+    const handle = emu.handle.bind(emu);
+    emu.handle = (frame) => {
+      if (frame.type === MessageType.InferTiles) shared += (frame.json as { tiles: { same?: number }[] }).tiles.filter((t) => t.same !== undefined).length;
+      return handle(frame);
+    };
+    const run = async (link?: { maxChunkBytes: number }) => {
+      const dev = await InferenceSession.create(tiled, { device: url, link });
+      try {
+        const before = emu.stats().framesIn;
+        shared = 0;
+        const y = (await dev.run({ input: x })).logits!.data;
+        return { y: Array.from(y), frames: emu.stats().framesIn - before, shared };
+      } finally {
+        await dev.release();
+      }
+    };
+    try {
+      const { report } = await deploy(tiled, () => connectBoard(url));
+      expect(report.failed).toHaveLength(0);
+      const batched = await run();
+      // 4 KiB frames: each layer in many InferTiles requests, several in flight at once.
+      const chunked = await run({ maxChunkBytes: 4096 });
+      emu.inferTiles = false;
+      const perTile = await run();
+      // The per-tile path is the reference: the emulator refuses InferTiles now, so it really ran one Infer per tile.
+      expect(perTile.frames).toBeGreaterThanOrEqual(tiles);
+      expect(batched.frames).toBeLessThanOrEqual(art.layers.length + 1);
+      expect(batched.shared).toBeGreaterThan(0);
+      expect(perTile.shared).toBe(0);
+      expect(chunked.frames).toBeGreaterThan(2 * art.layers.length);
+      expect(batched.y).toEqual(perTile.y);
+      expect(chunked.y).toEqual(perTile.y);
+      expect(accuracy(Float32Array.from(perTile.y))).toBeGreaterThan(0.8);
     } finally {
       await emu.close();
     }

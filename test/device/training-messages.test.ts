@@ -130,4 +130,60 @@ describe('training messages on the emulator', () => {
     const refused = ask(emu, MessageType.InferTiles, { tiles, batch }, new Uint8Array(tooHigh.buffer));
     expect(refused.json).toMatchObject({ code: 'out-of-range' });
   });
+
+  it('InferTiles on several threads: read noise of the exact variance per column, and the same currents as on one thread', () => {
+    // 6 whole-array tiles, the same voltages in every sample: over 4,000 samples each column's mean is Σ V·G and
+    // its variance Σ V²·σ² (σ = read.sigma + read.relative·G) of the true conductances.
+    const n = 4000;
+    const tiles = Array.from({ length: 6 }, (_, a) => ({ array: a, rows: rows(R), cols: rows(C) }));
+    const volts = Float32Array.from({ length: R }, (_, r) => 0.2 * Math.sin(r + 1));
+    const data = new Float32Array(tiles.length * n * R);
+    for (let t = 0; t < tiles.length; t++) for (let b = 0; b < n; b++) data.set(volts, (t * n + b) * R);
+    const answer = (threads: number) => {
+      const emu = new BoardEmulator({ profile, arrays: 6, seed: 9, threads });
+      return { out: floats(ask(emu, MessageType.InferTiles, { tiles, batch: n }, new Uint8Array(data.buffer)).data), emu };
+    };
+    const one = answer(1);
+    const two = answer(2);
+    expect(Array.from(two.out)).toEqual(Array.from(one.out));
+    for (const t of [0, 5]) {
+      const g = two.emu.trueConductances(t);
+      for (const c of [0, 17, C - 1]) {
+        let mean = 0;
+        let variance = 0;
+        for (let r = 0; r < R; r++) {
+          const gi = g[r * C + c]!;
+          mean += volts[r]! * gi;
+          variance += (volts[r]! * (profile.read.sigma + profile.read.relative * gi)) ** 2;
+        }
+        let m1 = 0;
+        let m2 = 0;
+        for (let b = 0; b < n; b++) m1 += two.out[(t * n + b) * C + c]!;
+        m1 /= n;
+        for (let b = 0; b < n; b++) m2 += (two.out[(t * n + b) * C + c]! - m1) ** 2;
+        m2 /= n - 1;
+        const sd = Math.sqrt(variance);
+        expect(Math.abs(m1 - mean)).toBeLessThan((5 * sd) / Math.sqrt(n) + 1e-6 * Math.abs(mean));
+        expect(m2 / variance).toBeGreaterThan(0.9);
+        expect(m2 / variance).toBeLessThan(1.1);
+      }
+    }
+  });
+
+  it("InferTiles 'same': a tile driven with an earlier tile's voltages, sent once; bad references refused", () => {
+    const quietProfile = { ...profile, read: { ...profile.read, sigma: 0, relative: 0 } };
+    const emu = new BoardEmulator({ profile: quietProfile, arrays: 3, seed: 5 });
+    const batch = 3;
+    const va = Float32Array.from({ length: batch * 8 }, (_, i) => 0.15 * Math.sin(i + 2));
+    const vb = Float32Array.from({ length: batch * 4 }, (_, i) => 0.1 * Math.cos(i));
+    const a = { array: 0, rows: rows(8), cols: [0, 1] };
+    const b = { array: 1, rows: [3, 4, 5, 6], cols: [2] };
+    const c = { array: 2, rows: [9, 10, 11, 12, 13, 14, 15, 16], cols: [5, 6, 7] };
+    const full = floats(ask(emu, MessageType.InferTiles, { tiles: [a, b, c], batch }, new Uint8Array(new Float32Array([...va, ...vb, ...va]).buffer)).data);
+    const shared = floats(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 0 }], batch }, new Uint8Array(new Float32Array([...va, ...vb]).buffer)).data);
+    expect(Array.from(shared)).toEqual(Array.from(full));
+    const data = new Uint8Array(new Float32Array([...va, ...vb]).buffer);
+    expect(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 1 }], batch }, data).json).toMatchObject({ code: 'bad-request', message: expect.stringMatching(/drives 8 rows but tiles\[1\]/) });
+    expect(ask(emu, MessageType.InferTiles, { tiles: [a, b, { ...c, same: 2 }], batch }, data).json).toMatchObject({ code: 'bad-request', message: expect.stringMatching(/earlier tile/) });
+  });
 });

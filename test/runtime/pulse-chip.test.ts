@@ -104,4 +104,27 @@ describe('pulse-level chip', () => {
     expect(() => chip.updateRows(0, allRows, fill(1), new Uint8Array(5), 2.5, -3, 1e-7)).toThrow(/rows.length × cols/);
     expect(chip.conductances(0)).toEqual(before);
   });
+
+  it('inference sees every pulse: a tile read, then SET and RESET, then read again (noiseless reads)', () => {
+    const quiet = { ...profile, read: { ...profile.read, sigma: 0, relative: 0 } };
+    const chip = createPulseChip(quiet, generateDefects(quiet, { rate: 0, seed: 1, arrays: 1 }), 4);
+    const rows = Int32Array.from([3, 7]);
+    const cols = Int32Array.from([5]);
+    const v = Float32Array.from([0.2, 0]);
+    const current = () => chip.infer(0, rows, cols, v, 1)[0]!;
+    const tiles = () => chip.inferTiles(Int32Array.of(0), Int32Array.of(2), rows, Int32Array.of(1), cols, v, 1, 2)[0]!;
+    // the current of row 3 alone at 0.2 V is 0.2 V × G(3, 5), as read back
+    const g0 = chip.conductances(0)[3 * C + 5]!;
+    expect(Math.abs(current() - 0.2 * g0)).toBeLessThan(1e-6 * 0.2 * Math.max(g0, 100 * US));
+    expect(tiles()).toBe(current());
+    chip.pulse(0, Int32Array.of(3), Int32Array.of(5), Float32Array.of(2), Float32Array.of(1.6), 1e-7);
+    const g1 = chip.conductances(0)[3 * C + 5]!;
+    expect(g1).toBeGreaterThan(200 * US);
+    expect(Math.abs(current() - 0.2 * g1)).toBeLessThan(1e-6 * 0.2 * Math.max(g1, 100 * US));
+    expect(tiles()).toBe(current());
+    chip.updateRows(0, Int32Array.of(3), new Float32Array(C).fill(NaN), new Uint8Array(C).fill(1), 2, -2.5, 1e-7);
+    const g2 = chip.conductances(0)[3 * C + 5]!;
+    expect(g2).toBeLessThan(g1 / 2);
+    expect(Math.abs(current() - 0.2 * g2)).toBeLessThan(1e-6 * 0.2 * Math.max(g2, 100 * US));
+  });
 });

@@ -43,23 +43,60 @@ interface BoardTile {
   rowSum: Float64Array;
 }
 
+/**
+ * Tiles that drive the same row slots from the same inputs (the column tiles of one row block, unless remapping
+ * moved their rows) see the same voltages: computed once per group. rowSum: the members' rowSums added.
+ */
+interface DriveGroup {
+  tile: BoardTile;
+  members: number;
+  rowSum: Float64Array;
+}
+
 interface BoardLayer {
   inFeatures: number;
   outFeatures: number;
   tiles: BoardTile[];
   outScale: Float32Array;
+  groups: DriveGroup[];
+  /** For each tile, its drive group. */
+  groupOf: Int32Array;
+}
+
+function driveGroups(tiles: BoardTile[]): { groups: DriveGroup[]; groupOf: Int32Array } {
+  const byKey = new Map<string, number>();
+  const groups: DriveGroup[] = [];
+  const groupOf = new Int32Array(tiles.length);
+  tiles.forEach((t, i) => {
+    const key = `${t.rows.length}|${t.inputIndex.join(',')}|${t.posRow.join(',')}|${t.negRow.join(',')}`;
+    let g = byKey.get(key);
+    if (g === undefined) {
+      g = groups.length;
+      byKey.set(key, g);
+      groups.push({ tile: t, members: 0, rowSum: new Float64Array(t.rows.length) });
+    }
+    const group = groups[g]!;
+    group.members++;
+    for (let j = 0; j < t.rowSum.length; j++) group.rowSum[j] += t.rowSum[j]!;
+    groupOf[i] = g;
+  });
+  return { groups, groupOf };
 }
 
 /** Artifact's array i → the chip's array (compiled for a chip: chipArray; otherwise i). */
 const chipArrayOf = (artifact: Artifact, i: number) => artifact.arrays[i]!.chipArray ?? i;
 
 function prepare(artifact: Artifact, file: string): BoardLayer[] {
+  return artifact.layers.map((layer, li) => {
+    const tiles = boardTiles(artifact, li, file);
+    return { inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, outScale: Float32Array.from(layer.gPerWeight, (g) => 1 / g), tiles, ...driveGroups(tiles) };
+  });
+}
+
+function boardTiles(artifact: Artifact, li: number, file: string): BoardTile[] {
   const p = artifact.profile;
-  return artifact.layers.map((layer, li) => ({
-    inFeatures: layer.inFeatures,
-    outFeatures: layer.outFeatures,
-    outScale: Float32Array.from(layer.gPerWeight, (g) => 1 / g),
-    tiles: layer.tiles.map((t, ti) => {
+  const layer = artifact.layers[li]!;
+  return layer.tiles.map((t, ti) => {
       const where = `layer ${li} tile ${ti}`;
       const a = artifact.arrays[t.array];
       if (!a) throw new ArtifactError(`${where} refers to array ${t.array}, which the artifact does not hold`, { file, layer: li });
@@ -98,8 +135,7 @@ function prepare(artifact: Artifact, file: string): BoardLayer[] {
         adc: makeAdc(p.adc.bits, t.adcFullScale, p.read.voltage),
         rowSum: Float64Array.from(rs.list, (row) => sums[row]!),
       };
-    }),
-  }));
+    });
 }
 
 export class DeviceBackend {
@@ -108,9 +144,12 @@ export class DeviceBackend {
   readonly #layers: BoardLayer[];
   #released = false;
   #watch: StateWatch | undefined;
+  /** The board announces InferTiles: a layer's tiles go in pipelined InferTiles requests, else one Infer per tile. */
+  readonly #inferTiles: boolean;
 
-  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[], boot?: string) {
+  private constructor(artifact: Artifact, board: Board, layers: BoardLayer[], boot: string | undefined, inferTiles: boolean) {
     this.#artifact = artifact;
+    this.#inferTiles = inferTiles;
     this.board = board;
     this.#layers = layers;
     this.#watch = new StateWatch(() => board, boot);
@@ -152,7 +191,7 @@ export class DeviceBackend {
       if (!d || d.artifact !== artifactId(bytes) || d.state !== 'ready') {
         throw new DeviceError(`the board at ${url} holds no verified deployment of this artifact; run \`dendra deploy ${file ?? 'ART.dendra'} --device ${url}\` first`);
       }
-      return new DeviceBackend(artifact, board, layers, status.boot);
+      return new DeviceBackend(artifact, board, layers, status.boot, id.features?.inferTiles === true && board.inferTiles !== undefined);
     } catch (e) {
       await board.close();
       throw e;
@@ -193,11 +232,12 @@ export class DeviceBackend {
         if (Number.isFinite(s)) for (let i = 0; i < inF; i++) v[b * inF + i] = u[i]! * vRead;
       }
       const acc = new Float32Array(batch * outF);
-      for (const tile of layer.tiles) {
+      const drives: Float32Array[] = [];
+      for (const { tile, members, rowSum } of layer.groups) {
         const nRows = tile.rows.length;
-        const nCols = tile.cols.length;
         const k = tile.inputIndex.length;
         const volts = new Float32Array(batch * nRows);
+        drives.push(volts);
         for (let b = 0; b < batch; b++) {
           const vb = b * inF;
           const ob = b * nRows;
@@ -208,13 +248,20 @@ export class DeviceBackend {
             if (tile.negRow[r]! >= 0) volts[ob + tile.negRow[r]!] -= value;
             if (value !== 0) events += tile.negRow[r]! >= 0 ? 2 : 1; // event-driven rows: a zero input drives nothing
           }
-          rowEvents += events;
-          if (li === 0) inputRowEvents += events;
+          rowEvents += events * members;
+          if (li === 0) inputRowEvents += events * members;
           let p = 0;
-          for (let j = 0; j < nRows; j++) p += volts[ob + j]! * volts[ob + j]! * tile.rowSum[j]!;
+          for (let j = 0; j < nRows; j++) p += volts[ob + j]! * volts[ob + j]! * rowSum[j]!;
           if (Number.isFinite(p)) power += p;
         }
-        const currents = await this.board.infer(tile.chipArray, tile.rows, tile.cols, volts, batch);
+      }
+      // The whole layer at once where the board takes InferTiles (pipelined requests), else tile after tile.
+      const layerCurrents = this.#inferTiles && layer.tiles.length > 1
+        ? await this.board.inferTiles!(layer.tiles.map((t) => ({ array: t.chipArray, rows: t.rows, cols: t.cols })), layer.tiles.map((_, ti) => drives[layer.groupOf[ti]!]!), batch)
+        : undefined;
+      for (const [ti, tile] of layer.tiles.entries()) {
+        const nCols = tile.cols.length;
+        const currents = layerCurrents ? layerCurrents[ti]! : await this.board.infer(tile.chipArray, tile.rows, tile.cols, drives[layer.groupOf[ti]!]!, batch);
         const m = tile.outputIndex.length;
         for (let b = 0; b < batch; b++) {
           const ib = b * nCols;

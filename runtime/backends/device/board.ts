@@ -3,6 +3,7 @@
  * backend. `connectBoard(url)` (runtime/backends/device/client.ts) returns one.
  */
 import type { Frame, IdentifyResponse, StatusResponse, ReadRequest, MarkRequest } from './protocol.js';
+import type { InferTile } from './training-messages.js';
 
 /** A batch of pulses on one array, applied in order. col = -1 drives the whole row. */
 export interface Pulses {
@@ -33,6 +34,12 @@ export interface Board {
   pulse(array: number, width: number, pulses: Pulses): Promise<number>;
   /** Drives `rows` with voltages [batch × rows.length] and returns column currents [batch × cols.length] (A). */
   infer(array: number, rows: Int32Array, cols: Int32Array, voltages: Float32Array, batch: number): Promise<Float32Array>;
+  /**
+   * InferTiles (0x12): `infer` of several tiles, voltages[i] [batch × tiles[i].rows.length], in as few
+   * pipelined requests as the link allows; only for a board that announces features.inferTiles. Absent on
+   * in-process boards.
+   */
+  inferTiles?(tiles: InferTile[], voltages: Float32Array[], batch: number): Promise<Float32Array[]>;
   mark(request: MarkRequest): Promise<void>;
   /** Any request, with the link's ids and retries (for messages beyond these, e.g. training-messages.ts); absent on in-process boards. */
   request?(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, check: (f: Frame) => string | null, id?: number): Promise<Frame>;

@@ -12,8 +12,10 @@ import { randomInt } from 'node:crypto';
 import { DeviceError, InputError, LinkError } from '../../../common/errors.js';
 import type { Board, ConnectOptions, LinkStats, Pulses } from './board.js';
 import {
+  bytesOf,
   encodeFrame,
   floats,
+  MAX_PAYLOAD,
   FrameDecoder,
   MessageType,
   RESPONSE,
@@ -30,6 +32,7 @@ import {
 import { openLink, parseDeviceUrl, type DeviceAddress, type Link } from './transport.js';
 import { boardProof, checkToken, hostProof, isNonce, newNonce, sameMac, TOKEN_ENV } from './auth.js';
 import { checkIdentity } from './limits.js';
+import type { InferTile, InferTilesRequest } from './training-messages.js';
 
 export interface ClientOptions extends ConnectOptions {
   /**
@@ -80,7 +83,7 @@ export async function connectBoard(url: string, options: ClientOptions = {}): Pr
   if (!(Number.isInteger(chunk) && chunk >= 64 && chunk <= 32 * 1024 * 1024)) throw new InputError(`maxChunkBytes must be an integer from 64 to 33554432 (got ${chunk})`);
   const rawToken = options.token ?? process.env[TOKEN_ENV];
   const token = rawToken === undefined || rawToken === '' ? undefined : checkToken(rawToken, options.token !== undefined ? 'token' : TOKEN_ENV);
-  const client = new BoardClient(url, address, timeoutMs, retries, chunk, token);
+  const client = new BoardClient(url, address, timeoutMs, retries, chunk, token, options.maxChunkBytes !== undefined);
   await client.open();
   return client;
 }
@@ -99,6 +102,16 @@ interface Waiter {
   activity(damaged: boolean): void;
 }
 
+/** A pipelined group's requests in flight now (they share the board's queue: see #send's timeout). */
+interface Pipeline {
+  inFlight: number;
+}
+
+/** InferTiles requests of one call in flight at once (docs/protocol.md, "Pipelining"). */
+export const PIPELINE_DEPTH = 4;
+/** Largest binary part of one InferTiles request or reply on TCP when maxChunkBytes is not given. */
+const TILES_CHUNK_TCP = 16 * 1024 * 1024;
+
 /** After a damaged frame, the line must stay quiet this long (the rest of the frame drains) before the resend. */
 const QUIET_MS = 25;
 /** The shortest wait for a reply once round trips have been measured (ms). */
@@ -115,8 +128,15 @@ class BoardClient implements Board {
   readonly #decoder = new FrameDecoder();
   readonly #stats = { requests: 0, retries: 0, timeouts: 0, reconnects: 0 };
   #link: Link | undefined;
-  #waiter: Waiter | undefined;
+  /** The requests awaiting a reply, by id: one, or several while a pipelined group is in flight. */
+  readonly #waiters = new Map<number, Waiter>();
   #queue: Promise<unknown> = Promise.resolve();
+  /** A reconnect in progress, which every request that finds the link down waits on. */
+  #connecting: Promise<void> | undefined;
+  /** Whether maxChunkBytes was given (then it also bounds InferTiles frames). */
+  readonly #chunkGiven: boolean;
+  /** The board's last Identify announced sharedVoltages: InferTiles tiles may reuse an earlier tile's voltages. */
+  #sharedVoltages = false;
   #nextId: number;
   #closed = false;
   /** Cancels a pending backoff sleep or connect (close() calls it). */
@@ -128,8 +148,9 @@ class BoardClient implements Board {
 
   readonly #token: string | undefined;
 
-  constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number, token?: string) {
+  constructor(url: string, address: DeviceAddress, timeoutMs: number, retries: number, chunk: number, token?: string, chunkGiven = false) {
     this.#token = token;
+    this.#chunkGiven = chunkGiven;
     this.url = url;
     this.#address = address;
     this.#timeoutMs = timeoutMs;
@@ -155,8 +176,10 @@ class BoardClient implements Board {
     throw new LinkError(`cannot reach the board at ${this.url} after ${this.#retries + 1} tries (${summarise(reasons)})`);
   }
 
-  identify(): Promise<IdentifyResponse> {
-    return this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) => checkIdentity(j));
+  async identify(): Promise<IdentifyResponse> {
+    const id = await this.#json<IdentifyResponse>(MessageType.Identify, {}, 'identify', (j) => checkIdentity(j));
+    this.#sharedVoltages = id.features?.sharedVoltages === true;
+    return id;
   }
 
   status(): Promise<StatusResponse> {
@@ -240,6 +263,91 @@ class BoardClient implements Board {
   }
 
   /**
+   * InferTiles (0x12, training-messages.ts): several tiles of a batch in as few requests as the frame limit
+   * allows, split by samples (and by tiles where one sample of them all would not fit), up to PIPELINE_DEPTH
+   * of them in flight. Every request keeps its own id, retries and the board's answers are matched by id.
+   * The caller checks that the board announces features.inferTiles.
+   */
+  async inferTiles(tiles: InferTile[], voltages: Float32Array[], batch: number): Promise<Float32Array[]> {
+    if (!Number.isInteger(batch) || batch < 0) throw new InputError(`inferTiles: batch must be an integer >= 0 (got ${batch})`);
+    if (voltages.length !== tiles.length) throw new InputError(`inferTiles: ${voltages.length} voltage blocks for ${tiles.length} tiles`);
+    tiles.forEach((t, i) => {
+      if (voltages[i]!.length !== batch * t.rows.length) throw new InputError(`inferTiles: tile ${i} has ${voltages[i]!.length} voltages for batch ${batch} × ${t.rows.length} rows`);
+    });
+    const out = tiles.map((t) => new Float32Array(batch * t.cols.length));
+    if (batch === 0 || tiles.length === 0) return out;
+    const limit = Math.min(MAX_PAYLOAD - 64 * 1024, this.#chunkGiven || this.#address.kind !== 'tcp' ? this.#chunk : TILES_CHUNK_TCP);
+    const heads = tiles.map((t) => ({ array: t.array, rows: Array.from(t.rows), cols: Array.from(t.cols) }));
+    // A tile given the very same voltage block as an earlier tile of its request reuses it (`same`) where the
+    // board takes that (sharedVoltages): its voltages are not sent again.
+    const firstOf = new Map<Float32Array, number>();
+    const sameAs = tiles.map((t, i) => {
+      if (!this.#sharedVoltages) return -1;
+      const j = firstOf.get(voltages[i]!);
+      if (j !== undefined && tiles[j]!.rows.length === t.rows.length) return j;
+      if (j === undefined) firstOf.set(voltages[i]!, i);
+      return -1;
+    });
+    // Groups of whole tiles whose request (JSON and one sample) fits the limit; usually one group.
+    const groups: number[][] = [];
+    let group: number[] = [];
+    let json = 0;
+    let per = 0;
+    tiles.forEach((t, i) => {
+      const j = JSON.stringify(heads[i]).length + 16;
+      const p = 4 * Math.max(t.rows.length, t.cols.length);
+      if (group.length > 0 && json + j + 64 + per + p > limit) {
+        groups.push(group);
+        group = [];
+        json = 0;
+        per = 0;
+      }
+      group.push(i);
+      json += j;
+      per += p;
+    });
+    groups.push(group);
+    const jobs: (() => Promise<void>)[] = [];
+    const pipeline: Pipeline = { inFlight: 0 };
+    for (const g of groups) {
+      // Within a group, `same` names a position in the group; a tile whose first user is in another group sends its own.
+      const pos = new Map(g.map((i, at) => [i, at]));
+      const same = g.map((i) => (sameAs[i]! >= 0 && pos.has(sameAs[i]!) ? pos.get(sameAs[i]!)! : -1));
+      const sent = g.filter((_, at) => same[at]! < 0);
+      const inPer = sent.reduce((s, i) => s + tiles[i]!.rows.length, 0);
+      const outPer = g.reduce((s, i) => s + tiles[i]!.cols.length, 0);
+      const jsonBytes = g.reduce((s, i) => s + JSON.stringify(heads[i]).length + 16, 64);
+      const step = Math.max(1, Math.floor((limit - jsonBytes) / (4 * Math.max(inPer, outPer, 1))));
+      for (let s0 = 0; s0 < batch; s0 += step) {
+        const b = Math.min(step, batch - s0);
+        jobs.push(async () => {
+          const data = new Float32Array(b * inPer);
+          let off = 0;
+          for (const i of sent) {
+            const k = tiles[i]!.rows.length;
+            data.set(voltages[i]!.subarray(s0 * k, (s0 + b) * k), off);
+            off += b * k;
+          }
+          const req: InferTilesRequest = { tiles: g.map((i, at) => (same[at]! >= 0 ? { ...heads[i]!, same: same[at]! } : heads[i]!)), batch: b };
+          const what = `infer of ${g.length} tiles (batch ${b} from sample ${s0})`;
+          const replyBytes = b * outPer * 4;
+          const f = await this.#send(MessageType.InferTiles, req, bytesOf(data), what, replyBytes, undefined, (fr) =>
+            fr.data.length !== replyBytes ? `${what}: reply of ${fr.data.length} bytes, expected ${replyBytes}` : allFinite(fr.data) ? null : `${what}: reply holding a current that is not a finite number`, undefined, pipeline);
+          const cur = floats(f.data);
+          let at = 0;
+          for (const i of g) {
+            const m = tiles[i]!.cols.length;
+            out[i]!.set(cur.subarray(at, at + b * m), s0 * m);
+            at += b * m;
+          }
+        });
+      }
+    }
+    await this.#pipelined(jobs, PIPELINE_DEPTH);
+    return out;
+  }
+
+  /**
    * One request of any type through the same ids, retries and reconnects (the training messages of
    * training-messages.ts use it). `check` names what is wrong with a reply, or returns null. `id`: send
    * under this id (from `newId()`, possibly of an earlier connection) instead of the next one: resending a
@@ -264,7 +372,7 @@ class BoardClient implements Board {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancel?.();
-    this.#waiter?.settle({ kind: 'closed' });
+    for (const w of [...this.#waiters.values()]) w.settle({ kind: 'closed' });
     const link = this.#link;
     this.#link = undefined;
     await link?.close();
@@ -281,6 +389,32 @@ class BoardClient implements Board {
     return frame.json as T;
   }
 
+  /**
+   * Queues a group of requests as one place in the queue (requests before and after it keep their order)
+   * and runs up to `depth` of them at once, each through the retry loop with its own id. Only requests that
+   * change nothing on the board belong in a group. The first failure is thrown once every request settled.
+   */
+  #pipelined(jobs: (() => Promise<void>)[], depth: number): Promise<void> {
+    const run = this.#queue.then(async () => {
+      let next = 0;
+      let failure: { error: unknown } | undefined;
+      const lane = async () => {
+        while (next < jobs.length && !failure) {
+          const job = jobs[next++]!;
+          try {
+            await job();
+          } catch (e) {
+            failure ??= { error: e };
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(depth, jobs.length) }, lane));
+      if (failure) throw failure.error;
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
   /** Queues one request (one id) and runs it through the retry loop. */
   #exchange(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null, id?: number): Promise<Frame> {
     const run = this.#queue.then(() => this.#send(type, json, data, what, replyBytes, array, check, id));
@@ -288,7 +422,7 @@ class BoardClient implements Board {
     return run;
   }
 
-  async #send(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null, given?: number): Promise<Frame> {
+  async #send(type: number, json: unknown, data: Uint8Array, what: string, replyBytes: number, array: number | undefined, check: (f: Frame) => string | null, given?: number, pipeline?: Pipeline): Promise<Frame> {
     const closedError = () => new DeviceError(`the link to the board at ${this.url} is closed (${what})`);
     if (this.#closed) throw closedError();
     const id = given ?? this.#takeId();
@@ -300,8 +434,7 @@ class BoardClient implements Board {
       if (attempt > 0) this.#stats.retries++;
       if (!this.#link) {
         try {
-          await this.#connect(true);
-          this.#stats.reconnects++;
+          await this.#reconnect();
         } catch (e) {
           if (this.#closed) throw closedError();
           if (e instanceof BoardAuthError) throw e;
@@ -314,10 +447,16 @@ class BoardClient implements Board {
       // A lost frame costs a timeout: once replies have been timed, wait srtt + 4·rttvar (at least
       // MIN_RTO_MS) rather than the full configured timeout; never longer than the configured one.
       const rto = this.#srtt === undefined ? this.#timeoutMs : Math.min(this.#timeoutMs, Math.max(MIN_RTO_MS, this.#srtt + 4 * this.#rttvar));
-      const timeout = Math.ceil(rto + transfer);
+      // Pipelined: the board answers in order, so a reply may wait behind every request in flight before it.
+      const ahead = pipeline ? Math.max(1, pipeline.inFlight) : 1;
+      const timeout = Math.ceil((rto + transfer) * ahead);
       const sent = performance.now();
+      // Only a request that was alone on the link times the round trip (a queued one would inflate it).
+      const alone = this.#waiters.size === 0;
+      if (pipeline) pipeline.inFlight++;
       const outcome = await this.#attempt(link, bytes, id, timeout);
-      if (outcome.kind === 'reply' && attempt === 0) this.#sample(performance.now() - sent - transfer);
+      if (pipeline) pipeline.inFlight--;
+      if (outcome.kind === 'reply' && attempt === 0 && alone && this.#waiters.size === 0) this.#sample(performance.now() - sent - transfer);
       switch (outcome.kind) {
         case 'closed':
           throw closedError();
@@ -356,8 +495,8 @@ class BoardClient implements Board {
       const waiter: Waiter = {
         id,
         settle: (outcome) => {
-          if (this.#waiter !== waiter) return;
-          this.#waiter = undefined;
+          if (this.#waiters.get(id) !== waiter) return;
+          this.#waiters.delete(id);
           clearTimeout(timer);
           clearTimeout(quiet);
           resolve(outcome);
@@ -370,7 +509,7 @@ class BoardClient implements Board {
           quiet = setTimeout(() => waiter.settle({ kind: 'damaged' }), QUIET_MS);
         },
       };
-      this.#waiter = waiter;
+      this.#waiters.set(id, waiter);
       link.write(bytes);
     });
   }
@@ -396,16 +535,30 @@ class BoardClient implements Board {
     if (link !== this.#link) return;
     const before = this.#decoder.dropped;
     for (const frame of this.#decoder.push(chunk)) {
-      // Only replies (responses and error responses) to the outstanding id count; anything else is stale.
-      if (this.#waiter && frame.id === this.#waiter.id && (frame.type & RESPONSE) !== 0) this.#waiter.settle({ kind: 'reply', frame });
+      // Only replies (responses and error responses) to an outstanding id count; anything else is stale.
+      const waiter = this.#waiters.get(frame.id);
+      if (waiter && (frame.type & RESPONSE) !== 0) waiter.settle({ kind: 'reply', frame });
     }
-    this.#waiter?.activity(this.#decoder.dropped > before);
+    const damaged = this.#decoder.dropped > before;
+    for (const w of [...this.#waiters.values()]) w.activity(damaged);
   }
 
   #onClose(link: Link, reason: string): void {
     if (link !== this.#link) return;
     this.#link = undefined;
-    this.#waiter?.settle({ kind: 'down', reason });
+    for (const w of [...this.#waiters.values()]) w.settle({ kind: 'down', reason });
+  }
+
+  /** Reconnects once for every request that found the link down (pipelined requests share one reconnect). */
+  #reconnect(): Promise<void> {
+    this.#connecting ??= this.#connect(true)
+      .then(() => {
+        this.#stats.reconnects++;
+      })
+      .finally(() => {
+        this.#connecting = undefined;
+      });
+    return this.#connecting;
   }
 
   /** Opens the link, after a backoff sleep when `backoff` and an earlier connect or link failed. */
@@ -478,6 +631,11 @@ class BoardClient implements Board {
 
 /** Whether every float32 of a reply's binary part is finite (a board never reports NaN or ±Infinity). */
 function allFinite(data: Uint8Array): boolean {
+  if (data.byteOffset % 4 === 0 && data.length % 4 === 0) {
+    const f = new Float32Array(data.buffer, data.byteOffset, data.length / 4);
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) return false;
+    return true;
+  }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   for (let i = 0; i + 4 <= data.length; i += 4) if (!Number.isFinite(view.getFloat32(i, true))) return false;
   return true;

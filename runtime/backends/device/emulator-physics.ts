@@ -60,6 +60,23 @@ export class ChipPhysics {
     return this.chip.infer(a, Int32Array.from(rows), Int32Array.from(cols), voltages, batch);
   }
 
+  /**
+   * InferTiles: the column currents of several tiles, each [batch × cols.length], one after another, for their
+   * voltages [batch × rows.length] one after another; computed natively on up to `threads` threads.
+   */
+  inferTiles(tiles: readonly { array: number; rows: readonly number[]; cols: readonly number[] }[], voltages: Float32Array, batch: number, threads = 1): Float32Array {
+    return this.chip.inferTiles(
+      Int32Array.from(tiles, (t) => t.array),
+      Int32Array.from(tiles, (t) => t.rows.length),
+      Int32Array.from(tiles.flatMap((t) => t.rows)),
+      Int32Array.from(tiles, (t) => t.cols.length),
+      Int32Array.from(tiles.flatMap((t) => t.cols)),
+      voltages,
+      batch,
+      threads,
+    );
+  }
+
   /** What array a really holds (a copy), row-major, siemens. */
   trueConductances(a: number): Float32Array {
     return this.chip.conductances(a);

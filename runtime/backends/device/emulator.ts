@@ -34,6 +34,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { availableParallelism } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { createServer as createTlsServer } from 'node:tls';
 import { boardProof, checkToken, hostProof, isNonce, newNonce, sameMac } from './auth.js';
@@ -90,6 +91,10 @@ export interface EmulatorOptions {
   token?: string;
   /** Certificate and key (PEM) for tcps:// listeners. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Announce and answer InferTiles (default true); false: a board whose firmware predates it (one Infer per tile). */
+  inferTiles?: boolean;
+  /** Threads the emulated chip computes an InferTiles request's tiles on (default: the CPUs, at most 4). */
+  threads?: number;
 }
 
 export interface EmulatorStats {
@@ -204,9 +209,16 @@ export class BoardEmulator {
   readonly #sockets = new Set<Socket>();
   readonly #closers: (() => Promise<void>)[] = [];
   #closed = false;
+  /** Whether the board announces and answers InferTiles (EmulatorOptions.inferTiles; tests may switch it). */
+  inferTiles: boolean;
+  readonly #threads: number;
 
   constructor(opts: EmulatorOptions) {
     this.profile = opts.profile;
+    this.inferTiles = opts.inferTiles ?? true;
+    const threads = opts.threads ?? Math.min(4, availableParallelism());
+    if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new InputError(`emulator threads must be an integer from 1 to 256 (got ${threads})`);
+    this.#threads = threads;
     const defects = chipDefects(opts);
     const seed = (opts.seed ?? 0) >>> 0;
     this.#chip = new ChipPhysics(opts.profile, defects, seed);
@@ -327,7 +339,8 @@ export class BoardEmulator {
         return { json: r.json };
       }
       case MessageType.InferTiles: {
-        const r = handleInferTiles(this.#chip, b, frame.data, this.inferVoltageLimit, refuse);
+        if (!this.inferTiles) throw new Refusal('unsupported', `unknown request type 0x${frame.type.toString(16).padStart(2, '0')} (this firmware has no InferTiles)`);
+        const r = handleInferTiles(this.#chip, b, frame.data, this.inferVoltageLimit, refuse, this.#threads);
         this.#counters.infers += r.tiles;
         return { json: r.json, data: r.data };
       }
@@ -358,7 +371,7 @@ export class BoardEmulator {
         width: [p.width[0], p.width[1]],
       },
       readVoltage: this.profile.read.voltage,
-      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: true },
+      features: { dendrites: false, soma: false, updateRows: true, readArrays: true, inferTiles: this.inferTiles, sharedVoltages: this.inferTiles },
       boot: this.boot,
       auth: this.#token !== undefined,
     };

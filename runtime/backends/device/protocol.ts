@@ -183,8 +183,8 @@ export interface IdentifyResponse {
   /** Pulse limits the board accepts. */
   limits: { setVoltage: [number, number]; resetVoltage: [number, number]; gateVoltage: [number, number]; width: [number, number] };
   readVoltage: number;
-  /** updateRows / readArrays / inferTiles: the training messages (absent = not supported). */
-  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean; inferTiles?: boolean };
+  /** updateRows / readArrays / inferTiles: the training messages (absent = not supported); sharedVoltages: InferTiles takes `same`. */
+  features: { dendrites: boolean; soma: boolean; updateRows?: boolean; readArrays?: boolean; inferTiles?: boolean; sharedVoltages?: boolean };
   /**
    * The board's state identity: a random id drawn each time the board starts or loses its programmed
    * state (power cycle, reset, crash). Two answers with the same boot id come from the same state; a

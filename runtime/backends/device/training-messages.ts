@@ -168,7 +168,8 @@ export interface InferTile {
 }
 
 export interface InferTilesRequest {
-  tiles: { array: number; rows: number[]; cols: number[] }[];
+  /** same: this tile is driven with the voltages of the earlier tile at that position (sent once, there). */
+  tiles: { array: number; rows: number[]; cols: number[]; same?: number }[];
   batch: number;
 }
 
@@ -179,6 +180,7 @@ export interface InferTilesRequest {
  * feature gets one Infer per tile instead (`inferTiles` falls back).
  */
 export async function inferTiles(board: Board, tiles: InferTile[], voltages: Float32Array[], batch: number, supported: boolean): Promise<Float32Array[]> {
+  if (supported && board.inferTiles && tiles.length > 1) return board.inferTiles(tiles, voltages, batch);
   if (!supported || !board.request || tiles.length === 1) {
     const out: Float32Array[] = [];
     for (const [i, t] of tiles.entries()) out.push(await board.infer(t.array, t.rows, t.cols, voltages[i]!, batch));
@@ -210,8 +212,8 @@ export async function inferTiles(board: Board, tiles: InferTile[], voltages: Flo
   return out;
 }
 
-/** InferTiles on the emulated chip: every tile checked (indices, voltages within `limit`) before any is run. */
-export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, data: Uint8Array, limit: number, refuse: Refuse): { json: { tiles: number; batch: number }; data: Uint8Array; tiles: number } {
+/** InferTiles on the emulated chip: every tile checked (indices, voltages within `limit`) before any is run; the tiles' products run natively on up to `threads` threads. */
+export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, data: Uint8Array, limit: number, refuse: Refuse, threads = 1, sharedVoltages = true): { json: { tiles: number; batch: number }; data: Uint8Array; tiles: number } {
   const tiles = b['tiles'];
   if (!Array.isArray(tiles) || tiles.length === 0) refuse('bad-request', `'tiles' must be a non-empty list of {array, rows, cols}`);
   const batch = b['batch'];
@@ -221,10 +223,22 @@ export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, 
     const o = t as Record<string, unknown>;
     const array = o['array'];
     if (typeof array !== 'number' || !Number.isInteger(array) || array < 0 || array >= chip.count) refuse('bad-request', `tiles[${i}]: array ${JSON.stringify(array)} does not exist: this board has arrays 0..${chip.count - 1}`);
-    return { array: array as number, rows: intList(o['rows'], `tiles[${i}].rows`, chip.rows, refuse), cols: intList(o['cols'], `tiles[${i}].cols`, chip.cols, refuse) };
+    const rows = intList(o['rows'], `tiles[${i}].rows`, chip.rows, refuse);
+    const same = o['same'];
+    if (same !== undefined) {
+      if (!sharedVoltages) refuse('bad-request', `tiles[${i}].same: this board does not take shared voltages (features.sharedVoltages)`);
+      if (typeof same !== 'number' || !Number.isInteger(same) || same < 0 || same >= i) refuse('bad-request', `tiles[${i}].same must be the position of an earlier tile (0..${i - 1}), got ${JSON.stringify(same)}`);
+    }
+    return { array: array as number, rows, cols: intList(o['cols'], `tiles[${i}].cols`, chip.cols, refuse), same: same as number | undefined };
+  });
+  list.forEach((t, i) => {
+    if (t.same === undefined) return;
+    const src = list[t.same]!;
+    if (src.same !== undefined) refuse('bad-request', `tiles[${i}].same names tiles[${t.same}], which itself reuses another tile's voltages`);
+    if (src.rows.length !== t.rows.length) refuse('bad-request', `tiles[${i}] drives ${t.rows.length} rows but tiles[${t.same}], whose voltages it reuses, drives ${src.rows.length}`);
   });
   const n = batch as number;
-  const inPer = list.reduce((s, t) => s + t.rows.length, 0);
+  const inPer = list.reduce((s, t) => s + (t.same === undefined ? t.rows.length : 0), 0);
   const outPer = list.reduce((s, t) => s + t.cols.length, 0);
   if (data.length !== n * inPer * 4) refuse('bad-request', `batch ${n} × ${inPer} driven rows need ${n * inPer * 4} bytes of float32 voltages, got ${data.length}`);
   if (n * outPer * 4 + 1024 > MAX_PAYLOAD) refuse('out-of-range', `the currents of batch ${n} × ${outPer} columns would exceed the ${MAX_PAYLOAD}-byte frame limit; send a smaller batch`);
@@ -234,14 +248,23 @@ export function handleInferTiles(chip: ChipPhysics, b: Record<string, unknown>, 
     if (!Number.isFinite(v[i]!)) refuse('bad-request', `voltage ${i} is not a finite number`);
     if (Math.abs(v[i]!) > limit) refuse('out-of-range', `voltage ${v[i]} V exceeds the ${limit} V an inference may drive without disturbing the cells`);
   }
-  const out = new Float32Array(n * outPer);
-  let vin = 0;
-  let vout = 0;
-  for (const t of list) {
-    const cur = chip.infer(t.array, t.rows, t.cols, v.subarray(vin, vin + n * t.rows.length), n);
-    out.set(cur, vout);
-    vin += n * t.rows.length;
-    vout += n * t.cols.length;
+  let all = v;
+  if (list.some((t) => t.same !== undefined)) {
+    // Expand the shared blocks: every tile's voltages in order, as the native call takes them.
+    const start: number[] = [];
+    let at = 0;
+    for (const t of list) {
+      start.push(at);
+      if (t.same === undefined) at += n * t.rows.length;
+    }
+    all = new Float32Array(list.reduce((s, t) => s + n * t.rows.length, 0));
+    let off = 0;
+    list.forEach((t, i) => {
+      const from = start[t.same ?? i]!;
+      all.set(v.subarray(from, from + n * t.rows.length), off);
+      off += n * t.rows.length;
+    });
   }
+  const out = chip.inferTiles(list, all, n, threads);
   return { json: { tiles: list.length, batch: n }, data: bytesOf(out), tiles: list.length };
 }
