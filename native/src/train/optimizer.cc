@@ -4,6 +4,10 @@
 #include <cstring>
 #include <utility>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
 #include "../gemm.h"
 #include "matmul.h"
 #include "parallel.h"
@@ -33,6 +37,23 @@ double Optimizer::learningRate() const {
 }
 
 namespace {
+
+/**
+ * Flush-to-zero and denormals-are-zero on this thread while it lives (x86). The moments of a parameter whose gradient
+ * stops (a dead unit, a pixel that is always 0) decay geometrically through the subnormal range, and every load or
+ * result there costs a microcode assist (~100 cycles): with them Adam took 2/3 of a step. What flushing changes is below
+ * 1.2e-38 in a moment, i.e. nothing a float parameter can see (its update divides by √v + ε, ε ≥ 1e-8).
+ */
+class FlushDenormals {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  FlushDenormals() : csr_(_mm_getcsr()) { _mm_setcsr(csr_ | 0x8040u); }  // FTZ (bit 15) | DAZ (bit 6)
+  ~FlushDenormals() { _mm_setcsr(csr_); }
+
+ private:
+  unsigned csr_;
+#endif
+};
 
 /** The three update rules over n parameters (float state; the loops vectorise). */
 template <int kKind>
@@ -95,6 +116,7 @@ void Optimizer::update(std::vector<float>& p, const std::vector<float>& g, std::
   // Split over the threads (each range a contiguous run of parameters; the updates are independent).
   parallelFor(threads_, static_cast<int64_t>(p.size()), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
     const size_t o = static_cast<size_t>(begin), n = static_cast<size_t>(end - begin);
+    const FlushDenormals flush;
 #ifdef DENDRA_HAS_AVX2_UPDATE
     if (avx2_) {
       updateAvx2(kind, p.data() + o, g.data() + o, s1.data() + o, s2.data() + o, n, static_cast<float>(lr), a, b, invC1,
