@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { makeOutputFolder } from '../common/files.js';
 import { join } from 'node:path';
 import { colouriseDigits, loadMnist, type MnistSize, type MnistSplit } from '../common/mnist.js';
 import { writeNpyFile } from '../common/npy.js';
@@ -24,11 +24,7 @@ export function dataMnistCommand(opts: MnistArgs): void {
   }
   const data = loadMnist(opts.split as MnistSplit, size as MnistSize);
   if (colourSeed !== undefined) Object.assign(data, colouriseDigits(data.x, colourSeed));
-  try {
-    mkdirSync(opts.output, { recursive: true });
-  } catch (e) {
-    throw new InputError(`cannot create the output folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: opts.output });
-  }
+  makeOutputFolder(opts.output, '-o');
   const inputs = join(opts.output, 'inputs.npy');
   const labels = join(opts.output, 'labels.npy');
   writeNpyFile(inputs, data.x, data.shape);

@@ -3,6 +3,7 @@
  * (--shard I/N), or on a job queue (--queue redis://...); `dendra sweep merge` for the shards, and the
  * report's table, JSON and plot, the same for all of them. The work itself is in sweep/.
  */
+import { makeOutputFolder } from '../common/files.js';
 import { InputError } from '../common/errors.js';
 import { mergeShards, runLocal, runShard } from '../sweep/run.js';
 import { connectRedis, runOnQueue } from '../sweep/queue.js';
@@ -64,6 +65,7 @@ export async function studyCommand(prepare: () => Promise<{ study: Study; blobs:
   if (args.shard !== undefined && args.queue !== undefined) throw new InputError('--shard and --queue are two ways of splitting a sweep: give one of them');
   const shard = args.shard === undefined ? undefined : parseShard(args.shard);
   if (shard && !args.out) throw new InputError('--shard needs --out DIR: the folder its shard file goes to (dendra sweep merge reads it)');
+  if (args.out) makeOutputFolder(args.out, '--out'); // before any work: dendra never creates folder trees
   // A malformed URL or a Redis out of reach is refused before any work.
   if (args.queue !== undefined) (await connectRedis(args.queue)).disconnect();
   const { study, blobs } = await prepare();

@@ -3,7 +3,8 @@
  * remapping on many random chips. The study itself (its points, seeds and report) is sweep/fault-rate.ts;
  * this file prints it: the table and the plot.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeOutputFolder } from '../common/files.js';
 import { basename, join } from 'node:path';
 import { InputError } from '../common/errors.js';
 import type { SweepReport } from '../sweep/fault-rate.js';
@@ -120,7 +121,7 @@ export function runSummary(run: SweepReport['run']): string {
 export function writeSweepFiles(dir: string, name: string, report: object, svg: string): { json: string; svg: string } {
   const files = { json: join(dir, `${name}.json`), svg: join(dir, `${name}.svg`) };
   try {
-    mkdirSync(dir, { recursive: true });
+    makeOutputFolder(dir, '--out');
     writeFileSync(files.json, JSON.stringify({ ...report, files }, null, 2) + '\n');
     writeFileSync(files.svg, svg);
   } catch (e) {

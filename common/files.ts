@@ -6,7 +6,7 @@
  * bounded amount of memory and time and ends in a typed error. Directories and other non-files are
  * refused by name. Error messages never quote the file's contents.
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import { DendraError, InputError, type ErrorWhere } from './errors.js';
 
@@ -133,4 +133,22 @@ export function checkOutputPath(file: string, extensions: string[], option: stri
   if (!existsSync(dir)) throw new InputError(`${option} ${file}: the folder '${dir}' does not exist (dendra does not create folders)`, { file });
   if (!statSync(dir).isDirectory()) throw new InputError(`${option} ${file}: '${dir}' is not a folder`, { file });
   if (existsSync(file) && statSync(file).isDirectory()) throw new InputError(`${option} ${file} is a directory`, { file });
+}
+
+/**
+ * An output folder (`--out DIR`, `data -o DIR`): made if missing, but only one level; its parent must exist
+ * (dendra never creates folder trees). A path that names a file is refused.
+ */
+export function makeOutputFolder(dir: string, option: string): void {
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw new InputError(`${option} ${dir} is not a folder`, { file: dir });
+    return;
+  }
+  const parent = dirname(dir);
+  if (!existsSync(parent)) throw new InputError(`${option} ${dir}: the folder '${parent}' does not exist (dendra does not create folder trees)`, { file: dir });
+  try {
+    mkdirSync(dir);
+  } catch (e) {
+    throw new InputError(`${option} ${dir}: cannot create the folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: dir });
+  }
 }

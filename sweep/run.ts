@@ -2,7 +2,8 @@
  * Running a study without a broker: all of it in this process, or one shard of it (`--shard I/N`), and
  * merging shards back into the report a local run gives. Every point goes through runPoints (study.ts).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { makeOutputFolder } from '../common/files.js';
 import { join } from 'node:path';
 import { InputError } from '../common/errors.js';
 import { handlerFor } from './handlers.js';
@@ -61,7 +62,7 @@ export async function runShard(
     seconds: (performance.now() - t0) / 1000,
   };
   try {
-    mkdirSync(out, { recursive: true });
+    makeOutputFolder(out, '--out');
     writeFileSync(file, JSON.stringify(content) + '\n');
   } catch (e) {
     throw new InputError(`cannot write to ${out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: out });
