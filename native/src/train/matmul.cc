@@ -138,28 +138,10 @@ void Matmul::run(int64_t rows, const float* x, int64_t ldx, const int32_t* gathe
     runRows(0, rows, x, ldx, gather, w, target, scratch_[0]);
     return;
   }
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
-  auto job = [&](int64_t t) {
-    try {
-      const int64_t r0 = t * chunk;
-      runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target, scratch_[static_cast<size_t>(t)]);
-    } catch (...) {
-      errors[static_cast<size_t>(t)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers));
-  for (int64_t t = 1; t < workers; ++t) {
-    try {
-      pool.emplace_back(job, t);
-    } catch (const std::system_error&) {
-      job(t);
-    }
-  }
-  job(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  runWorkers(workers, [&](int64_t t) {
+    const int64_t r0 = t * chunk;
+    runRows(r0, std::min(chunk, rows - r0), x, ldx, gather, w, target, scratch_[static_cast<size_t>(t)]);
+  });
 }
 
 }  // namespace dendra::train

@@ -11,6 +11,35 @@
 
 namespace dendra::train {
 
+/**
+ * Runs job(t) for t in [0, workers): t = 0 on the calling thread, the rest on std::threads (inline when a
+ * thread cannot be started); the first exception is rethrown after every job has finished.
+ */
+template <typename Job>
+void runWorkers(int64_t workers, Job&& job) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  auto guarded = [&](int64_t t) {
+    try {
+      job(t);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers));
+  for (int64_t t = 1; t < workers; ++t) {
+    try {
+      pool.emplace_back(guarded, t);
+    } catch (const std::system_error&) {
+      guarded(t);
+    }
+  }
+  guarded(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
 template <typename Fn>
 void parallelFor(int32_t threads, int64_t n, int64_t minChunk, Fn&& fn) {
   if (n <= 0) return;
@@ -20,28 +49,10 @@ void parallelFor(int32_t threads, int64_t n, int64_t minChunk, Fn&& fn) {
     return;
   }
   const int64_t chunk = (n + workers - 1) / workers;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
-  auto job = [&](int64_t t) {
-    try {
-      const int64_t b = t * chunk;
-      if (b < n) fn(b, std::min(n, b + chunk));
-    } catch (...) {
-      errors[static_cast<size_t>(t)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers));
-  for (int64_t t = 1; t < workers; ++t) {
-    try {
-      pool.emplace_back(job, t);
-    } catch (const std::system_error&) {
-      job(t);
-    }
-  }
-  job(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  runWorkers(workers, [&](int64_t t) {
+    const int64_t b = t * chunk;
+    if (b < n) fn(b, std::min(n, b + chunk));
+  });
 }
 
 }  // namespace dendra::train
